@@ -1,0 +1,17 @@
+"""spark-causal: why did the metric move?
+
+Capture a PySpark job's column-level causal graph and samples as runs in a store, then attribute the
+change of a metric between two runs to the sources and stages that caused it.
+"""
+from .capture import capture, register_output
+from .errors import (CaptureError, RunExistsError, SparkCausalError, StoreError, UnknownOutputError,
+                     UnknownRunError, UnsupportedSessionError)
+from .lineage import upstream_sources
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "capture", "register_output", "upstream_sources", "__version__",
+    "SparkCausalError", "StoreError", "UnknownRunError", "RunExistsError", "UnknownOutputError",
+    "UnsupportedSessionError", "CaptureError",
+]

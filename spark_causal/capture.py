@@ -1,0 +1,351 @@
+"""Capture: see every output an unmodified PySpark job writes, and turn it into a stored run.
+
+Hooks wrap the write methods of ``DataFrameWriter`` / ``DataFrameWriterV2`` and ``SparkSession.sql``.
+Each hook lets the job's own write run first, untouched, and only then reads the analysed plan, so
+capture can never change what the job writes; anything that fails inside spark-causal is logged and
+recorded in the run (the run is then ``incomplete``), unless the user asked for strict mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import logging
+import os
+import runpy
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import networkx as nx
+
+from . import plan as P
+from .errors import CaptureError, SparkCausalError
+from .lineage import LineageBuilder
+
+log = logging.getLogger("spark_causal")
+
+_V1_METHODS = ("save", "parquet", "csv", "json", "orc", "text", "saveAsTable", "insertInto", "jdbc")
+_V2_METHODS = ("create", "replace", "createOrReplace", "append", "overwrite", "overwritePartitions")
+_state = threading.local()
+_active: list["Capture"] = []
+_lock = threading.RLock()
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How a run is captured; recorded in the run's meta so that two runs can be compared fairly."""
+
+    sample_size: int = 20_000
+    seed: int = 0
+    samples: bool = True
+    strict: bool = False
+
+
+@dataclass
+class Capture:
+    """One run being captured. ``graph`` is the run's DAG, complete once the context has exited."""
+
+    store: str
+    run: str
+    options: CaptureOptions
+    replace: bool = False
+    script: str | None = None
+    args: list[str] = field(default_factory=list)
+    builder: LineageBuilder = field(default_factory=LineageBuilder)
+    errors: list[str] = field(default_factory=list)
+    started: str = field(default_factory=lambda: _now())
+    spark: Any = None
+    tables: dict[str, Any] = field(default_factory=dict)  # parquet files of the run: name -> pandas frame
+    _writer: Any = None
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        return self.builder.graph
+
+    # ------------------------------------------------------------------------------ outputs
+    def record(self, df: Any, *, name: str | None, path: str | None = None, table: str | None = None,
+               fmt: str | None = None, mode: str | None = None, plan: Any = None) -> None:
+        """Record one output: its lineage now (views may be replaced later), then statistics/samples."""
+        try:
+            self.spark = self.spark or df.sparkSession
+            if plan is None:
+                plan = P.analyzed(df)
+            name = name or _output_name(table, path) or f"output{len(self.graph.graph['outputs']) + 1}"
+            used = self.builder.add_output(name, plan, path=path, table=table, fmt=fmt, mode=mode)
+            log.info("spark-causal: captured output %s (%d graph nodes so far)", used, self.graph.number_of_nodes())
+        except SparkCausalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - capture must not fail the job
+            self._fail_soft(f"lineage of output {name!r} failed: {_one_line(exc)}", exc)
+
+    def _fail_soft(self, message: str, exc: BaseException) -> None:
+        self.errors.append(message)
+        log.warning("spark-causal: %s", message)
+        log.debug("".join(traceback.format_exception(exc)))
+        if self.options.strict:
+            raise CaptureError(message, hint="run without --strict to let the job finish regardless") from exc
+
+    # ------------------------------------------------------------------------------ commit
+    def commit(self, *, status: str, error: str | None) -> None:
+        from . import __version__
+        from .store import Store
+
+        spark_version = None
+        if self.spark is not None:
+            with contextlib.suppress(Exception):
+                spark_version = self.spark.version
+        writer = self._writer or Store(self.store, spark=self.spark).begin(self.run, replace=self.replace)
+        try:
+            writer.write_json("graph.json", nx.node_link_data(self.graph, edges="edges"))
+            for name, frame in self.tables.items():
+                writer.write_parquet(name, frame)
+            if self.errors and status == "succeeded":
+                status = "incomplete"
+            writer.commit({
+                "run": self.run, "spark_causal_version": __version__, "spark_version": spark_version,
+                "script": self.script, "args": list(self.args), "started": self.started, "ended": _now(),
+                "status": status, "error": error, "capture_errors": list(self.errors),
+                "outputs": list(self.graph.graph["outputs"]),
+                "samples": "disabled" if not self.options.samples else
+                ("present" if any(n.startswith("samples/") for n in self.tables) else "missing"),
+                "sample_size": self.options.sample_size, "seed": self.options.seed,
+            })
+        except BaseException:
+            writer.abort()
+            raise
+
+
+# ---------------------------------------------------------------------------------------- hooks
+def _current() -> Capture | None:
+    return _active[-1] if _active else None
+
+
+def _hooked(original: Callable, describe: Callable[..., dict]) -> Callable:
+    """Wrap a write method: run it unchanged, then record the output (once, even if methods nest)."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        cap = _current()
+        if cap is None or getattr(_state, "inside", False):
+            return original(self, *args, **kwargs)
+        _state.inside = True
+        try:
+            result = original(self, *args, **kwargs)
+        finally:
+            _state.inside = False
+        try:
+            info = describe(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            cap._fail_soft(f"could not describe a write: {_one_line(exc)}", exc)
+            return result
+        cap.record(self._df, **info)
+        return result
+
+    wrapper.__spark_causal_original__ = original  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _describe_v1(method: str) -> Callable[..., dict]:
+    def describe(writer: Any, *args: Any, **kwargs: Any) -> dict:
+        first = args[0] if args else kwargs.get("path", kwargs.get("tableName", kwargs.get("table")))
+        if method in ("saveAsTable", "insertInto"):
+            table = str(first).split(".")[-1].strip("`") if first else None
+            return {"name": table, "table": table, "fmt": kwargs.get("format"), "mode": kwargs.get("mode")}
+        if method == "jdbc":
+            table = args[1] if len(args) > 1 else kwargs.get("table")
+            return {"name": str(table).split(".")[-1], "table": table, "fmt": "jdbc", "mode": kwargs.get("mode")}
+        path = first if isinstance(first, str) else None
+        fmt = method if method != "save" else kwargs.get("format")
+        return {"name": None, "path": path, "fmt": fmt, "mode": kwargs.get("mode")}
+    return describe
+
+
+def _describe_v2(method: str) -> Callable[..., dict]:
+    def describe(writer: Any, *args: Any, **kwargs: Any) -> dict:
+        table = str(writer._table) if hasattr(writer, "_table") else None
+        if table is None:
+            with contextlib.suppress(Exception):
+                table = str(writer._jwriter.toString())
+        name = table.split(".")[-1].strip("`") if table else None
+        return {"name": name, "table": table, "fmt": "v2", "mode": method}
+    return describe
+
+
+def _hooked_sql(original: Callable) -> Callable:
+    """``spark.sql``: statements that write (INSERT, CTAS, REPLACE ... AS SELECT) are outputs."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        df = original(self, *args, **kwargs)
+        cap = _current()
+        if cap is None or getattr(_state, "inside", False):
+            return df
+        try:
+            write = P.unwrap_write(P.analyzed(df))
+        except Exception as exc:  # noqa: BLE001
+            cap._fail_soft(f"could not read the plan of a SQL statement: {_one_line(exc)}", exc)
+            return df
+        if write is not None:
+            query, table, path = write
+            cap.record(df, name=_output_name(table, path), table=table, path=path, fmt="sql", plan=query)
+        return df
+
+    wrapper.__spark_causal_original__ = original  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _patches() -> list[tuple[type, str, Callable[[Callable], Callable]]]:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.readwriter import DataFrameWriter, DataFrameWriterV2
+
+    out: list[tuple[type, str, Callable[[Callable], Callable]]] = []
+    for m in _V1_METHODS:
+        out.append((DataFrameWriter, m, lambda f, m=m: _hooked(f, _describe_v1(m))))
+    for m in _V2_METHODS:
+        out.append((DataFrameWriterV2, m, lambda f, m=m: _hooked(f, _describe_v2(m))))
+    out.append((SparkSession, "sql", _hooked_sql))
+    return out
+
+
+def _install() -> None:
+    for klass, attr, wrap in _patches():
+        current = getattr(klass, attr)
+        if not hasattr(current, "__spark_causal_original__"):
+            setattr(klass, attr, wrap(current))
+
+
+def _uninstall() -> None:
+    for klass, attr, _ in _patches():
+        current = getattr(klass, attr)
+        original = getattr(current, "__spark_causal_original__", None)
+        if original is not None:
+            setattr(klass, attr, original)
+
+
+# ---------------------------------------------------------------------------------------- public
+@contextlib.contextmanager
+def capture(spark: Any = None, *, store: str, run: str, replace: bool = False, sample_size: int = 20_000,
+            seed: int = 0, samples: bool = True, strict: bool = False,
+            script: str | None = None, args: list[str] | None = None) -> Iterator[Capture]:
+    """Capture every output written inside the block as run ``run`` of ``store``.
+
+    >>> with spark_causal.capture(spark, store="/tmp/causal-store", run="2026-11-24") as cap:  # doctest: +SKIP
+    ...     report.write.parquet("/data/out/report")
+    >>> cap.graph.nodes["report.revenue"]["kind"]  # doctest: +SKIP
+    'aggregate'
+
+    If the block raises, the run is still committed with status ``failed`` (whatever was captured
+    is kept) and the exception passes through unchanged.
+    """
+    if spark is not None:
+        P.jvm_session(spark)  # Spark Connect: refuse before the job runs
+    if sample_size < 0:
+        raise CaptureError(f"sample size must be 0 or more, got {sample_size}", hint="use e.g. --sample-size 20000")
+    cap = Capture(store=str(store), run=run, replace=replace, script=script, args=list(args or []),
+                  options=CaptureOptions(sample_size=sample_size, seed=seed, samples=samples, strict=strict),
+                  spark=spark)
+    if not _is_uri(cap.store) or spark is not None:  # refuse an existing run before the job runs
+        from .store import Store
+
+        cap._writer = Store(cap.store, spark=spark).begin(run, replace=replace)
+    with _lock:
+        _active.append(cap)
+        _install()
+    status, error = "succeeded", None
+    try:
+        yield cap
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            status, error = "failed", f"SystemExit({exc.code})"
+        raise
+    except BaseException as exc:
+        status, error = "failed", _one_line(exc)
+        raise
+    finally:
+        with _lock:
+            _active.remove(cap)
+            if not _active:
+                _uninstall()
+        try:
+            cap.commit(status=status, error=error)
+        except SparkCausalError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if cap.options.strict:
+                raise
+            log.error("spark-causal: could not store run %s: %s", run, _one_line(exc))
+
+
+def register_output(df: Any, name: str) -> None:
+    """Register a DataFrame as an output of the running capture, for jobs that collect instead of write.
+
+    Outside a capture this does nothing, so a job can call it unconditionally.
+    """
+    cap = _current()
+    if cap is not None:
+        cap.record(df, name=name)
+
+
+def run_script(script: str, args: list[str], *, store: str, run: str, replace: bool = False,
+               sample_size: int = 20_000, seed: int = 0, samples: bool = True, strict: bool = False) -> int:
+    """Run an unmodified PySpark script as ``__main__`` under capture; returns its exit code.
+
+    The script's exception and exit code pass through; ``spark.stop()`` inside the script is
+    deferred until the run is stored, because storing may need the session.
+    """
+    from pyspark.sql import SparkSession
+
+    if not os.path.isfile(script):
+        raise CaptureError(f"no such script: {script}", hint="give the path of a PySpark .py file after --")
+    real_stop = SparkSession.stop
+    stopped: list[Any] = []
+    SparkSession.stop = lambda self: stopped.append(self)  # type: ignore[method-assign]
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [script, *args]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    code = 0
+    try:
+        with capture(None, store=store, run=run, replace=replace, sample_size=sample_size, seed=seed,
+                     samples=samples, strict=strict, script=os.path.abspath(script), args=args):
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int) and exc.code is not None:
+            print(exc.code, file=sys.stderr)
+    except SparkCausalError:
+        raise
+    except BaseException:  # noqa: BLE001 - the job's own failure: print it as Python would
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        SparkSession.stop = real_stop  # type: ignore[method-assign]
+        for session in stopped:
+            session.stop()
+    return code
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _output_name(table: str | None, path: str | None) -> str | None:
+    if table:
+        return str(table).split(".")[-1].strip("`")
+    if path:
+        return P.path_table_name(str(path))
+    return None
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path or path.startswith("dbfs:")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first}"[:500]

@@ -1,0 +1,281 @@
+"""The only module that touches py4j and Catalyst.
+
+Everything that depends on how a Spark version lays out its plan classes lives here, so that a Spark
+upgrade is a change to one file. The rest of spark-causal sees plain Python values: class names,
+lists of JVM objects, strings and ints.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .errors import UnsupportedSessionError
+
+if TYPE_CHECKING:  # py4j types stay out of the runtime imports
+    from pyspark.sql import DataFrame, SparkSession
+
+JObject = Any  # a py4j JavaObject
+
+# Leaves whose rows come from outside the job: each becomes a source table.
+LEAF_CLASSES = {
+    "LogicalRelation", "LogicalRDD", "LocalRelation", "HiveTableRelation", "DataSourceV2Relation",
+    "DataSourceV2ScanRelation", "Range", "OneRowRelation", "InMemoryRelation", "StreamingRelation",
+    "StreamingRelationV2", "ExternalRDD", "LogicalQueryStage",
+}
+# Commands that write a query's result somewhere: their ``query()`` is the plan we want.
+WRITE_COMMANDS = {
+    "InsertIntoHadoopFsRelationCommand", "InsertIntoHiveTable", "InsertIntoDataSourceCommand",
+    "CreateDataSourceTableAsSelectCommand", "CreateHiveTableAsSelectCommand", "AppendData",
+    "OverwriteByExpression", "OverwritePartitionsDynamic", "CreateTableAsSelect", "ReplaceTableAsSelect",
+    "InsertIntoDataSourceDirCommand", "InsertIntoHiveDirCommand", "CreateViewCommand",
+}
+SUBQUERY_CLASSES = {"ScalarSubquery", "Exists", "ListQuery", "LateralSubquery", "FunctionTableSubqueryArgumentExpression"}
+UDF_CLASSES = {"PythonUDF", "ScalaUDF", "ScalaUDAF", "PythonUDAF", "PythonUDTF", "JavaUDF", "HiveSimpleUDF",
+               "HiveGenericUDF", "HiveUDAFFunction", "HiveGenericUDTF", "ScalaAggregator"}
+
+
+def jvm_session(spark: "SparkSession") -> JObject:
+    """The JVM SparkSession behind a classic session; Spark Connect has none, so it is refused here."""
+    jss = getattr(spark, "_jsparkSession", None)
+    if jss is None:
+        raise UnsupportedSessionError(
+            "this is a Spark Connect session: its plans live on the server, out of reach of spark-causal",
+            hint="run the job with a classic session (spark-submit, pyspark, or a Databricks "
+                 "single-user/no-isolation cluster); the captured store can then be read anywhere")
+    return jss
+
+
+def analyzed(df: "DataFrame") -> JObject:
+    """The analysed logical plan of a DataFrame: SQL and DataFrame code meet here in one form."""
+    jdf = getattr(df, "_jdf", None)
+    if jdf is None:
+        jvm_session(df.sparkSession)  # raises the clear Spark Connect error
+    return jdf.queryExecution().analyzed()
+
+
+def to_dataframe(spark: "SparkSession", plan: JObject) -> "DataFrame":
+    """Materialise any logical plan as a DataFrame (``Dataset.ofRows``) without running it."""
+    from pyspark.sql import DataFrame
+
+    jvm = spark.sparkContext._jvm
+    jdf = jvm.org.apache.spark.sql.classic.Dataset.ofRows(jvm_session(spark), plan)
+    return DataFrame(jdf, spark)
+
+
+def cls(obj: JObject) -> str:
+    """Simple class name of a JVM object (``Project``, ``Alias`` ...), without Scala's ``$``."""
+    return obj.getClass().getSimpleName().rstrip("$")
+
+
+def seq(s: JObject) -> list[JObject]:
+    """A Scala collection as a Python list."""
+    out = []
+    it = s.iterator()
+    while it.hasNext():
+        out.append(it.next())
+    return out
+
+
+def children(node: JObject) -> list[JObject]:
+    return seq(node.children())
+
+
+def option(o: JObject) -> JObject | None:
+    return o.get() if o is not None and o.isDefined() else None
+
+
+def call(obj: JObject, *names: str) -> JObject | None:
+    """The first of ``names`` that the object answers without error, else None.
+
+    Catalyst classes differ between Spark versions and between the V1 and V2 write paths; this keeps
+    the fall-backs in one place instead of a try/except at every site.
+    """
+    for name in names:
+        try:
+            return getattr(obj, name)()
+        except Exception:  # noqa: BLE001 - py4j raises a generic error for a missing method
+            continue
+    return None
+
+
+# ---------------------------------------------------------------------------------------- attributes
+def expr_id(attr: JObject) -> int:
+    return int(attr.exprId().id())
+
+
+def name(named: JObject) -> str:
+    return str(named.name())
+
+
+def dtype(expr: JObject) -> str:
+    try:
+        return str(expr.dataType().simpleString())
+    except Exception:  # noqa: BLE001 - unresolved types only in broken plans
+        return "unknown"
+
+
+def sql(expr: JObject) -> str:
+    try:
+        return str(expr.sql())
+    except Exception:  # noqa: BLE001 - some expressions have no SQL form
+        return str(expr.toString())
+
+
+def output(plan: JObject) -> list[JObject]:
+    return seq(plan.output())
+
+
+def fingerprint(*parts: str) -> str:
+    """A short stable hash of the code that defines a node."""
+    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------- expressions
+class ExprInfo:
+    """What lineage needs from one expression tree, gathered in one walk."""
+
+    __slots__ = ("attrs", "subqueries", "classes", "udf_code")
+
+    def __init__(self) -> None:
+        self.attrs: list[JObject] = []       # attribute references, outer references included
+        self.subqueries: list[JObject] = []  # plans of scalar / IN / EXISTS subqueries
+        self.classes: set[str] = set()
+        self.udf_code: list[str] = []        # hashes of Python UDF bodies, so a changed body is a code change
+
+
+def inspect_expr(expr: JObject, info: ExprInfo | None = None) -> ExprInfo:
+    info = info or ExprInfo()
+    c = cls(expr)
+    info.classes.add(c)
+    if c == "AttributeReference":
+        info.attrs.append(expr)
+        return info
+    if c in SUBQUERY_CLASSES:
+        info.subqueries.append(expr.plan())
+    if c == "PythonUDF":
+        try:
+            info.udf_code.append(hashlib.sha1(bytes(expr.func().command())).hexdigest()[:16])
+        except Exception:  # noqa: BLE001 - the body is a nicety for fingerprints, not required
+            pass
+    for ch in children(expr):
+        inspect_expr(ch, info)
+    return info
+
+
+def inspect_exprs(exprs: Iterable[JObject]) -> ExprInfo:
+    info = ExprInfo()
+    for e in exprs:
+        inspect_expr(e, info)
+    return info
+
+
+def aggregate_function(expr: JObject) -> str | None:
+    """``sum``/``count``/``avg``/``min``/``max``/``other`` for an expression holding one aggregate, else None."""
+    found: list[str] = []
+
+    def walk(e: JObject) -> None:
+        c = cls(e)
+        if c == "AggregateExpression":
+            found.append(cls(e.aggregateFunction()))
+            return
+        if c in SUBQUERY_CLASSES:
+            return
+        for ch in children(e):
+            walk(ch)
+
+    walk(expr)
+    if not found:
+        return None
+    if len(found) > 1:
+        return "other"
+    return {"Sum": "sum", "Count": "count", "Average": "avg", "Min": "min", "Max": "max",
+            "TrySum": "sum", "TryAverage": "avg"}.get(found[0], "other")
+
+
+# --------------------------------------------------------------------------------------- plan facts
+def relation_name(leaf: JObject) -> str | None:
+    """The table name of a source leaf: its catalog table, else its file path's last meaningful segment."""
+    c = cls(leaf)
+    if c == "LogicalRelation":
+        table = option(leaf.catalogTable())
+        if table is not None:
+            return str(table.identifier().table())
+        paths = call(leaf.relation(), "location")
+        if paths is not None:
+            roots = seq(paths.rootPaths())
+            if roots:
+                return path_table_name(str(roots[0].toString()))
+        return None
+    if c == "HiveTableRelation":
+        return str(leaf.tableMeta().identifier().table())
+    if c in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
+        rel = leaf if c == "DataSourceV2Relation" else leaf.relation()
+        ident = option(rel.identifier())
+        if ident is not None:
+            return str(ident.name())
+        return str(rel.table().name()).split(".")[-1]
+    if c == "Range":
+        return "range"
+    return None
+
+
+def path_table_name(path: str) -> str:
+    """``s3://b/warehouse/orders/date=2026-11-24/part.parquet`` -> ``orders``.
+
+    Partition folders (``k=v``) and date- or number-like folders change from run to run, so they are
+    skipped: the id of a source must not change when only the day's folder does.
+    """
+    import re
+
+    parts = [p for p in path.rstrip("/").split("/") if p]
+    for part in reversed(parts):
+        stem = part
+        for ext in (".parquet", ".csv", ".json", ".orc", ".avro", ".txt", ".delta", ".gz", ".snappy"):
+            if stem.lower().endswith(ext):
+                stem = stem[: -len(ext)]
+        if "=" in stem or re.fullmatch(r"[0-9_\-T:.]*", stem) or stem.startswith("part-"):
+            continue
+        return stem
+    return parts[-1] if parts else "source"
+
+
+def write_command_target(cmd: JObject) -> tuple[str | None, str | None]:
+    """(table name, path) that a write command writes, from whichever field its class has."""
+    table = None
+    for getter in ("catalogTable", "table", "tableDesc"):
+        t = call(cmd, getter)
+        if t is None:
+            continue
+        if cls(t) in ("Some", "None"):
+            t = option(t)
+            if t is None:
+                continue
+        ident = call(t, "identifier")
+        if ident is not None and call(ident, "table") is not None:
+            table = str(ident.table())
+            break
+        n = call(t, "name")
+        if n is not None:
+            table = str(n).split(".")[-1].strip("`")
+            break
+    path = call(cmd, "outputPath")
+    path = str(path.toString()) if path is not None else None
+    if table is None:
+        ident = call(cmd, "name")
+        parts = call(ident, "nameParts") if ident is not None else None
+        if parts is not None:
+            table = str(seq(parts)[-1])
+    return table, path
+
+
+def unwrap_write(plan: JObject) -> tuple[JObject, str | None, str | None] | None:
+    """For a write command: (query plan, table, path); None for anything else."""
+    if cls(plan) == "CommandResult":
+        plan = plan.commandLogicalPlan()
+    if cls(plan) not in WRITE_COMMANDS:
+        return None
+    query = call(plan, "query", "child")
+    if query is None:
+        return None
+    table, path = write_command_target(plan)
+    return query, table, path
