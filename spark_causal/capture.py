@@ -59,6 +59,7 @@ class Capture:
     started: str = field(default_factory=lambda: _now())
     spark: Any = None
     tables: dict[str, Any] = field(default_factory=dict)  # parquet files of the run: name -> pandas frame
+    stats: list[dict] = field(default_factory=list)
     _writer: Any = None
 
     @property
@@ -80,6 +81,48 @@ class Capture:
             raise
         except Exception as exc:  # noqa: BLE001 - capture must not fail the job
             self._fail_soft(f"lineage of output {name!r} failed: {_one_line(exc)}", exc)
+            return
+        self._measure(used, plan, df, path=path, table=table, fmt=fmt)
+
+    def _measure(self, output: str, plan: Any, df: Any, *, path: str | None, table: str | None,
+                 fmt: str | None) -> None:
+        """Statistics of the output's nodes and the unit sample of its segment; failures mark samples missing."""
+        from . import sampling
+
+        walk = self.builder.walks[output]
+        relations: list[tuple[Any, dict[str, str]]] = []
+        for leaf in _leaves(plan):
+            mapping = {P.name(a): walk.env[P.expr_id(a)] for a in P.output(leaf) if P.expr_id(a) in walk.env}
+            relations.append((P.to_dataframe(self.spark, leaf), mapping))
+        try:
+            prov = sampling.provenance(self.spark, self.builder, output, plan, sample_size=None,
+                                       seed=self.options.seed)
+            kinds = {n: self.graph.nodes[n]["kind"] for n in prov.names if n in self.graph}
+            relations.append((prov.df, {n: n for n, k in kinds.items() if k in ("stage", "selection")}))
+        except Exception as exc:  # noqa: BLE001
+            self._fail_soft(f"provenance of output {output!r} failed: {_one_line(exc)}", exc)
+        out_df = _read_back(self.spark, path=path, table=table, fmt=fmt) or P.to_dataframe(self.spark, plan)
+        cols = self.graph.graph["outputs"][output]["columns"]
+        relations.append((out_df, dict(zip(out_df.columns, cols))))
+        try:
+            have = {s["node"] for s in self.stats}
+            for rel, mapping in relations:
+                mapping = {c: n for c, n in mapping.items() if n not in have}
+                rows = sampling.compute_stats(self.spark, self.graph, [(rel, mapping)])
+                self.stats.extend(rows)
+                have.update(r["node"] for r in rows)
+        except Exception as exc:  # noqa: BLE001
+            self._fail_soft(f"statistics of output {output!r} failed: {_one_line(exc)}", exc)
+        if not self.options.samples or self.options.sample_size == 0:
+            return
+        try:
+            seg = sampling.sample_output(self.spark, self.builder, output, plan,
+                                         sample_size=self.options.sample_size, seed=self.options.seed)
+        except Exception as exc:  # noqa: BLE001
+            self._fail_soft(f"samples of output {output!r} failed: {_one_line(exc)}", exc)
+            return
+        self.graph.graph["segments"].append(seg.description)
+        self.tables[f"samples/{seg.description['id']}.parquet"] = seg.table
 
     def _fail_soft(self, message: str, exc: BaseException) -> None:
         self.errors.append(message)
@@ -100,6 +143,10 @@ class Capture:
         writer = self._writer or Store(self.store, spark=self.spark).begin(self.run, replace=self.replace)
         try:
             writer.write_json("graph.json", nx.node_link_data(self.graph, edges="edges"))
+            if self.stats:
+                import pandas as pd
+
+                writer.write_parquet("stats.parquet", pd.DataFrame(self.stats))
             for name, frame in self.tables.items():
                 writer.write_parquet(name, frame)
             if self.errors and status == "succeeded":
@@ -329,6 +376,35 @@ def run_script(script: str, args: list[str], *, store: str, run: str, replace: b
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _leaves(plan: Any) -> list[Any]:
+    """Source leaves of a plan (each once), subquery plans included."""
+    out, seen, stack = [], set(), [plan]
+    while stack:
+        p = stack.pop()
+        if P.cls(p) in P.LEAF_CLASSES:
+            h = int(p.hashCode())
+            if h not in seen:
+                seen.add(h)
+                out.append(p)
+            continue
+        stack.extend(P.children(p))
+        for e in P.seq(p.expressions()):
+            stack.extend(P.inspect_expr(e).subqueries)
+    return out
+
+
+def _read_back(spark: Any, *, path: str | None, table: str | None, fmt: str | None) -> Any:
+    """The written output, read back (cheaper than recomputing it); None when it cannot be read."""
+    try:
+        if table:
+            return spark.table(table)
+        if path and fmt in ("parquet", "orc", "json"):
+            return spark.read.format(fmt).load(path)
+    except Exception:  # noqa: BLE001 - fall back to recomputing the plan
+        return None
+    return None
+
+
 def _output_name(table: str | None, path: str | None) -> str | None:
     if table:
         return str(table).split(".")[-1].strip("`")

@@ -36,6 +36,14 @@ class _Frame:
     sort_keys: list[Any] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class WalkResult:
+    """How one output's analysed plan maps onto the graph: what sampling needs to name its columns."""
+
+    env: dict[int, str]         # exprId -> node id
+    selections: dict[int, str]  # hashCode of a Filter / Join operator -> its selection node id
+
+
 @dataclass
 class _Pending:
     kind: str
@@ -54,6 +62,7 @@ class LineageBuilder:
     def __init__(self) -> None:
         self.graph = nx.DiGraph(outputs={}, sources={}, segments=[], warnings=[])
         self._cons: dict[tuple, str] = {}  # structural key -> final node id (hash-consing across outputs)
+        self.walks: dict[str, WalkResult] = {}  # per output: how its plan maps to node ids (for sampling)
 
     # ------------------------------------------------------------------------------ public
     def add_output(self, name: str, plan: JObject, *, path: str | None = None, table: str | None = None,
@@ -68,6 +77,8 @@ class LineageBuilder:
         frame = walk.visit(plan, stage=name, alias=None)
         columns = walk.finish(P.output(plan), frame.rowdeps)
         outputs[name] = {"columns": columns, "path": path, "table": table, "format": fmt, "mode": mode}
+        self.walks[name] = WalkResult(env={k: walk.final(v) for k, v in walk.env.items()},
+                                      selections={h: walk.final(v) for h, v in walk.plan_selection.items()})
         return name
 
     # ------------------------------------------------------------------------------ helpers
@@ -92,6 +103,7 @@ class _Walk:
         self.edges: list[tuple[Any, Any, str, str]] = []
         self.cte: dict[int, list[Any]] = {}
         self.cte_rowdeps: dict[int, list[Any]] = {}
+        self.plan_selection: dict[int, Any] = {}  # hashCode of a Filter/Join plan -> its selection node
         self.unnamed_sources = 0
         self.sub_count = 0
 
@@ -231,6 +243,7 @@ class _Walk:
         ins = self.exprs_inputs(info, stage, "filter", "filter")
         sel = self.node(kind="selection", column="filter", stage=stage, dtype="boolean", expr=P.sql(cond),
                         subtype="filter", inputs=ins)
+        self.plan_selection[int(p.hashCode())] = sel
         return _Frame(rowdeps=frame.rowdeps + [sel], sort_keys=frame.sort_keys)
 
     def _v_Join(self, p: JObject, stage: str, alias: str | None) -> _Frame:
@@ -245,6 +258,7 @@ class _Walk:
             sel = self.node(kind="selection", column="join", stage=stage, dtype="boolean",
                             expr=f"{jtype} join on {P.sql(cond)}", subtype="join", inputs=ins,
                             extra={"join_type": jtype})
+            self.plan_selection[int(p.hashCode())] = sel
             rowdeps = rowdeps + [sel]
         return _Frame(rowdeps=rowdeps)
 
@@ -416,8 +430,8 @@ class _Walk:
             names[tmp] = nid
             taken.add(nid)
 
-        def final(key: Any) -> str:
-            return names[key] if isinstance(key, int) else key
+        self.names = names
+        final = self.final
 
         for tmp, pend in self.pending.items():
             nid = names[tmp]
@@ -448,6 +462,10 @@ class _Walk:
             G.nodes[oid]["output"] = self.output
             G.nodes[oid]["column"] = oid.split(".", 1)[1].split("@")[0]
         return out_ids
+
+
+    def final(self, key: Any) -> str:
+        return self.names[key] if isinstance(key, int) else key
 
 
 def _merge(frames: list[_Frame]) -> _Frame:

@@ -8,6 +8,7 @@ right, and a few barycenter sweeps to untangle edges.
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -67,7 +68,8 @@ def subgraph_for_output(G: nx.DiGraph, output: str) -> nx.DiGraph:
     columns = [c for c in outputs[output]["columns"] if c in G]
     keep = set(columns).union(*(nx.ancestors(G, c) for c in columns))
     H = G.subgraph(keep).copy()
-    kept_outputs = {name: o for name, o in outputs.items() if o["columns"] and set(o["columns"]) <= keep}
+    kept_outputs = {name: o for name, o in outputs.items()
+                    if name == output or (o["columns"] and set(o["columns"]) <= keep)}
     tables = {H.nodes[n].get("table") for n in H if H.nodes[n].get("kind") == "source"}
     H.graph = {
         **G.graph,
@@ -192,11 +194,10 @@ def _order(G: nx.DiGraph, layer: dict[str, int]) -> list[list[str]]:
 
 def _offsets(G: nx.DiGraph, row: list[str]) -> list[float]:
     """Vertical offset of each node of a layer from its top, with a gap where a source table ends."""
-    offsets: list[float] = []
-    for prev, node in zip([None, *row], row):
-        gap = _ROW_DY + (_TABLE_GAP if prev is not None and _table_of(G, prev) != _table_of(G, node) else 0.0)
-        offsets.append(offsets[-1] + gap if offsets else 0.0)
-    return offsets
+    offsets = [0.0]
+    for prev, node in pairwise(row):
+        offsets.append(offsets[-1] + _ROW_DY + (_TABLE_GAP if _table_of(G, prev) != _table_of(G, node) else 0.0))
+    return offsets[: len(row)]
 
 
 def _table_of(G: nx.DiGraph, node: str) -> str | None:
@@ -237,8 +238,8 @@ def draw(G: nx.DiGraph, *, highlight: dict[str, float] | None = None, title: str
     x0 = (width - (max(len(rows) - 1, 0) * _LAYER_DX + _BOX_W)) / 2 + _BOX_W / 2
     centre_y = (height - _TOP) / 2
     xy: dict[str, tuple[float, float]] = {}
-    for i, (row, offset) in enumerate(zip(rows, offsets)):
-        for node, dy in zip(row, offset):
+    for i, (row, offset) in enumerate(zip(rows, offsets, strict=True)):
+        for node, dy in zip(row, offset, strict=True):
             xy[node] = (x0 + i * _LAYER_DX, centre_y + offset[-1] / 2 - dy)
 
     _draw_tables(ax, G, xy, FancyBboxPatch)

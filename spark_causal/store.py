@@ -68,9 +68,7 @@ def _jsonable(obj: Any) -> Any:
         return obj.isoformat()
     if isinstance(obj, Decimal):
         return _jsonable(float(obj))
-    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalar
-        return _jsonable(obj.item())
-    if hasattr(obj, "tolist"):  # numpy array
+    if hasattr(obj, "tolist"):  # numpy scalar or array
         return _jsonable(obj.tolist())
     return str(obj)
 
@@ -217,6 +215,11 @@ def _check_file_name(name: str) -> list[str]:
     return parts
 
 
+def _visible(names: list[str]) -> list[str]:
+    """Files of a run as users know them: without the marker and hidden files (Hadoop's .crc)."""
+    return [n for n in names if n != _SUCCESS and not n.startswith(".")]
+
+
 def _parquet_bytes(df: pd.DataFrame) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -254,8 +257,8 @@ class RunWriter:
     def commit(self, meta: dict[str, Any]) -> None:
         """Write ``meta.json``, rename the run into place and write ``_SUCCESS`` last.
 
-        Replacing moves the old run aside first and deletes it only once the new one is in place,
-        so a crash mid-replace leaves at worst a hidden folder, never a half run under the id.
+        Replacing moves the old run aside (to a hidden ``.old-`` folder) first and deletes it only
+        once the new one is in place: a crash in between never shows a half run under the id.
         """
         fs, runs_dir = self.store._fs, self.store._runs_dir
         record = {"schema_version": SCHEMA_VERSION, "run": self.run}
@@ -379,8 +382,7 @@ class Store:
         """File names in the run's ``subfolder`` (the run folder itself by default), sorted."""
         self.meta(run)
         parts = _check_file_name(subfolder) if subfolder else []
-        names = self._fs.listdir(self._fs.join(self._runs_dir, run, *parts))
-        return [n for n in names if n != _SUCCESS]
+        return _visible(self._fs.listdir(self._fs.join(self._runs_dir, run, *parts)))
 
     # internals
 
@@ -405,7 +407,7 @@ class Store:
         try:
             return self._fs.read_bytes(self._fs.join(run_dir, *_check_file_name(name)))
         except FileNotFoundError:
-            held = [n for n in self._fs.listdir(run_dir) if n != _SUCCESS]
+            held = _visible(self._fs.listdir(run_dir))
             raise StoreError(
                 f"run {run!r} has no {name}",
                 hint=f"this run holds: {', '.join(held) or 'nothing'}",

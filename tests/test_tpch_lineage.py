@@ -202,6 +202,35 @@ def tpch_paths(tpch_dir) -> dict[str, str]:
     return generate_tpch(tpch_dir)  # cached: returns at once
 
 
+@dataclass
+class Captured:
+    graph: nx.DiGraph
+    columns: list[str]
+    rows: int
+
+
+@pytest.fixture(scope="module")
+def captured(spark, tpch_paths, tmp_path_factory):
+    """``captured(query)``: the query run once under capture (cached for the module)."""
+    import spark_causal
+
+    cache: dict[str, Captured] = {}
+
+    def run(query: str) -> Captured:
+        if query not in cache:
+            register_views(spark, tpch_paths)  # other tests may reuse these view names
+            base = tmp_path_factory.mktemp(f"tpch_{query}")
+            out = base / "out" / query
+            with spark_causal.capture(spark, store=str(base / "store"), run="r1") as cap:
+                df = spark.sql(TPCH_QUERIES[query])
+                df.write.mode("overwrite").parquet(str(out))
+            rows = spark.read.parquet(str(out)).count()
+            cache[query] = Captured(cap.graph, df.columns, rows)
+        return cache[query]
+
+    return run
+
+
 def reference_upstream(G: nx.DiGraph, node: str) -> dict[str, str]:
     """The contract of ``upstream_sources``, computed independently from the edges."""
     direct_only = nx.DiGraph(
@@ -215,64 +244,70 @@ def reference_upstream(G: nx.DiGraph, node: str) -> dict[str, str]:
     }
 
 
-def check_output_column(G: nx.DiGraph, output: str, column: str, expect: Expect) -> None:
+def output_column_problems(G: nx.DiGraph, output: str, column: str, expect: Expect) -> list[str]:
+    """What is wrong with one output column's upstream sources (empty when all is right)."""
     from spark_causal.lineage import upstream_sources
 
     node = f"{output}.{column}"
-    assert node in G, f"{node} missing from the graph"
+    if node not in G:
+        return [f"{node}: missing from the graph"]
     got = upstream_sources(G, node)
-    assert got == reference_upstream(G, node), f"upstream_sources({node}) disagrees with edges"
-
+    problems = []
+    if got != reference_upstream(G, node):
+        problems.append(f"{node}: upstream_sources disagrees with the edges: {got}")
     direct = {s for s, how in got.items() if how == "direct"}
     indirect = {s for s, how in got.items() if how == "indirect"}
-    assert direct == expect.direct, (
-        f"{node}: direct sources\n  missing: {sorted(expect.direct - direct)}"
-        f"\n  unexpected: {sorted(direct - expect.direct)}"
-    )
+    if direct != expect.direct:
+        problems.append(f"{node}: direct sources: missing {sorted(expect.direct - direct)}, "
+                        f"unexpected {sorted(direct - expect.direct)}")
     missing = expect.indirect - indirect
     extra = indirect - expect.indirect - expect.optional
-    assert not missing and not extra, (
-        f"{node}: indirect sources\n  missing: {sorted(missing)}\n  unexpected: {sorted(extra)}"
-    )
+    if missing or extra:
+        problems.append(f"{node}: indirect sources: missing {sorted(missing)}, "
+                        f"unexpected {sorted(extra)}")
+    return problems
+
+
+def check_output_column(G: nx.DiGraph, output: str, column: str, expect: Expect) -> None:
+    problems = output_column_problems(G, output, column, expect)
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("query", list(EXPECTED))
-def test_tpch_query_lineage(spark, tpch_paths, tmp_path, query):
-    import spark_causal
-
-    register_views(spark, tpch_paths)
-    out = tmp_path / "out" / query
-    with spark_causal.capture(spark, store=str(tmp_path / "store"), run="r1") as cap:
-        df = spark.sql(TPCH_QUERIES[query])
-        df.write.mode("overwrite").parquet(str(out))
-    G = cap.graph
-
-    # The query ran for real and kept rows (the scale is chosen for that).
-    assert spark.read.parquet(str(out)).count() > 0
+def test_tpch_query_lineage(captured, query):
+    run = captured(query)
+    G = run.graph
+    assert run.rows > 0, "the query kept no rows: the TPC-H scale is too small"
 
     expected = EXPECTED[query]
-    assert list(expected) == df.columns, "the expectations must cover every output column"
-    assert G.graph["outputs"][query]["columns"] == [f"{query}.{c}" for c in df.columns]
-    for column in df.columns:
-        node = f"{query}.{column}"
-        assert G.nodes[node].get("output") == query
-    for column, expect in expected.items():
-        check_output_column(G, query, column, expect)
+    assert list(expected) == run.columns, "the expectations must cover every output column"
+    assert G.graph["outputs"][query]["columns"] == [f"{query}.{c}" for c in run.columns]
+    for column in run.columns:
+        assert G.nodes[f"{query}.{column}"].get("output") == query
+    problems = [p for column, expect in expected.items()
+                for p in output_column_problems(G, query, column, expect)]
+    assert not problems, "\n".join(problems)
 
 
-def test_tpch_q18_subquery_is_a_selection(spark, tpch_paths, tmp_path):
-    """l_quantity reaches c_name only through a selection node (the IN-subquery filter)."""
-    import spark_causal
-
-    register_views(spark, tpch_paths)
-    with spark_causal.capture(spark, store=str(tmp_path / "store"), run="r1") as cap:
-        spark.sql(TPCH_QUERIES["q18"]).write.mode("overwrite").parquet(str(tmp_path / "q18"))
-    G = cap.graph
-    assert nx.has_path(G, "lineitem.l_quantity", "q18.c_name")
-    selections = [n for n, kind in G.nodes(data="kind") if kind == "selection"]
-    without = G.subgraph(n for n in G if n not in set(selections))
-    assert not nx.has_path(without, "lineitem.l_quantity", "q18.c_name"), (
-        "a path from lineitem.l_quantity to q18.c_name avoids every selection node"
+@pytest.mark.parametrize(
+    ("query", "source", "target"),
+    [
+        ("q5", "orders.o_orderdate", "q5.revenue"),  # WHERE predicate
+        ("q5", "region.r_name", "q5.revenue"),  # WHERE predicate on a joined dimension
+        ("q5", "supplier.s_nationkey", "q5.revenue"),  # join key (a comma join's equality)
+        ("q6", "lineitem.l_quantity", "q6.revenue"),  # WHERE predicate
+        ("q18", "lineitem.l_quantity", "q18.c_name"),  # the IN-subquery's HAVING
+        ("q18", "lineitem.l_quantity", "q18.o_orderkey"),  # the IN-subquery's HAVING
+    ],
+)
+def test_tpch_row_filters_pass_through_a_selection(captured, query, source, target):
+    """A WHERE / join / IN-subquery column reaches the output only through a selection node."""
+    G = captured(query).graph
+    assert source in G and target in G
+    assert nx.has_path(G, source, target), f"no path from {source} to {target}"
+    without = G.subgraph(n for n, kind in G.nodes(data="kind") if kind != "selection")
+    assert not nx.has_path(without, source, target), (
+        f"a path from {source} to {target} avoids every selection node"
     )
 
 

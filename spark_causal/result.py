@@ -1,0 +1,223 @@
+"""The result of an attribution: a small frozen dataclass with renderings.
+
+``Attribution.to_dict()`` is the JSON contract of issue 4::
+
+    {"target", "agg", "baseline": {"run", "value"}, "current": {"run", "value"}, "change",
+     "significant", "attributions": [{"node", "kind", "table", "stage", "column", "contribution",
+     "ci_low", "ci_high", "mechanism_changed", "p_value"}], "code_changes": [...], "warnings": [...]}
+
+plus a few extra keys (``where``, ``unexplained``, ``seed``, ``details``).
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+KINDS = ("source", "stage", "selection", "volume")
+
+
+@dataclass(frozen=True)
+class AttributionItem:
+    """The share of the change that one mechanism (a node, or the volume of rows) caused.
+
+    ``contribution`` is in the metric's own units; ``ci_low``/``ci_high`` is its bootstrap interval;
+    ``mechanism_changed`` says whether the node's mechanism (its distribution, lookup or code) changed
+    significantly between the runs and ``p_value`` is that test's p-value (multiplicity-adjusted;
+    ``0.0`` for a change known from the code fingerprints).
+    """
+
+    node: str
+    kind: str
+    table: str | None
+    stage: str | None
+    column: str | None
+    contribution: float
+    ci_low: float
+    ci_high: float
+    mechanism_changed: bool
+    p_value: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _clean(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Why the target metric moved between a baseline run and a current run."""
+
+    target: str
+    agg: str
+    where: str | None
+    baseline_run: str
+    current_run: str
+    baseline_value: float
+    current_value: float
+    change: float
+    significant: bool
+    attributions: list[AttributionItem]
+    code_changes: list[dict[str, Any]]
+    warnings: list[str]
+    seed: int
+    unexplained: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ data
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON contract of issue 4 (with a few extra keys)."""
+        return {
+            "target": self.target,
+            "agg": self.agg,
+            "where": self.where,
+            "baseline": {"run": self.baseline_run, "value": _clean(self.baseline_value)},
+            "current": {"run": self.current_run, "value": _clean(self.current_value)},
+            "change": _clean(self.change),
+            "significant": bool(self.significant),
+            "attributions": [a.to_dict() for a in self.attributions],
+            "code_changes": [{k: _clean(v) for k, v in c.items()} for c in self.code_changes],
+            "warnings": list(self.warnings),
+            "unexplained": _clean(self.unexplained),
+            "seed": self.seed,
+            "details": _clean(self.details),
+        }
+
+    def to_json(self, path: str | None = None, *, indent: int | None = 2) -> str:
+        """The contract as a JSON string; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        return text
+
+    def to_pandas(self):
+        """One row per attribution, ranked as in ``attributions``."""
+        import pandas as pd
+
+        cols = ["node", "kind", "table", "stage", "column", "contribution", "ci_low", "ci_high",
+                "mechanism_changed", "p_value"]
+        return pd.DataFrame([asdict(a) for a in self.attributions], columns=cols)
+
+    # ------------------------------------------------------------- rendering
+    @property
+    def metric_name(self) -> str:
+        name = self.target.rsplit(".", 1)[-1]
+        if self.agg != "sum":
+            name = f"{self.agg}({name})"
+        if self.where:
+            name = f"{name} where {self.where}"
+        return name
+
+    def summary(self) -> str:
+        """One sentence, e.g. ``revenue fell 9,300 (...); 8,120 of it from fx.rate, ...``."""
+        verb = "rose" if self.change > 0 else "fell" if self.change < 0 else "did not move"
+        head = f"{self.metric_name} {verb}"
+        if self.change != 0:
+            head += f" {_fmt(abs(self.change))}"
+        head += f" (from {_fmt(self.baseline_value)} to {_fmt(self.current_value)})"
+        if not self.significant:
+            return head + ": no significant change."
+        parts = []
+        for a in self.attributions:
+            if a.contribution == 0 or len(parts) >= 3:
+                continue
+            same_sign = (a.contribution > 0) == (self.change > 0)
+            amount = _fmt(abs(a.contribution)) if same_sign else f"{_fmt(a.contribution, signed=True)}"
+            label = f"{a.node} (volume)" if a.kind == "volume" else a.node
+            parts.append(f"{amount} from {label}")
+        if not parts:
+            return head + "; no mechanism explains it."
+        first, rest = parts[0], parts[1:]
+        text = f"{head}; {first.replace(' from ', ' of it from ', 1)}"
+        if rest:
+            text += ", " + ", ".join(rest)
+        if self.change and abs(self.unexplained) > 0.1 * abs(self.change):
+            text += f"; {_fmt(self.unexplained, signed=True)} unexplained"
+        return text + "."
+
+    def plot(self, path: str | None = None, *, top: int = 12):
+        """Horizontal bar chart of the contributions with their intervals; returns the figure."""
+        from matplotlib.figure import Figure
+
+        items = [a for a in self.attributions if a.contribution != 0 or a.mechanism_changed][:top]
+        labels = [f"{a.node} ({a.kind})" for a in items]
+        values = [a.contribution for a in items]
+        lows = [max(0.0, a.contribution - a.ci_low) for a in items]
+        highs = [max(0.0, a.ci_high - a.contribution) for a in items]
+        colors = ["#c0392b" if v < 0 else "#2e86c1" for v in values]
+        if self.unexplained and self.change and abs(self.unexplained) > 1e-3 * abs(self.change):
+            labels.append("unexplained")
+            values.append(self.unexplained)
+            lows.append(0.0)
+            highs.append(0.0)
+            colors.append("#999999")
+        fig = Figure(figsize=(8, 1.2 + 0.45 * max(1, len(values))))
+        ax = fig.add_subplot(1, 1, 1)
+        ypos = list(range(len(values)))[::-1]
+        if values:
+            ax.barh(ypos, values, xerr=[lows, highs], color=colors, capsize=3)
+            ax.set_yticks(ypos)
+            ax.set_yticklabels(labels)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_xlabel(f"contribution to the change of {self.metric_name}")
+        title = self.summary()
+        if len(title) > 110:
+            title = title[:107] + "..."
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        rows = []
+        for a in self.attributions:
+            p = "" if a.p_value is None else f"{a.p_value:.3g}"
+            rows.append(
+                f"<tr><td>{e(a.node)}</td><td>{e(a.kind)}</td><td style='text-align:right'>"
+                f"{e(_fmt(a.contribution, signed=True))}</td><td>[{e(_fmt(a.ci_low, signed=True))}, "
+                f"{e(_fmt(a.ci_high, signed=True))}]</td><td>{'yes' if a.mechanism_changed else ''}"
+                f"</td><td>{p}</td></tr>")
+        warn = "".join(f"<li>{e(w)}</li>" for w in self.warnings)
+        code = "".join(f"<li>{e(str(c.get('node')))}: {e(str(c.get('baseline')))} &rarr; "
+                       f"{e(str(c.get('current')))}</li>" for c in self.code_changes)
+        return (
+            f"<div class='spark-causal-attribution'><p><b>{e(self.summary())}</b></p>"
+            f"<p>{e(self.baseline_run)} &rarr; {e(self.current_run)}, change "
+            f"{e(_fmt(self.change, signed=True))}, unexplained {e(_fmt(self.unexplained, signed=True))}"
+            f"</p><table><thead><tr><th>node</th><th>kind</th><th>contribution</th><th>interval</th>"
+            f"<th>changed</th><th>p</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            + (f"<p>code changes:</p><ul>{code}</ul>" if code else "")
+            + (f"<p>warnings:</p><ul>{warn}</ul>" if warn else "") + "</div>")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _fmt(x: float | None, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    sign = "+" if signed and x > 0 else ""
+    if abs(x) >= 100:
+        return f"{sign}{x:,.0f}"
+    if x == 0:
+        return "0"
+    return f"{sign}{x:.3g}"
+
+
+def _clean(v: Any) -> Any:
+    """Make a value JSON-safe: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        try:
+            v = v.item()
+        except (ValueError, AttributeError):
+            pass
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v

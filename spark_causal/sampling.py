@@ -1,0 +1,413 @@
+"""Unit-level joint samples and per-node statistics of one captured output.
+
+Why a rewritten plan: a GCM needs, for each unit (a driving row), the value of every node on its path
+*including the units the job dropped*, or a filter that changed is invisible. So the segment's plan is
+rebuilt (through ``plan``): the driving relation is sampled by a hash of its row (the same rule in
+every run), every Filter on the driving path becomes a 0/1 selection column instead of dropping rows,
+and every join on it becomes an outer join from the driving side plus a match column. One sampled
+pass then yields all node values, selections and contributions; the driver holds only the sample.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import plan as P
+from .lineage import LineageBuilder
+
+JObject = Any
+UNIT = "__unit__"
+WEIGHT = "__weight__"
+HASH_BUCKETS = 1 << 20
+# Operators the driving path may cross; anything else ends the path (its result is the driving relation).
+_UNARY_THROUGH = {"Project", "Filter", "SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression",
+                  "ResolvedHint", "Generate"}
+CATEGORICAL = ("string", "boolean", "date", "timestamp", "timestamp_ntz")
+
+
+@dataclass
+class _Catalyst:
+    """Constructors of the Catalyst classes the rewrite needs, bound to one JVM."""
+
+    jvm: Any
+
+    def __post_init__(self) -> None:
+        self.E = self.jvm.org.apache.spark.sql.catalyst.expressions
+        self.L = self.jvm.org.apache.spark.sql.catalyst.plans.logical
+        self.conv = self.jvm.scala.jdk.javaapi.CollectionConverters
+
+    def seq(self, items: list) -> JObject:
+        lst = self.jvm.java.util.ArrayList()
+        for x in items:
+            lst.add(x)
+        return self.conv.asScala(lst).toSeq()
+
+    def alias(self, expr: JObject, name: str) -> JObject:
+        return self.E.Alias(expr, name, self.E.NamedExpression.newExprId(), self.seq([]),
+                            self.jvm.scala.Option.empty(), self.seq([]))
+
+    def lit(self, value: Any) -> JObject:
+        return getattr(self.E, "Literal$").__getattr__("MODULE$").apply(value)
+
+    def project(self, exprs: list, child: JObject) -> JObject:
+        return self.L.Project(self.seq(exprs), child)
+
+    def attrs(self, plan: JObject) -> list:
+        return P.output(plan)
+
+
+@dataclass
+class Segment:
+    """One segment's sample: its description (docs/internals.md) and its unit table."""
+
+    description: dict
+    table: pd.DataFrame
+    stats: list[dict] = field(default_factory=list)
+
+
+class _Rewriter:
+    def __init__(self, cat: _Catalyst, selections: dict[int, str], driving: JObject, sample_pred) -> None:
+        self.c = cat
+        self.selections = selections
+        self.driving_hash = int(driving.hashCode())
+        self.sample_pred = sample_pred
+        self.extra: dict[int, str] = {}  # exprId of an added column -> its name in the sample table
+        self.joins: list[dict] = []
+
+    def on_path(self, p: JObject) -> bool:
+        if int(p.hashCode()) == self.driving_hash:
+            return True
+        return any(self.on_path(ch) for ch in P.children(p))
+
+    def add(self, expr: JObject, name: str) -> JObject:
+        a = self.c.alias(expr, name)
+        self.extra[P.expr_id(a)] = name
+        return a
+
+    def rewrite(self, p: JObject) -> JObject:
+        c = P.cls(p)
+        if int(p.hashCode()) == self.driving_hash:
+            return self.sample_pred(p, self)
+        kids = P.children(p)
+        if c == "Join":
+            return self._join(p)
+        if c not in _UNARY_THROUGH or len(kids) != 1:
+            raise _Unsupported(c)
+        child = self.rewrite(kids[0])
+        extras = [a for a in P.output(child) if P.expr_id(a) in self.extra]
+        if c == "Filter":
+            sel = self.selections.get(int(p.hashCode()))
+            cond = self.c.E.Coalesce(self.c.seq([p.condition(), self.c.lit(False)]))
+            return self.c.project(P.output(child) + [self.add(cond, sel or f"__filter{len(self.extra)}")], child)
+        if c == "Project":
+            return self.c.project(P.seq(p.projectList()) + extras, child)
+        return p.withNewChildren(self.c.seq([child]))
+
+    def _join(self, p: JObject) -> JObject:
+        left, right = p.left(), p.right()
+        jtype = str(p.joinType().toString()).lower().replace(" ", "")
+        drive_left = self.on_path(left)
+        sel = self.selections.get(int(p.hashCode()), f"__join{len(self.joins)}")
+        if jtype in ("leftsemi", "leftanti") or "existence" in jtype:
+            if not drive_left:
+                raise _Unsupported(f"{jtype} join driven from the right")
+            raise _Unsupported(jtype)
+        driving, other = (left, right) if drive_left else (right, left)
+        new_driving = self.rewrite(driving)
+        marker = self.c.alias(self.c.lit(True), "__match")
+        new_other = self.c.project(P.output(other) + [marker], other)
+        L = self.c.L
+        jt = self.c.jvm.org.apache.spark.sql.catalyst.plans.JoinType.apply("leftouter" if drive_left else "rightouter")
+        pair = (new_driving, new_other) if drive_left else (new_other, new_driving)
+        joined = L.Join(pair[0], pair[1], jt, p.condition(), L.JoinHint.NONE())
+        match_attr = [a for a in P.output(new_other) if P.expr_id(a) == P.expr_id(marker)][0]
+        kept = [a for a in P.output(joined) if P.expr_id(a) != P.expr_id(marker)]
+        self.joins.append({"selection": sel, "type": jtype, "plan": p, "drive_left": drive_left})
+        return self.c.project(kept + [self.add(self.c.E.IsNotNull(match_attr), sel)], joined)
+
+
+class _Unsupported(Exception):
+    """An operator the provenance rewrite cannot carry units through (yet)."""
+
+
+def _segment_root(plan: JObject) -> tuple[JObject | None, JObject]:
+    """(top Aggregate or None, the row-level body below it)."""
+    p = plan
+    while True:
+        c = P.cls(p)
+        if c == "Aggregate":
+            return p, p.child()
+        if c in ("Project", "Filter", "Sort", "SubqueryAlias", "View", "GlobalLimit", "LocalLimit",
+                 "Repartition", "RepartitionByExpression") and len(P.children(p)) == 1:
+            p = P.children(p)[0]
+            continue
+        return None, plan
+
+
+def _driving_candidates(p: JObject) -> list[JObject]:
+    """Relations the units of a segment may come from: leaves and sub-aggregates reachable by the rewrite."""
+    c = P.cls(p)
+    if c == "Join":
+        return _driving_candidates(p.left()) + _driving_candidates(p.right())
+    kids = P.children(p)
+    if c in _UNARY_THROUGH and len(kids) == 1:
+        return _driving_candidates(kids[0])
+    return [p]
+
+
+def _size(p: JObject) -> float:
+    try:
+        return float(str(p.stats().sizeInBytes().toString()))
+    except Exception:  # noqa: BLE001 - statistics are a heuristic here
+        return 0.0
+
+
+@dataclass
+class Provenance:
+    """The rewritten segment plan as a DataFrame with node-id columns, before any collect."""
+
+    df: Any
+    names: list[str]
+    aggregates: dict[str, dict]
+    group_keys: list[str]
+    joins: list[dict]
+    driving: str
+    rows: int
+    rate: float
+
+
+def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
+               seed: int) -> Provenance:
+    """The provenance query of an output's last segment, sampled to about ``sample_size`` driving rows
+    (all rows when None)."""
+    cat = _Catalyst(spark.sparkContext._jvm)
+    walk = builder.walks[output]
+    G = builder.graph
+    agg, body = _segment_root(plan)
+    driving = max(_driving_candidates(body), key=_size)
+    driving_name = _relation_table(driving, walk.env, G)
+    n_rows = P.to_dataframe(spark, driving).count()
+    rate = 1.0 if sample_size is None or sample_size >= n_rows or n_rows == 0 else sample_size / n_rows
+    threshold = int(math.ceil(rate * HASH_BUCKETS))
+
+    def sample_pred(leaf: JObject, rw: _Rewriter) -> JObject:
+        E = cat.E
+        h = E.XxHash64(cat.seq(P.output(leaf)), seed)
+        unit = rw.add(h, UNIT)
+        with_unit = cat.project(P.output(leaf) + [unit], leaf)
+        if rate >= 1.0:
+            return with_unit
+        unit_attr = [a for a in P.output(with_unit) if P.expr_id(a) == P.expr_id(unit)][0]
+        keep = E.LessThan(E.Pmod(unit_attr, cat.lit(HASH_BUCKETS)), cat.lit(threshold))
+        return cat.L.Filter(keep, with_unit)
+
+    rw = _Rewriter(cat, walk.selections, driving, sample_pred)
+    new_body = rw.rewrite(body)
+    top: list = []
+    aggregates: dict[str, dict] = {}
+    group_keys: list[str] = []
+    if agg is not None:
+        for i, e in enumerate(P.seq(agg.aggregateExpressions())):
+            nid = walk.env.get(P.expr_id(e))
+            expr = e.child() if P.cls(e) == "Alias" else e
+            fn = P.aggregate_function(expr)
+            if fn is None or nid is None:
+                continue
+            arg = _agg_argument(expr)
+            entry = {"fn": fn, "input": walk.env.get(P.expr_id(arg)) if arg is not None and
+                     P.cls(arg) == "AttributeReference" else None}
+            if arg is not None:
+                top.append(rw.add(arg, f"__arg__:{nid}"))
+            aggregates[nid] = entry
+        for g in P.seq(agg.groupingExpressions()):
+            info = P.inspect_expr(g)
+            group_keys.extend(walk.env[P.expr_id(a)] for a in info.attrs if P.expr_id(a) in walk.env)
+    mid = cat.project(P.output(new_body) + top, new_body)
+    names: list[str] = []
+    named: list = []
+    for a in P.output(mid):
+        nm = rw.extra.get(P.expr_id(a)) or walk.env.get(P.expr_id(a))
+        if nm is None or nm in names:
+            continue
+        names.append(nm)
+        named.append(cat.alias(a, nm))
+    return Provenance(df=P.to_dataframe(spark, cat.project(named, mid)), names=names, aggregates=aggregates,
+                      group_keys=list(dict.fromkeys(group_keys)),
+                      joins=[_join_description(j, walk.env, rw) for j in rw.joins], driving=driving_name,
+                      rows=int(n_rows), rate=rate)
+
+
+def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int,
+                  seed: int) -> Segment:
+    """The unit sample of an output's (last) segment: one sampled provenance query, collected to the driver."""
+    G = builder.graph
+    prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed)
+    names, aggregates, rate = prov.names, prov.aggregates, prov.rate
+    table = _to_pandas(prov.df)
+    selections = [n for n in names if n in G and G.nodes[n]["kind"] == "selection"]
+    for s in selections + [n for n in names if n.startswith("__filter") or n.startswith("__join")]:
+        table[s] = table[s].fillna(False).astype("int8")
+    table[WEIGHT] = 1.0 / rate if rate > 0 else 0.0
+    passed = np.ones(len(table), dtype=bool)
+    for s in selections:
+        passed &= table[s].to_numpy() == 1
+    for nid, entry in aggregates.items():
+        arg = table.pop(f"__arg__:{nid}") if f"__arg__:{nid}" in table else None
+        table[f"__contrib__:{nid}"] = _contribution(entry["fn"], arg, passed)
+        if entry["fn"] == "avg" and arg is not None:
+            table[f"__count__:{nid}"] = (passed & arg.notna().to_numpy()).astype("float64")
+    if not aggregates:
+        for oid in builder.graph.graph["outputs"][output]["columns"]:
+            if oid in table and pd.api.types.is_numeric_dtype(table[oid]):
+                table[f"__contrib__:{oid}"] = np.where(passed, pd.to_numeric(table[oid]).fillna(0).to_numpy(), 0.0)
+    desc = {
+        "id": f"{output}.seg1", "output": output, "driving": prov.driving, "rows": prov.rows,
+        "sampled": int(len(table)), "rate": rate, "seed": seed,
+        "nodes": [n for n in names if n in G and G.nodes[n]["kind"] != "selection"],
+        "selections": selections, "aggregates": aggregates, "group_keys": prov.group_keys,
+        "joins": prov.joins,
+        "identifiers": _identifiers(table, [n for n in names if n in G]),
+    }
+    return Segment(description=desc, table=table)
+
+
+def _agg_argument(expr: JObject) -> JObject | None:
+    """The per-row argument of the single aggregate in ``expr`` (``usd`` of ``sum(usd)``); None for count(*)."""
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if P.cls(e) == "AggregateExpression":
+            fn = e.aggregateFunction()
+            kids = P.children(fn)
+            if not kids:
+                return None
+            first = kids[0]
+            if P.cls(first) == "Literal":
+                return None
+            return first
+        stack.extend(P.children(e))
+    return None
+
+
+def _contribution(fn: str, arg: pd.Series | None, passed: np.ndarray) -> np.ndarray:
+    if fn == "count":
+        ok = passed if arg is None else passed & arg.notna().to_numpy()
+        return ok.astype("float64")
+    if arg is None:
+        return passed.astype("float64")
+    values = pd.to_numeric(arg, errors="coerce").astype("float64").fillna(0.0).to_numpy()
+    return np.where(passed, values, 0.0)
+
+
+def _join_description(j: dict, env: dict[int, str], rw: _Rewriter) -> dict:
+    p = j["plan"]
+    driving, other = (p.left(), p.right()) if j["drive_left"] else (p.right(), p.left())
+    cond = P.option(p.condition())
+    refs = P.inspect_expr(cond).attrs if cond is not None else []
+    d_ids = {P.expr_id(a) for a in P.output(driving)}
+    o_ids = {P.expr_id(a) for a in P.output(other)}
+    keys = [env[P.expr_id(a)] for a in refs if P.expr_id(a) in d_ids and P.expr_id(a) in env]
+    other_keys = [env[P.expr_id(a)] for a in refs if P.expr_id(a) in o_ids and P.expr_id(a) in env]
+    columns = [env[P.expr_id(a)] for a in P.output(other) if P.expr_id(a) in env]
+    return {"selection": j["selection"], "type": j["type"], "keys": list(dict.fromkeys(keys)),
+            "other_keys": list(dict.fromkeys(other_keys)), "columns": list(dict.fromkeys(columns))}
+
+
+def _relation_table(rel: JObject, env: dict[int, str], G: Any) -> str:
+    for a in P.output(rel):
+        nid = env.get(P.expr_id(a))
+        if nid is not None and nid in G:
+            node = G.nodes[nid]
+            return node.get("table") or node.get("stage") or nid.split(".")[0]
+    return "driving"
+
+
+def _identifiers(table: pd.DataFrame, nodes: list[str]) -> list[str]:
+    """High-cardinality keys (nearly one distinct value per unit): identifiers are not causes."""
+    out = []
+    n = len(table)
+    for c in nodes:
+        if c not in table or n < 50:
+            continue
+        s = table[c]
+        if s.dtype.kind in "OUSi" or str(s.dtype).startswith("string"):
+            if s.nunique(dropna=True) >= 0.95 * n:
+                out.append(c)
+    return out
+
+
+def _to_pandas(df: Any) -> pd.DataFrame:
+    """Collect a bounded result; decimals become floats and dates/timestamps stay datetime64."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, DecimalType, MapType, StructType
+
+    cols = []
+    for f in df.schema.fields:
+        c = F.col(f"`{f.name}`")
+        if isinstance(f.dataType, DecimalType):
+            c = c.cast("double")
+        elif isinstance(f.dataType, (ArrayType, MapType, StructType)):
+            c = F.to_json(c)
+        cols.append(c.alias(f.name))
+    return df.select(cols).toPandas()
+
+
+def compute_stats(spark: Any, G: Any, relations: list[tuple[Any, dict[str, str]]], *, top_k: int = 10) -> list[dict]:
+    """Exact statistics of node columns, one aggregation pass per relation.
+
+    ``relations`` is a list of (DataFrame, {column name in df: node id}). Categorical columns get their
+    exact top values with one small grouped query each.
+    """
+    from pyspark.sql import functions as F
+
+    out: list[dict] = []
+    for df, mapping in relations:
+        if not mapping:
+            continue
+        aggs = [F.count(F.lit(1)).alias("__n")]
+        fields = {f.name: f.dataType for f in df.schema.fields}
+        for i, (col, nid) in enumerate(mapping.items()):
+            c = F.col(f"`{col}`")
+            dt = fields[col].simpleString()
+            aggs.append(F.sum(F.when(c.isNull(), 1).otherwise(0)).alias(f"n{i}"))
+            if _numeric(dt):
+                x = c.cast("double")
+                aggs += [F.avg(x).alias(f"m{i}"), F.stddev(x).alias(f"s{i}"),
+                         F.min(c).cast("string").alias(f"lo{i}"), F.max(c).cast("string").alias(f"hi{i}")]
+            elif dt.startswith(("date", "timestamp")):
+                aggs += [F.min(c).cast("string").alias(f"lo{i}"), F.max(c).cast("string").alias(f"hi{i}")]
+        row = df.agg(*aggs).collect()[0].asDict()
+        for i, (col, nid) in enumerate(mapping.items()):
+            node = G.nodes[nid] if nid in G else {}
+            dt = fields[col].simpleString()
+            top = None
+            if dt in CATEGORICAL or dt.startswith("timestamp") or dt == "string":
+                if dt == "string" or dt == "boolean":
+                    rows = (df.groupBy(F.col(f"`{col}`").cast("string").alias("v")).count()
+                            .orderBy(F.desc("count"), F.asc("v")).limit(top_k).collect())
+                    top = [[r["v"], int(r["count"])] for r in rows]
+            out.append({
+                "node": nid, "kind": node.get("kind"), "stage": node.get("stage") or node.get("table"),
+                "column": node.get("column", col), "dtype": dt, "count": int(row["__n"]),
+                "nulls": int(row.get(f"n{i}") or 0),
+                "mean": _num(row.get(f"m{i}")), "std": _num(row.get(f"s{i}")),
+                "min": row.get(f"lo{i}"), "max": row.get(f"hi{i}"),
+                "top": json.dumps(top) if top is not None else None,
+            })
+    return out
+
+
+def _numeric(dt: str) -> bool:
+    return dt in ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean") or dt.startswith("decimal")
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
