@@ -973,6 +973,7 @@ class _DetSpec:
     selection: bool
     fn: dict[str, Callable | None]  # compiled expression per run tag ('b', 'c'), when it verified
     code_changed: bool
+    per_run: bool = False  # the mechanism differs between the runs (code change or a failed test)
 
 
 @dataclass
@@ -989,6 +990,7 @@ class _Spec:
     det: dict[str, _DetSpec]
     order: list[str]  # lookups and deterministic nodes, topologically sorted
     parents: dict[str, list[str]]  # of lookups and deterministic nodes
+    selections: set[str] = field(default_factory=set)
 
 
 class _Fitted:
@@ -998,19 +1000,17 @@ class _Fitted:
         self.roots = {r.name: _RootModel(r, b, c, spec.discrete, cfg, rng) for r in spec.roots}
         self.tables: dict[str, dict[str, _Table]] = {}
         for node, keys in spec.lookups.items():
-            sel = node in spec.det or node.endswith("__never__")
             self.tables[node] = {
                 tag: _Table(keys, {k: r.values[k] for k in keys}, r.values[node], knn=False)
                 for tag, r in (("b", b), ("c", c))}
         for node, d in spec.det.items():
             ps = d.parents
             fits: dict[str, _Table] = {}
-            need = {"b", "c"} if d.code_changed or d.fn["b"] is None or d.fn["c"] is None else set()
             for tag, r in (("b", b), ("c", c)):
-                if tag in need and d.fn[tag] is None:
+                if d.per_run and d.fn[tag] is None:
                     fits[tag] = _Table(ps, {p: r.values[p] for p in ps}, r.values[node], knn=True,
                                        binary=d.selection)
-            if d.fn["b"] is None and d.fn["c"] is None and not d.code_changed:
+            if d.fn["b"] is None and d.fn["c"] is None and not d.per_run:
                 pooled = {p: np.concatenate([b.values[p], c.values[p]]) for p in ps}
                 y = np.concatenate([b.values[node], c.values[node]]) if _is_numeric(
                     b.values[node]) == _is_numeric(c.values[node]) else b.values[node]
@@ -1028,15 +1028,15 @@ def _mechanism_fn(spec: _Spec, fit: _Fitted, node: str, tag: str) -> Callable[[d
             if (~found).any():
                 v2, f2 = other.lookup({k: x[~found] for k, x in env.items()})
                 v[~found] = v2
-            if node in spec.det and spec.det[node].selection:
+            if node in spec.selections:
                 v = np.where(np.isnan(v.astype(float)), 0.0, v.astype(float))
             return v
         return _lk
     d = spec.det[node]
-    if not d.code_changed and d.fn["b"] is None and d.fn["c"] is None:
+    if not d.per_run and d.fn["b"] is None and d.fn["c"] is None:
         tab = fit.tables[node]["pool"]
         return lambda env, n: tab(env)
-    if not d.code_changed:  # same code: use whichever run's compiled expression verified
+    if not d.per_run:  # same code: use whichever run's compiled expression verified
         f = d.fn["b"] or d.fn["c"]
     else:
         f = d.fn[tag]
@@ -1154,3 +1154,626 @@ def _shapley(spec, fit, base, players: list[str], cfg: AttributionConfig, rng) -
                 prev = val
         phi /= len(perms)
     return phi, v(frozenset()), v(frozenset(players))
+
+
+# ============================================================================ building the model
+_NON_DROPPING_JOINS = {"leftouter", "left", "fullouter", "full", "outer", "fullouterjoin", "leftouterjoin"}
+
+
+def _find_segment(run: RunSamples, target: str) -> tuple[str, SegmentSamples] | None:
+    for key in ("aggregates", "nodes"):
+        for sid, seg in run.segments.items():
+            if target in (seg.description.get(key) or {}):
+                return sid, seg
+    return None
+
+
+def _output_columns(graph: nx.DiGraph) -> list[str]:
+    out = []
+    for name, o in (graph.graph.get("outputs") or {}).items():
+        out += list(o.get("columns") or [])
+    return out
+
+
+def _node_attr(graphs: list[nx.DiGraph], node: str, key: str, default=None):
+    for g in graphs:
+        if node in g.nodes and g.nodes[node].get(key) is not None:
+            return g.nodes[node][key]
+    return default
+
+
+def _resolver(primary: list[str], everything: list[str], graph: nx.DiGraph) -> Callable[[str], str]:
+    def names(nid: str) -> set[str]:
+        col = graph.nodes[nid].get("column") if nid in graph.nodes else None
+        return {nid.lower(), nid.rsplit(".", 1)[-1].lower()} | ({str(col).lower()} if col else set())
+
+    maps = []
+    for ids in (primary, everything):
+        mp: dict[str, set[str]] = {}
+        for nid in ids:
+            for nm in names(nid):
+                mp.setdefault(nm, set()).add(nid)
+        maps.append(mp)
+
+    def resolve(name: str) -> str:
+        low = name.lower()
+        for mp in maps:
+            ids = mp.get(low)
+            if ids and len(ids) == 1:
+                return next(iter(ids))
+        raise _ExprError(f"cannot resolve {name!r}")
+    return resolve
+
+
+def _decimal_scale(dtype: str | None) -> int | None:
+    m = re.match(r"decimal\(\s*\d+\s*,\s*(\d+)\s*\)", str(dtype or "").lower())
+    return int(m.group(1)) if m else None
+
+
+def _verify(fn: Callable, run: _Run, node: str, selection: bool, scale: int | None) -> bool:
+    try:
+        with np.errstate(all="ignore"):
+            v = fn(run.values, run.n)
+    except Exception:  # noqa: BLE001 - an expression we cannot evaluate is simply not used
+        return False
+    y = run.values[node]
+    if selection:
+        got = (_bool(v, run.n) == 1)
+        return float((got == (_num(y, run.n) == 1)).mean()) >= 0.999
+    v = _arr(v, run.n) if not isinstance(v, np.ndarray) else v
+    if _is_numeric(y):
+        if not (isinstance(v, np.ndarray) and v.dtype.kind in "fiub"):
+            return False
+        v = v.astype(float)
+        if scale is not None:
+            v = _round_half_up(v, scale)
+        ok = np.isclose(v, y, rtol=1e-6, atol=1e-9) | (np.isnan(v) & np.isnan(y))
+        return float(ok.mean()) >= 0.999
+    return float((~_neq(_arr(v, run.n).astype(object), y)).mean()) >= 0.999
+
+
+def _wrap_scale(fn: Callable, scale: int | None) -> Callable:
+    if scale is None:
+        return fn
+
+    def _f(env, n):
+        v = fn(env, n)
+        return _round_half_up(_num(v, n), scale)
+    return _f
+
+
+# ============================================================================ change tests
+def _lookup_test(node: str, keys: list[str], b: _Run, c: _Run) -> tuple[float, bool, str]:
+    def table(r: _Run) -> pd.DataFrame:
+        df = pd.DataFrame({f"k{i}": pd.Series(r.values[k], dtype=object) for i, k in enumerate(keys)})
+        df["y"] = r.values[node]
+        g = df.groupby([f"k{i}" for i in range(len(keys))], dropna=False)["y"]
+        return pd.DataFrame({"first": g.first(), "nuniq": g.nunique(dropna=False)})
+
+    tb, tc = table(b), table(c)
+    both = tb.join(tc, how="inner", lsuffix="_b", rsuffix="_c")
+    if both.empty:
+        return 1.0, False, "no join key in common"
+    det = (tb.nuniq.max() <= 1) and (tc.nuniq.max() <= 1)
+    if det:
+        fb, fc = both.first_b.to_numpy(), both.first_c.to_numpy()
+        if _is_numeric(b.values[node]):
+            fb, fc = fb.astype(float), fc.astype(float)
+        else:
+            fb, fc = fb.astype(object), fc.astype(object)
+        diff = _neq(fb, fc)
+        k = int(diff.sum())
+        note = f"{k} of {len(both)} keys changed" if k else "no key changed"
+        if k:
+            changed = [str(x) for x in both.index[diff][:5]]
+            note += f" ({', '.join(changed)})"
+        return (0.0 if k else 1.0), bool(k), note
+    # several values per key: compare the per-key distributions
+    ps = []
+    kb = pd.MultiIndex.from_arrays([pd.Series(b.values[k], dtype=object) for k in keys])
+    kc = pd.MultiIndex.from_arrays([pd.Series(c.values[k], dtype=object) for k in keys])
+    yb, yc = b.values[node], c.values[node]
+    for key in both.index[:200]:
+        key = key if isinstance(key, tuple) else (key,)
+        mb = np.asarray(kb.isin([key]))
+        mc = np.asarray(kc.isin([key]))
+        if mb.sum() < 5 or mc.sum() < 5:
+            continue
+        if _is_numeric(yb):
+            ps.append(_weighted_ks(yb[mb], b.w[mb], yc[mc], c.w[mc]))
+        else:
+            cats = _cats(np.concatenate([yb[mb], yc[mc]]))
+            ps.append(_weighted_chi2(_codes(yb[mb], cats) + 1, b.w[mb], _codes(yc[mc], cats) + 1,
+                                     c.w[mc]))
+    if not ps:
+        return 1.0, False, "too few units per key"
+    return float(min(1.0, min(ps) * len(ps))), False, "per-key distributions compared"
+
+
+def _det_test(d: _DetSpec, b: _Run, c: _Run) -> float:
+    """Same code, no usable expression: do units with the same parents get the same value?"""
+    ps = d.parents
+    tb = _Table(ps, {p: b.values[p] for p in ps}, b.values[d.node], knn=True, binary=d.selection)
+    xc = {p: c.values[p] for p in ps}
+    vals, found = tb.lookup(xc)
+    yc = c.values[d.node]
+    p1 = p2 = 1.0
+    m = int(found.sum())
+    if m:
+        k = int(_neq(np.asarray(vals[found]), yc[found]).sum())
+        r0 = max(tb.inconsistency, 1e-3)
+        p1 = float(stats.binom.sf(k - 1, m, r0)) if k else 1.0
+    miss = ~found
+    if miss.sum() >= 20 and tb.tree is not None and len(tb.tree_vals) >= 3:
+        feats = tb._features({p: xc[p][miss] for p in ps})
+        _, j = tb.tree.query(feats, k=1)
+        own = tb.tree.data
+        _, j2 = tb.tree.query(own, k=2)
+        if _is_numeric(yc):
+            res_c = np.abs(tb.tree_vals[j].astype(float) - yc[miss].astype(float))
+            res_b = np.abs(tb.tree_vals[j2[:, 1]].astype(float) - tb.tree_vals.astype(float))
+        else:
+            res_c = _neq(tb.tree_vals[j].astype(object), yc[miss].astype(object)).astype(float)
+            res_b = _neq(tb.tree_vals[j2[:, 1]].astype(object), tb.tree_vals.astype(object)).astype(float)
+        res_c, res_b = np.nan_to_num(res_c, nan=1e300), np.nan_to_num(res_b, nan=1e300)
+        if np.ptp(np.concatenate([res_b, res_c])) > 0:
+            p2 = float(stats.mannwhitneyu(res_c, res_b, alternative="greater").pvalue)
+    return float(min(1.0, 2 * min(p1, p2)))
+
+
+# ============================================================================ the entry point
+def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
+                      agg: str = "sum", where: str | None = None,
+                      config: AttributionConfig | None = None) -> Attribution:
+    """Attribute the change of ``agg(target)`` between two runs to mechanisms and volume.
+
+    ``graph`` is the DAG both runs are compared on (normally the current run's, or their common
+    part); ``baseline.graph``/``current.graph`` supply each run's code (fingerprints, expressions).
+    ``target`` is an output column node id (an aggregate, or a row-level output column); ``where``
+    is a SQL predicate on the output's group-key columns, e.g. ``"country = 'DE'"``.
+
+    >>> res = attribute_samples(g, base, cur, "report.revenue")     # doctest: +SKIP
+    >>> res.summary()                                               # doctest: +SKIP
+    'revenue fell 9,300 (from 102,000 to 92,700); 8,120 of it from fx.rate, ...'
+    """
+    cfg = config or AttributionConfig()
+    t0 = time.perf_counter()
+    agg = (agg or "sum").lower()
+    if agg not in ("sum", "count", "mean"):
+        raise SparkCausalError(f"unknown agg {agg!r}", hint="use one of sum, count, mean")
+    if baseline.run == current.run:
+        raise SparkCausalError(f"baseline and current are the same run {baseline.run!r}",
+                               hint="compare two different runs")
+    warnings: list[str] = []
+    graphs = [graph, current.graph, baseline.graph]
+
+    found_b, found_c = _find_segment(baseline, target), _find_segment(current, target)
+    if found_b is None or found_c is None:
+        known = [n for g in graphs for n in g.nodes]
+        if target not in known:
+            outs = _output_columns(graph) or sorted(n for n in graph.nodes
+                                                    if graph.nodes[n].get("kind") == "aggregate")
+            raise UnknownOutputError(f"unknown target {target!r}",
+                                     hint=f"use an output column id, one of: {', '.join(outs[:20])}")
+        missing = baseline.run if found_b is None else current.run
+        raise SparkCausalError(f"run {missing!r} has no samples for the segment of {target!r}",
+                               hint="capture both runs with samples enabled")
+    seg_id, seg_b = found_b
+    _, seg_c = found_c
+    desc = seg_c.description
+    desc_b = seg_b.description
+    if desc.get("id") != desc_b.get("id"):
+        warnings.append(f"segment ids differ: {desc_b.get('id')} vs {desc.get('id')}")
+
+    # ---------------------------------------------------------------- target definition
+    aggs = desc.get("aggregates") or {}
+    if target in aggs:
+        fn = str(aggs[target].get("fn", "sum")).lower()
+        inp = aggs[target].get("input")
+        if fn in ("mean", "average"):
+            fn = "avg"
+        if fn not in ("sum", "count", "avg"):
+            raise SparkCausalError(f"aggregate {target!r} is a {fn}(), which is not additive over units",
+                                   hint="attribute a sum, count or avg aggregate, or its input column")
+        if fn == "avg" and agg == "sum":
+            warnings.append(f"{target} is an avg() aggregate; agg='mean' gives its ratio of sums")
+    else:
+        fn, inp = "sum", target
+    tb_, tc_ = seg_b.table, seg_c.table
+    common_cols = set(tb_.columns) & set(tc_.columns)
+    model_nodes = [x for x in list(desc.get("nodes") or []) + list(desc.get("selections") or [])
+                   if x in common_cols]
+    only = sorted((set(desc.get("nodes") or []) ^ set(desc_b.get("nodes") or [])))
+    if only:
+        warnings.append(f"nodes present in one run only (compared on the common ones): {', '.join(only)}")
+    if inp is not None and inp not in model_nodes:
+        raise SparkCausalError(f"the input {inp!r} of {target!r} is not in both runs' samples",
+                               hint="capture both runs with the same job version")
+
+    def prep(seg: SegmentSamples) -> _Run:
+        t = seg.table
+        vals = {x: _to_array(t[x]) for x in model_nodes}
+        w = (pd.to_numeric(t["__weight__"], errors="coerce").fillna(1.0).to_numpy(float)
+             if "__weight__" in t.columns else np.ones(len(t)))
+        col = f"__contrib__:{target}"
+        rec = (pd.to_numeric(t[col], errors="coerce").fillna(0.0).to_numpy(float)
+               if col in t.columns else None)
+        return _Run(vals, w, len(t), float(w.sum()), rec)
+
+    b, c = prep(seg_b), prep(seg_c)
+    if b.n == 0 or c.n == 0:
+        raise SparkCausalError("a run has an empty sample for this segment",
+                               hint="check that the runs succeeded with samples enabled")
+    if inp is not None and not (_is_numeric(b.values[inp]) and _is_numeric(c.values[inp])) and \
+            fn != "count" and agg != "count":
+        raise SparkCausalError(f"target {target!r} is not numeric", hint="use agg='count' or a numeric column")
+    selections = set(x for x in (desc.get("selections") or []) if x in model_nodes)
+
+    # ---------------------------------------------------------------- node classes
+    lookups: dict[str, list[str]] = {}
+    for j in desc.get("joins") or []:
+        keys = [k for k in j.get("keys") or [] if k in model_nodes]
+        if not keys:
+            continue
+        for col in list(j.get("columns") or []) + [j.get("selection")]:
+            if col in model_nodes and col not in keys:
+                lookups[col] = keys
+    aggregates = set(aggs)
+
+    def fparents(v: str) -> list[str]:
+        out = []
+        for p in graph.predecessors(v) if v in graph else []:
+            if p in model_nodes and p not in selections and p not in aggregates and p != v:
+                out.append(p)
+        return out
+
+    driving = desc.get("driving")
+    det: dict[str, _DetSpec] = {}
+    parents: dict[str, list[str]] = {}
+    code_changes: list[dict[str, Any]] = []
+    for node in sorted(set(baseline.graph.nodes) & set(current.graph.nodes)):
+        fb = baseline.graph.nodes[node].get("fingerprint")
+        fc = current.graph.nodes[node].get("fingerprint")
+        if fb and fc and fb != fc:
+            code_changes.append({"node": node,
+                                 "baseline": baseline.graph.nodes[node].get("expr") or fb,
+                                 "current": current.graph.nodes[node].get("expr") or fc,
+                                 "baseline_fingerprint": fb, "current_fingerprint": fc})
+    changed_code = {cc["node"] for cc in code_changes}
+    how: dict[str, str] = {}
+    for node in model_nodes:
+        if node in lookups:
+            parents[node] = lookups[node]
+            how[node] = "lookup"
+            continue
+        kind = _node_attr(graphs, node, "kind")
+        ps = fparents(node)
+        if kind == "source" or not ps:
+            continue
+        is_sel = node in selections
+        fns: dict[str, Callable | None] = {"b": None, "c": None}
+        used: set[str] = set(ps)
+        scale = _decimal_scale(_node_attr(graphs, node, "dtype"))
+        for tag, rg, r in (("b", baseline.graph, b), ("c", current.graph, c)):
+            expr = rg.nodes[node].get("expr") if node in rg.nodes else None
+            if not expr:
+                continue
+            try:
+                f, u = compile_expression(str(expr), _resolver(ps, model_nodes, rg))
+            except (_ExprError, RecursionError):
+                continue
+            u = {x for x in u if x in model_nodes}
+            if not u or u & aggregates:
+                continue
+            f = _wrap_scale(f, None if is_sel else scale)
+            if _verify(f, r, node, is_sel, None):
+                fns[tag] = f
+                used |= u
+        used -= selections - {node}
+        used.discard(node)
+        det[node] = _DetSpec(node, sorted(used, key=model_nodes.index), is_sel, fns,
+                             node in changed_code, node in changed_code)
+        parents[node] = det[node].parents
+        how[node] = ("expression" if fns["b"] or fns["c"] else "fitted")
+
+    # ---------------------------------------------------------------- reach (which selections drop units)
+    def dropping(s: str) -> bool:
+        jt = _node_attr(graphs, s, "join_type")
+        for j in desc.get("joins") or []:
+            if j.get("selection") == s and j.get("type"):
+                jt = j["type"]
+        return jt is None or str(jt).lower().replace("_", "").replace(" ", "") not in _NON_DROPPING_JOINS
+
+    anc = nx.ancestors(graph, target) if target in graph else set(selections)
+    cands = []
+    for cand in ([s for s in selections if s in anc and dropping(s)], [s for s in selections if dropping(s)],
+                 [s for s in selections if s in anc], sorted(selections)):
+        cand = sorted(cand, key=model_nodes.index)
+        if cand not in cands:
+            cands.append(cand)
+    spec = _Spec(target, agg, fn, inp, cands[0], None, [], {}, lookups, det, [], parents, selections)
+    if b.recorded is not None and agg == "sum":
+        best, best_rate = cands[0], -1.0
+        for cand in cands:
+            spec.reach = cand
+            rates = []
+            for r in (b, c):
+                cc_, _ = _contrib(spec, r.values, r.n)
+                rates.append(float(np.isclose(cc_, r.recorded, rtol=1e-6, atol=1e-9).mean()))
+            if min(rates) > best_rate + 1e-12:
+                best, best_rate = cand, min(rates)
+        spec.reach = best
+        if best_rate < 0.999:
+            warnings.append(f"the recorded contributions of {target} are reproduced for only "
+                            f"{best_rate:.1%} of the units; part of the change may stay unexplained")
+
+    # ---------------------------------------------------------------- where
+    where_nodes: set[str] = set()
+    if where:
+        out_name = _node_attr(graphs, target, "output") or desc.get("output")
+        names: dict[str, str] = {}
+        out_cols = list(((graph.graph.get("outputs") or {}).get(out_name) or {}).get("columns") or [])
+        group_keys = [k for k in desc.get("group_keys") or [] if k in model_nodes]
+        for col in out_cols:
+            nm = str(_node_attr(graphs, col, "column") or col.rsplit(".", 1)[-1])
+            if col in model_nodes:
+                names[nm.lower()] = col
+                continue
+            seen, frontier, hit = {col}, [col], None
+            while frontier and hit is None:
+                nxt = []
+                for x in frontier:
+                    for p in (graph.predecessors(x) if x in graph else []):
+                        if p in group_keys or (p in model_nodes and p not in aggregates
+                                               and p not in selections and not group_keys):
+                            hit = hit or p
+                        if p not in seen:
+                            seen.add(p)
+                            nxt.append(p)
+                frontier = nxt
+            if hit:
+                names[nm.lower()] = hit
+        for k in group_keys:
+            names.setdefault(str(_node_attr(graphs, k, "column") or k.rsplit(".", 1)[-1]).lower(), k)
+
+        def resolve(name: str) -> str:
+            if name.lower() in names:
+                return names[name.lower()]
+            raise _ExprError(name)
+        try:
+            wfn, where_nodes = compile_expression(where, resolve)
+        except _ExprError as e:
+            if str(e).startswith("unknown column"):
+                raise UnknownOutputError(
+                    f"where: {e} is not a group-key column of the output",
+                    hint=f"use one of: {', '.join(sorted(names))}") from None
+            raise SparkCausalError(f"cannot parse where {where!r}: {e}",
+                                   hint="write a SQL predicate such as country = 'DE'") from None
+        spec.where_fn = wfn
+
+    # ---------------------------------------------------------------- relevant part of the segment
+    start = ({inp} if inp else set()) | set(spec.reach) | set(where_nodes)
+    relevant, stack = set(), list(start)
+    while stack:
+        x = stack.pop()
+        if x in relevant:
+            continue
+        relevant.add(x)
+        stack += parents.get(x, [])
+    fg = nx.DiGraph()
+    for x in relevant:
+        if x in parents:
+            fg.add_node(x)
+            for p in parents[x]:
+                if p in parents:
+                    fg.add_edge(p, x)
+    try:
+        spec.order = [x for x in nx.topological_sort(fg)]
+    except nx.NetworkXUnfeasible:
+        raise SparkCausalError("the segment's graph has a cycle", hint="report this as a bug") from None
+    spec.det = {k: v for k, v in det.items() if k in relevant}
+    spec.lookups = {k: v for k, v in lookups.items() if k in relevant}
+    root_nodes = [x for x in model_nodes if x in relevant and x not in parents]
+    discrete, identifiers, nuniq = {}, [], {}
+    for x in root_nodes:
+        pooled = np.concatenate([b.values[x], c.values[x]]) if _is_numeric(b.values[x]) == _is_numeric(
+            c.values[x]) else np.concatenate([b.values[x].astype(object), c.values[x].astype(object)])
+        if not _is_numeric(pooled):
+            pooled = pooled.astype(object)
+        nn = int(pd.Series(pooled).nunique(dropna=True))
+        nonnull = int((~np.asarray(pd.isna(pooled), bool)).sum())
+        nuniq[x] = nn
+        dtype = str(_node_attr(graphs, x, "dtype") or "").lower()
+        integral = (not _is_numeric(pooled)) or dtype in ("int", "bigint", "smallint", "tinyint", "long",
+                                                           "integer", "string") or (
+            nonnull and np.all(np.mod(pooled[np.isfinite(pooled)], 1) == 0))
+        if integral and nonnull >= 50 and nn >= 0.95 * nonnull:
+            identifiers.append(x)
+            continue
+        discrete[x] = (not _is_numeric(pooled)) or nn <= cfg.discrete_max_values
+    chain = sorted([x for x in discrete if discrete[x]], key=lambda x: (nuniq[x], model_nodes.index(x)))
+    chain += [x for x in root_nodes if x in discrete and not discrete[x]]
+    roots = []
+    disc_before: list[str] = []
+    prev_num = None
+    for x in chain:
+        cond = disc_before[: cfg.max_cond_discrete]
+        if not discrete[x] and prev_num is not None:
+            cond = cond + [prev_num]
+        roots.append(_RootSpec(x, discrete[x], cond))
+        if discrete[x]:
+            disc_before.append(x)
+        else:
+            prev_num = x
+    spec.roots = roots
+    spec.discrete = discrete
+    for x in root_nodes:
+        how[x] = "identifier (carried)" if x in identifiers else "root"
+    if not _is_numeric(b.values.get(inp, np.zeros(1))) and inp is not None and agg != "count":
+        pass
+
+    # ---------------------------------------------------------------- change tests
+    rng = np.random.default_rng(cfg.seed)
+    fit = _Fitted(spec, b, c, cfg, rng)
+    t_fit = time.perf_counter()
+    tests: dict[str, dict[str, Any]] = {}
+    for r in spec.roots:
+        tests[r.name] = {"p": fit.roots[r.name].test(b, c), "certain": False, "how": "root"}
+    for node, keys in spec.lookups.items():
+        p, certain, note = _lookup_test(node, keys, b, c)
+        tests[node] = {"p": p, "certain": certain, "how": "lookup", "note": note}
+    for node, d in spec.det.items():
+        if d.code_changed:
+            tests[node] = {"p": 0.0, "certain": True, "how": "code change"}
+        elif d.fn["b"] is not None and d.fn["c"] is not None:
+            continue  # the same code evaluated on both runs reproduces both: unchanged by construction
+        else:
+            tests[node] = {"p": _det_test(d, b, c), "certain": False, "how": "exact comparison"}
+    uncertain = [k for k, t in tests.items() if not t["certain"]]
+    adj = dict(zip(uncertain, _holm([tests[k]["p"] for k in uncertain]))) if uncertain else {}
+    for k, t in tests.items():
+        t["p_adj"] = 0.0 if t["certain"] else adj[k]
+        t["changed"] = bool(t["certain"] or t["p_adj"] < cfg.alpha)
+    refit = False
+    for node, d in spec.det.items():
+        if tests.get(node, {}).get("changed") and not d.per_run:
+            d.per_run = refit = True
+    if refit:
+        fit = _Fitted(spec, b, c, cfg, np.random.default_rng(cfg.seed))
+    t_test = time.perf_counter()
+
+    # ---------------------------------------------------------------- metric values and volume
+    def metric_values(r: _Run) -> tuple[float, np.ndarray, np.ndarray]:
+        cc_, dd_ = _contrib(spec, r.values, r.n)
+        if r.recorded is not None and agg == "sum" and spec.where_fn is None:
+            cc_ = r.recorded
+        if agg == "mean":
+            den = float((r.w * dd_).sum())
+            return (float((r.w * cc_).sum()) / den if den else float("nan")), cc_, dd_
+        return float((r.w * cc_).sum()), cc_, dd_
+
+    vb, cb_, db_ = metric_values(b)
+    vc, cc_, dc_ = metric_values(c)
+    change = vc - vb
+    z = stats.norm.ppf(1 - cfg.alpha / 2)
+
+    def se(r: _Run, cc: np.ndarray, dd: np.ndarray, val: float) -> float:
+        if agg == "mean":
+            den = float((r.w * dd).sum())
+            if not den or r.n < 2:
+                return float("nan")
+            return float(math.sqrt(r.n * np.var(r.w * (cc - val * dd))) / den)
+        return float(math.sqrt(r.n * np.var(r.w * cc) + (val * val / r.N if r.N else 0.0)))
+
+    se_change = math.sqrt(se(b, cb_, db_, vb) ** 2 + se(c, cc_, dc_, vc) ** 2)
+    sig_metric = bool(np.isfinite(se_change) and abs(change) > z * max(se_change, 1e-300))
+    vol_p = 1.0
+    if agg != "mean":
+        dn = c.N - b.N
+        sd_n = math.sqrt(max(b.N + c.N, 1e-300))
+        vol_p = float(2 * stats.norm.sf(abs(dn) / sd_n))
+
+    # ---------------------------------------------------------------- Shapley over changed mechanisms
+    players = [k for k, t in tests.items() if t["changed"]]
+    mb, mc = _metric_from(spec, cb_, db_, b.w), _metric_from(spec, cc_, dc_, c.w)
+    nbar = (b.N + c.N) / 2 if agg != "mean" else 1.0
+    phi, v0, v1 = _shapley(spec, fit, b, players, cfg, rng)
+    rescued: list[str] = []
+    explained = nbar * (v1 - v0)
+    mech_change = nbar * (mc - mb)
+    if cfg.rescue and sig_metric and abs(explained) < 0.5 * abs(mech_change):
+        extra = sorted((k for k, t in tests.items() if not t["changed"] and t["p"] < 0.05),
+                       key=lambda k: tests[k]["p"])[:3]
+        if extra:
+            rescued = extra
+            players = players + extra
+            phi, v0, v1 = _shapley(spec, fit, b, players, cfg, rng)
+            warnings.append("the metric moved significantly but the significantly changed mechanisms "
+                            f"explain little of it; weakly changed ones were added: {', '.join(extra)}")
+    contrib = {p: float(nbar * phi[i]) for i, p in enumerate(players)}
+    volume = (c.N - b.N) * (mb + mc) / 2 if agg != "mean" else 0.0
+    t_shap = time.perf_counter()
+
+    # ---------------------------------------------------------------- bootstrap
+    boots: dict[str, list[float]] = {p: [] for p in players}
+    boots["__volume__"] = []
+    n_boot = cfg.n_bootstrap if (players or agg != "mean") else 0
+    for _ in range(n_boot):
+        ib = rng.integers(0, b.n, b.n)
+        ic = rng.integers(0, c.n, c.n)
+        bb, cc2 = b.take(ib), c.take(ic)
+        mb2 = _metric_from(spec, cb_[ib], db_[ib], bb.w)
+        mc2 = _metric_from(spec, cc_[ic], dc_[ic], cc2.w)
+        boots["__volume__"].append((c.N - b.N) * (mb2 + mc2) / 2 if agg != "mean" else 0.0)
+        if players:
+            try:
+                fit2 = _Fitted(spec, bb, cc2, cfg, rng)
+                ph2, _, _ = _shapley(spec, fit2, bb, players, cfg, rng)
+            except Exception:  # noqa: BLE001 - a degenerate resample: skip it
+                continue
+            for i, p in enumerate(players):
+                boots[p].append(float(nbar * ph2[i]))
+    t_boot = time.perf_counter()
+    lo_q, hi_q = (1 - cfg.ci_level) / 2, 1 - (1 - cfg.ci_level) / 2
+
+    def interval(key: str, point: float) -> tuple[float, float, float]:
+        xs = np.asarray(boots.get(key) or [], float)
+        if len(xs) < 3:
+            return point, point, 0.0
+        lo, hi = np.quantile(xs, [lo_q, hi_q])
+        return float(min(lo, point)), float(max(hi, point)), float(np.std(xs, ddof=1))
+
+    # ---------------------------------------------------------------- items
+    def item(node: str, kind: str, value: float, changed: bool, p: float | None,
+             ci: tuple[float, float, float] | None) -> AttributionItem:
+        lo, hi = (ci[0], ci[1]) if ci else (value, value)
+        return AttributionItem(node=node, kind=kind,
+                               table=_node_attr(graphs, node, "table") if kind != "volume" else driving,
+                               stage=_node_attr(graphs, node, "stage"),
+                               column=_node_attr(graphs, node, "column") or node.rsplit(".", 1)[-1],
+                               contribution=float(value), ci_low=float(lo), ci_high=float(hi),
+                               mechanism_changed=bool(changed), p_value=None if p is None else float(p))
+
+    def report_kind(node: str) -> str:
+        k = _node_attr(graphs, node, "kind")
+        if node in selections or k == "selection":
+            return "selection"
+        return "source" if k == "source" else "stage"
+
+    items: list[AttributionItem] = []
+    item_sig: dict[str, bool] = {}
+    for node, t in tests.items():
+        val = contrib.get(node, 0.0)
+        ci = interval(node, val) if node in contrib else None
+        items.append(item(node, report_kind(node), val, t["changed"], t["p_adj"], ci))
+        item_sig[node] = bool(t["changed"] and ci is not None and abs(val) > z * ci[2] and val != 0)
+    vol_changed = agg != "mean" and vol_p < cfg.alpha
+    if agg != "mean":
+        ci = interval("__volume__", volume)
+        items.append(item(f"{driving}.__rows__", "volume", volume, vol_changed, vol_p, ci))
+        item_sig["__volume__"] = bool(vol_changed and volume != 0 and abs(volume) > z * ci[2])
+    items.sort(key=lambda a: (-abs(a.contribution), a.p_value if a.p_value is not None else 1.0, a.node))
+    total = sum(a.contribution for a in items)
+    unexplained = float(change - total)
+    significant = bool(sig_metric or any(item_sig.values()))
+    if change and abs(unexplained) > 0.2 * abs(change) and sig_metric:
+        warnings.append(f"{abs(unexplained) / abs(change):.0%} of the change ({unexplained:+,.6g}) is not "
+                        "explained by the significantly changed mechanisms")
+    if sig_metric and not players and not vol_changed:
+        warnings.append("the metric moved beyond its sampling error but no mechanism changed significantly")
+    details = {
+        "segment": seg_id, "driving": driving, "units": {"baseline": b.n, "current": c.n},
+        "rows": {"baseline": b.N, "current": c.N}, "reach": spec.reach,
+        "mechanisms": {k: how.get(k, "root") for k in sorted(relevant)},
+        "tests": {k: {kk: vv for kk, vv in t.items()} for k, t in tests.items()},
+        "players": players, "rescued": rescued, "z_change": change / se_change if se_change else None,
+        "se_change": se_change, "v_empty": v0, "v_all": v1,
+        "seconds": {"fit": t_fit - t0, "tests": t_test - t_fit, "shapley": t_shap - t_test,
+                    "bootstrap": t_boot - t_shap, "total": time.perf_counter() - t0},
+        "n_bootstrap": n_boot,
+    }
+    return Attribution(target=target, agg=agg, where=where, baseline_run=baseline.run,
+                       current_run=current.run, baseline_value=float(vb), current_value=float(vc),
+                       change=float(change), significant=significant, attributions=items,
+                       code_changes=code_changes, warnings=warnings, seed=cfg.seed,
+                       unexplained=unexplained, details=details)
