@@ -945,24 +945,33 @@ class _RootModel:
         return t["vals"][j]
 
     def test(self, b: _Run, c: _Run) -> float:
-        """p-value that this column's conditional distribution changed (Bonferroni over cells)."""
+        return self.test_effect(b, c)[0]
+
+    def test_effect(self, b: _Run, c: _Run) -> tuple[float, float]:
+        """p-value that this column's conditional distribution changed (Bonferroni over cells), and
+        an effect size: the cell-share-weighted total-variation (discrete) or KS distance."""
         cb = self._cells(self._keys(b.values)) if self.spec.cond else np.zeros(b.n, np.int64)
         cc = self._cells(self._keys(c.values)) if self.spec.cond else np.zeros(c.n, np.int64)
         xb, xc = b.values[self.spec.name], c.values[self.spec.name]
-        ps = []
+        ps, effect = [], 0.0
         for cell in np.unique(np.concatenate([cb, cc])):
             mb, mc = cb == cell, cc == cell
             if mb.sum() < 2 or mc.sum() < 2:
                 continue
+            share = 0.5 * (b.w[mb].sum() / b.w.sum() + c.w[mc].sum() / c.w.sum())
             if self.spec.discrete:
-                p = _weighted_chi2(_codes(xb[mb], self.value_cats) + 1, b.w[mb],
-                                   _codes(xc[mc], self.value_cats) + 1, c.w[mc])
+                kb, kc = _codes(xb[mb], self.value_cats) + 1, _codes(xc[mc], self.value_cats) + 1
+                p = _weighted_chi2(kb, b.w[mb], kc, c.w[mc])
+                k = int(max(kb.max(), kc.max())) + 1
+                fb = np.bincount(kb, weights=b.w[mb], minlength=k)
+                fc = np.bincount(kc, weights=c.w[mc], minlength=k)
+                effect += share * 0.5 * float(np.abs(fb / fb.sum() - fc / fc.sum()).sum())
             else:
                 p = _weighted_ks(xb[mb], b.w[mb], xc[mc], c.w[mc])
             ps.append(p)
         if not ps:
-            return 1.0
-        return float(min(1.0, min(ps) * len(ps)))
+            return 1.0, 0.0
+        return float(min(1.0, min(ps) * len(ps))), effect
 
 
 # ============================================================================ the segment model
@@ -1321,6 +1330,39 @@ def _det_test(d: _DetSpec, b: _Run, c: _Run) -> float:
     return float(min(1.0, 2 * min(p1, p2)))
 
 
+def _order_discrete(disc: list[str], cond_of, b: _Run, c: _Run, discrete: dict[str, bool],
+                    cfg: AttributionConfig) -> list[str]:
+    """Order a table's discrete columns for the chain by the sparse-mechanism-shift principle: of all
+    orders, take the one in which the fewest conditionals changed (then the smallest total change).
+    A shift of currency within countries is one changed conditional in the order country -> currency
+    but two in the order currency -> country. Exact dynamic programming over subsets."""
+    rng = np.random.default_rng(0)
+    cost: dict[tuple, tuple[int, float]] = {}
+
+    def cost_of(x: str, preds: frozenset) -> tuple[int, float]:
+        key = (x, tuple(cond_of(preds)))
+        if key not in cost:
+            rm = _RootModel(_RootSpec(x, True, list(key[1])), b, c, discrete, cfg, rng)
+            p, eff = rm.test_effect(b, c)
+            cost[key] = (int(p < cfg.alpha), eff)
+        return cost[key]
+
+    best: dict[frozenset, tuple[tuple[int, float], list[str]]] = {frozenset(): ((0, 0.0), [])}
+    for size in range(1, len(disc) + 1):
+        for subset in combinations(disc, size):
+            fs = frozenset(subset)
+            cand = None
+            for x in subset:  # x is the last column of the order of `subset`
+                rest = fs - {x}
+                (n0, e0), order = best[rest]
+                n1, e1 = cost_of(x, rest)
+                score = (n0 + n1, e0 + e1)
+                if cand is None or score < cand[0]:
+                    cand = (score, order + [x])
+            best[fs] = cand
+    return best[frozenset(disc)][1]
+
+
 # ============================================================================ the entry point
 def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
                       agg: str = "sum", where: str | None = None,
@@ -1573,7 +1615,10 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         raise SparkCausalError("the segment's graph has a cycle", hint="report this as a bug") from None
     spec.det = {k: v for k, v in det.items() if k in relevant}
     spec.lookups = {k: v for k, v in lookups.items() if k in relevant}
-    root_nodes = [x for x in model_nodes if x in relevant and x not in parents]
+    # a table's columns are modelled jointly: every column of the driving table joins the chain, so
+    # that a drift confined to one group (one country's amounts) stays a change of one conditional
+    root_nodes = [x for x in model_nodes if x not in parents and x not in selections and (
+        x in relevant or _node_attr(graphs, x, "table") == driving)]
     discrete, identifiers, nuniq = {}, [], {}
     for x in root_nodes:
         pooled = np.concatenate([b.values[x], c.values[x]]) if _is_numeric(b.values[x]) == _is_numeric(
@@ -1591,13 +1636,19 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
             identifiers.append(x)
             continue
         discrete[x] = (not _is_numeric(pooled)) or nn <= cfg.discrete_max_values
-    chain = sorted([x for x in discrete if discrete[x]], key=lambda x: (nuniq[x], model_nodes.index(x)))
+    disc = sorted([x for x in discrete if discrete[x]], key=lambda x: (nuniq[x], model_nodes.index(x)))
+    rank = {x: i for i, x in enumerate(disc)}
+
+    def cond_of(preds) -> list[str]:
+        return sorted(preds, key=rank.get)[: cfg.max_cond_discrete]
+
+    chain = _order_discrete(disc, cond_of, b, c, discrete, cfg) if 2 <= len(disc) <= 5 else disc
     chain += [x for x in root_nodes if x in discrete and not discrete[x]]
     roots = []
     disc_before: list[str] = []
     prev_num = None
     for x in chain:
-        cond = disc_before[: cfg.max_cond_discrete]
+        cond = cond_of(disc_before)
         if not discrete[x] and prev_num is not None:
             cond = cond + [prev_num]
         roots.append(_RootSpec(x, discrete[x], cond))

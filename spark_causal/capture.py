@@ -212,10 +212,7 @@ def _describe_v1(method: str) -> Callable[..., dict]:
 
 def _describe_v2(method: str) -> Callable[..., dict]:
     def describe(writer: Any, *args: Any, **kwargs: Any) -> dict:
-        table = str(writer._table) if hasattr(writer, "_table") else None
-        if table is None:
-            with contextlib.suppress(Exception):
-                table = str(writer._jwriter.toString())
+        table = getattr(writer, "_spark_causal_table", None)
         name = table.split(".")[-1].strip("`") if table else None
         return {"name": name, "table": table, "fmt": "v2", "mode": method}
     return describe
@@ -254,7 +251,20 @@ def _patches() -> list[tuple[type, str, Callable[[Callable], Callable]]]:
     for m in _V2_METHODS:
         out.append((DataFrameWriterV2, m, lambda f, m=m: _hooked(f, _describe_v2(m))))
     out.append((SparkSession, "sql", _hooked_sql))
+    out.append((DataFrameWriterV2, "__init__", _remember_table))
     return out
+
+
+def _remember_table(original: Callable) -> Callable:
+    """The V2 writer keeps its table name only on the JVM side; remember it for naming the output."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, df: Any, table: str, *args: Any, **kwargs: Any) -> None:
+        original(self, df, table, *args, **kwargs)
+        self._spark_causal_table = table
+
+    wrapper.__spark_causal_original__ = original  # type: ignore[attr-defined]
+    return wrapper
 
 
 def _install() -> None:

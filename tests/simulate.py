@@ -19,10 +19,10 @@ from spark_causal.attribution import RunSamples, SegmentSamples
 
 FAULTS = {
     "amount_drift": "orders.amount",      # one country's amounts rise 30%
-    "currency_mix": "orders.currency",    # EUR -> USD shift in the euro countries
+    "currency_mix": "orders.currency",    # EUR/GBP -> USD shift in DE, FR and GB
     "fx_corrupt": "fx.rate",              # one FX rate x100
-    "formula": "report.amount_usd",       # amount * rate -> amount * rate * 0.95 (code change)
-    "filter": "report.filter1",           # amount > 0 -> amount > 25 (code change)
+    "formula": "report.amount_usd",       # amount * rate -> amount * rate * 0.9 (code change)
+    "filter": "report.filter1",           # amount > 0 -> amount > 40 (code change)
     "nulls": "orders.amount",             # 10% of amounts become NULL (dropped by the filter)
     "volume": "orders.__rows__",          # 20% more orders, same distribution
     "aa": None,                           # nothing changed (different seed only)
@@ -124,14 +124,17 @@ def simulate_run(run: str, seed: int, *, n: int = 5000, fault: str | None = None
         dist = dict(CURRENCY_GIVEN_COUNTRY[ct])
         if fault == "currency_mix" and ct in ("DE", "FR"):
             dist = {k: v for k, v in dist.items()}
-            dist["EUR"] -= 0.3
-            dist["USD"] += 0.3
+            dist["EUR"] -= 0.5
+            dist["USD"] += 0.5
+        if fault == "currency_mix" and ct == "GB":
+            dist = {"GBP": 0.35, "EUR": 0.1, "USD": 0.55}
         currency[m] = rng.choice(list(dist), size=int(m.sum()), p=list(dist.values()))
     fx = dict(FX)
     if fault == "fx_corrupt":
         fx["GBP"] *= 100
-    base_usd = rng.lognormal(4.0, 0.6, N) * np.where(country == "US", 1.2, 1.0)
-    amount = base_usd / np.array([FX.get(c, 0.95) for c in currency])
+    # list prices are set per currency (same nominal level, JPY x150), so the currency matters in USD
+    nominal = rng.lognormal(4.0, 0.6, N) * np.where(country == "US", 1.2, 1.0)
+    amount = nominal * np.where(currency == "JPY", 150.0, 1.0)
     amount = np.round(amount * np.where(rng.random(N) < 0.06, -1, 1), 2)
     if fault == "amount_drift":
         amount = np.where(country == "DE", np.round(amount * 1.3, 2), amount)
@@ -142,12 +145,12 @@ def simulate_run(run: str, seed: int, *, n: int = 5000, fault: str | None = None
     rate = np.array([fx.get(c, np.nan) for c in currency])
     if join != "inner":
         pass  # left join: unmatched units keep a NULL rate and still reach the output
-    threshold = 25.0 if fault == "filter" else 0.0
+    threshold = 40.0 if fault == "filter" else 0.0
     with np.errstate(invalid="ignore"):
         filt = (amount > threshold).astype(int)
     usd = amount * rate
     if fault == "formula":
-        usd = usd * 0.95
+        usd = usd * 0.9
     s = np.zeros(N)
     stages = {}
     for i in range(1, extra + 1):
@@ -170,8 +173,8 @@ def simulate_run(run: str, seed: int, *, n: int = 5000, fault: str | None = None
         keep = (np.abs(h) % 10_000) < sample_frac * 10_000
         table = table[keep].reset_index(drop=True)
         table["__weight__"] = N / max(len(table), 1)
-    graph = build_graph(formula="((amount * rate) * 0.95)" if fault == "formula" else "(amount * rate)",
-                        threshold="25.0" if fault == "filter" else "0.0", join=join, extra=extra)
+    graph = build_graph(formula="((amount * rate) * 0.9)" if fault == "formula" else "(amount * rate)",
+                        threshold="40.0" if fault == "filter" else "0.0", join=join, extra=extra)
     desc = dict(graph.graph["segments"][0], rows=N, sampled=len(table))
     graph.graph["segments"] = [desc]
     return RunSamples(run=run, graph=graph, segments={desc["id"]: SegmentSamples(desc, table)})

@@ -1,0 +1,125 @@
+"""Capture: every kind of write is seen, the job's results are untouched, failures are kept apart."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+import spark_causal
+from spark_causal.capture import run_script
+from spark_causal.store import Store
+
+
+@pytest.fixture()
+def orders(spark, tmp_path):
+    df = spark.createDataFrame([(1, "DE", 10.0), (2, "US", 20.0), (3, "DE", 5.0)],
+                               "order_id long, country string, amount double")
+    df.write.parquet(str(tmp_path / "orders"))
+    return spark.read.parquet(str(tmp_path / "orders"))
+
+
+def test_every_writer_is_an_output(spark, orders, tmp_path):
+    store = str(tmp_path / "store")
+    spark.sql("DROP TABLE IF EXISTS cap_t1")
+    spark.sql("DROP TABLE IF EXISTS cap_t2")
+    spark.sql("DROP TABLE IF EXISTS cap_t3")
+    with spark_causal.capture(spark, store=store, run="r1") as cap:
+        agg = orders.groupBy("country").agg(F.sum("amount").alias("revenue"))
+        agg.write.mode("overwrite").parquet(str(tmp_path / "out" / "by_country.parquet"))
+        orders.write.mode("overwrite").csv(str(tmp_path / "out" / "orders_csv"))
+        orders.write.format("json").save(str(tmp_path / "out" / "orders_json"))
+        agg.write.saveAsTable("cap_t1")
+        agg.write.insertInto("cap_t1")
+        agg.writeTo("cap_t3").using("parquet").create()
+        spark.sql("CREATE TABLE cap_t2 USING parquet AS SELECT country, revenue * 2 AS r2 FROM cap_t1")
+        spark.sql("INSERT INTO cap_t2 SELECT country, amount FROM parquet.`%s`" % (tmp_path / "orders"))
+        spark_causal.register_output(orders.filter("amount > 6"), "collected")
+        orders.filter("amount > 6").collect()
+    outs = cap.graph.graph["outputs"]
+    assert list(outs) == ["by_country", "orders_csv", "orders_json", "cap_t1", "cap_t1@2", "cap_t3", "cap_t2",
+                          "cap_t2@2", "collected"]
+    G = Store(store).graph("r1")
+    assert G.nodes["by_country.revenue"]["kind"] == "aggregate"
+    assert G.nodes["cap_t2.r2"]["kind"] == "stage"
+    assert spark_causal.upstream_sources(G, "cap_t2.r2") == {"orders.amount": "direct",
+                                                           "orders.country": "indirect"}
+    assert Store(store).meta("r1")["status"] == "succeeded"
+
+
+def _data_files(folder: Path) -> list[str]:
+    return sorted(hashlib.sha1(p.read_bytes()).hexdigest() for p in folder.glob("part-*"))
+
+
+def test_capture_changes_nothing_the_job_writes(spark, orders, tmp_path):
+    df = orders.filter(F.col("amount") > 6).withColumn("x", F.col("amount") * 3).coalesce(1)
+    df.write.parquet(str(tmp_path / "plain"))
+    with spark_causal.capture(spark, store=str(tmp_path / "store"), run="r1"):
+        df.write.parquet(str(tmp_path / "captured"))
+    plain, captured = _data_files(tmp_path / "plain"), _data_files(tmp_path / "captured")
+    assert plain and plain == captured
+
+
+JOB = """
+import sys
+from pyspark.sql import SparkSession, functions as F
+spark = SparkSession.builder.getOrCreate()
+df = spark.read.parquet(sys.argv[1]).withColumn("y", F.col("amount") + 1)
+df.write.mode("overwrite").parquet(sys.argv[2])
+if sys.argv[3] == "fail":
+    raise ValueError("boom in the job")
+if sys.argv[3] == "exit":
+    sys.exit(3)
+"""
+
+
+def test_run_script_passes_failures_through_and_keeps_runs(spark, orders, tmp_path, capsys):
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    store = str(tmp_path / "store")
+    src = str(tmp_path / "orders")
+    assert run_script(str(job), [src, str(tmp_path / "o1"), "ok"], store=store, run="good") == 0
+    before = (Path(store) / "runs" / "good" / "graph.json").read_bytes()
+    assert run_script(str(job), [src, str(tmp_path / "o2"), "fail"], store=store, run="bad") == 1
+    assert "boom in the job" in capsys.readouterr().err
+    assert run_script(str(job), [src, str(tmp_path / "o3"), "exit"], store=store, run="exit3") == 3
+    s = Store(store)
+    assert s.meta("good")["status"] == "succeeded"
+    assert s.meta("bad")["status"] == "failed" and "boom" in s.meta("bad")["error"]
+    assert "o2.y" in s.graph("bad")  # what was captured before the failure is kept
+    assert s.meta("exit3")["status"] == "failed"
+    assert (Path(store) / "runs" / "good" / "graph.json").read_bytes() == before
+    with pytest.raises(spark_causal.RunExistsError):
+        run_script(str(job), [src, str(tmp_path / "o4"), "ok"], store=store, run="good")
+    assert run_script(str(job), [src, str(tmp_path / "o4"), "ok"], store=store, run="good", replace=True) == 0
+    assert s.meta("good")["outputs"] == ["o4"]
+
+
+def test_cli_capture_exit_codes(orders, tmp_path):
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    store = str(tmp_path / "store")
+    cmd = [sys.executable, "-m", "spark_causal.cli", "capture", "--store", store, "--run", "r1", "--no-samples",
+           "--", str(job), str(tmp_path / "orders"), str(tmp_path / "o1"), "exit"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 3
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 2
+    assert "Traceback" not in again.stderr and "replace" in again.stderr
+    meta = json.loads((Path(store) / "runs" / "r1" / "meta.json").read_text())
+    assert meta["status"] == "failed" and meta["samples"] == "disabled"
+
+
+def test_strict_mode_and_soft_failures(spark, orders, tmp_path):
+    bad_view = spark.createDataFrame([(1,)], "a int")
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r1", sample_size=0) as cap:
+        bad_view.write.parquet(str(tmp_path / "ok"))
+    assert Store(str(tmp_path / "s")).meta("r1")["samples"] == "missing"
+    assert not cap.errors
+    with pytest.raises(spark_causal.CaptureError):
+        with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r2", sample_size=-1):
+            pass

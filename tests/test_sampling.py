@@ -1,0 +1,114 @@
+"""Unit samples hold what the job computed, estimate the metric without bias, and keep every type."""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+import spark_causal
+from spark_causal.store import Store
+
+
+@pytest.fixture(scope="module")
+def data(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sampling")
+    rng = np.random.default_rng(7)
+    n = 4000
+    orders = pd.DataFrame({"order_id": np.arange(n), "amount": rng.lognormal(3, 1, n).round(2),
+                           "currency": rng.choice(["EUR", "USD", "GBP", "JPY"], n),
+                           "country": rng.choice(["DE", "US", "UK"], n)})
+    fx = pd.DataFrame({"currency": ["EUR", "USD", "GBP"], "rate": [1.1, 1.0, 1.3]})  # JPY has no rate
+    orders.to_parquet(root / "orders.parquet")
+    fx.to_parquet(root / "fx.parquet")
+    return root, orders
+
+
+def job(spark, root):
+    orders = spark.read.parquet(str(root / "orders.parquet"))
+    fx = spark.read.parquet(str(root / "fx.parquet"))
+    return (orders.filter(F.col("amount") > 15).join(fx, "currency")
+            .withColumn("amount_usd", F.round(F.col("amount") * F.col("rate"), 4)))
+
+
+def test_sampled_values_are_what_the_job_computed(spark, data, tmp_path):
+    root, orders = data
+    rows = job(spark, root)
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r1", sample_size=1000) as cap:
+        rows.write.parquet(str(tmp_path / "out" / "rows"))
+    seg = cap.graph.graph["segments"][0]
+    table = Store(str(tmp_path / "s")).read_parquet("r1", f"samples/{seg['id']}.parquet")
+    assert seg["driving"] == "orders" and seg["rows"] == len(orders)
+    assert 700 < len(table) < 1300  # about the asked size, by a hash rule
+    assert set(seg["selections"]) == {"rows.filter1", "rows.join1"}
+    written = spark.read.parquet(str(tmp_path / "out" / "rows")).toPandas().set_index("order_id")
+    passed = table[(table["rows.filter1"] == 1) & (table["rows.join1"] == 1)].set_index("orders.order_id")
+    assert len(passed) > 200
+    assert set(passed.index) <= set(written.index)
+    np.testing.assert_allclose(passed["rows.amount_usd"], written.loc[passed.index, "amount_usd"])
+    dropped = table[(table["rows.filter1"] == 0) | (table["rows.join1"] == 0)]
+    assert not set(dropped["orders.order_id"]) & set(written.index)  # units the job dropped are kept, marked
+    jpy = table[table["orders.currency"] == "JPY"]
+    assert (jpy["rows.join1"] == 0).all() and jpy["fx.rate"].isna().all()
+    assert seg["joins"][0]["keys"] == ["orders.currency"]
+    assert "orders.order_id" in seg["identifiers"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sum_estimate_is_unbiased_and_exact_at_full_coverage(spark, data, tmp_path, seed):
+    root, _ = data
+    report = job(spark, root).groupBy("country").agg(F.sum("amount_usd").alias("revenue"),
+                                                     F.count(F.lit(1)).alias("n"))
+    size = 10_000 if seed == 0 else 800
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=size, seed=seed) as cap:
+        report.write.parquet(str(tmp_path / "report"))
+    seg = cap.graph.graph["segments"][0]
+    t = Store(str(tmp_path / "s")).read_parquet("r", f"samples/{seg['id']}.parquet")
+    exact = report.agg(F.sum("revenue"), F.sum("n")).collect()[0]
+    est = float((t["__weight__"] * t["__contrib__:report.revenue"]).sum())
+    est_n = float((t["__weight__"] * t["__contrib__:report.n"]).sum())
+    if seed == 0:  # the sample covers every row: the estimate is the metric
+        assert est == pytest.approx(exact[0], rel=1e-9) and est_n == exact[1]
+    else:
+        w = t["__weight__"].to_numpy()
+        se = np.sqrt(len(t)) * w[0] * t["__contrib__:report.revenue"].std()
+        assert abs(est - exact[0]) < 4 * se
+    assert seg["aggregates"]["report.revenue"] == {"fn": "sum", "input": "report.amount_usd"}
+
+
+def test_types_survive_the_round_trip(spark, tmp_path):
+    rows = [(1, None, float("nan"), "a", True, dt.date(2026, 1, 1), dt.datetime(2026, 1, 1, 12),
+             decimal.Decimal("1.25"), [1, 2]),
+            (2, 2.0, 1.5, None, None, None, None, None, None)]
+    df = spark.createDataFrame(rows, "id int, x double, y double, s string, b boolean, d date, ts timestamp, "
+                                     "dec decimal(10,2), arr array<int>")
+    df.createOrReplaceTempView("typed")
+    out = spark.table("typed").withColumn("z", F.col("x") + 1)
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r") as cap:
+        out.write.parquet(str(tmp_path / "typed"))
+    store = Store(str(tmp_path / "s"))
+    t = store.read_parquet("r", f"samples/{cap.graph.graph['segments'][0]['id']}.parquet").sort_values("typed.id")
+    assert t["typed.x"].isna().tolist() == [True, False]
+    assert np.isnan(t["typed.y"].iloc[0])
+    assert t["typed.s"].tolist()[0] == "a" and t["typed.s"].isna().tolist()[1]
+    assert pd.api.types.is_datetime64_any_dtype(t["typed.ts"])
+    assert t["typed.dec"].tolist()[0] == 1.25
+    assert t["typed.arr"].tolist()[0] == "[1,2]"
+    stats = {s["node"]: s for s in store.read_parquet("r", "stats.parquet").to_dict("records")}
+    assert stats["typed.x"]["count"] == 2 and stats["typed.x"]["nulls"] == 1
+    assert stats["typed.d"]["min"] == "2026-01-01"
+
+
+def test_empty_inputs_give_a_valid_run(spark, tmp_path):
+    empty = spark.createDataFrame([], "k string, v double")
+    empty.createOrReplaceTempView("empty_src")
+    agg = spark.table("empty_src").groupBy("k").agg(F.sum("v").alias("total"))
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r") as cap:
+        agg.write.parquet(str(tmp_path / "e"))
+    meta = Store(str(tmp_path / "s")).meta("r")
+    assert meta["status"] == "succeeded", meta
+    seg = cap.graph.graph["segments"][0]
+    assert seg["rows"] == 0 and seg["sampled"] == 0
