@@ -74,8 +74,8 @@ class AttributionConfig:
     min_cell: a conditioning cell needs this many units in both runs, else it joins the rest cell.
     max_cond_discrete: at most this many discrete columns condition a root column.
     max_cells: at most this many conditioning cells per root column.
-    rescue: when the metric moved significantly but the flagged mechanisms explain less than half of
-        it, the most suspicious unflagged mechanisms (raw p < 0.05, at most 3) join the attribution.
+    rescue: when the metric moved significantly but no mechanism was flagged, the most suspicious
+        unflagged mechanisms (unadjusted p < alpha, at most 3) join the attribution.
     """
 
     seed: int = 0
@@ -1732,8 +1732,8 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     rescued: list[str] = []
     explained = nbar * (v1 - v0)
     mech_change = nbar * (mc - mb)
-    if cfg.rescue and sig_metric and abs(explained) < 0.5 * abs(mech_change):
-        extra = sorted((k for k, t in tests.items() if not t["changed"] and t["p"] < 0.05),
+    if cfg.rescue and sig_metric and not players and abs(explained) < 0.5 * abs(mech_change):
+        extra = sorted((k for k, t in tests.items() if not t["changed"] and t["p"] < cfg.alpha),
                        key=lambda k: tests[k]["p"])[:3]
         if extra:
             rescued = extra

@@ -382,15 +382,11 @@ def compute_stats(spark: Any, G: Any, relations: list[tuple[Any, dict[str, str]]
             elif dt.startswith(("date", "timestamp")):
                 aggs += [F.min(c).cast("string").alias(f"lo{i}"), F.max(c).cast("string").alias(f"hi{i}")]
         row = df.agg(*aggs).collect()[0].asDict()
+        tops = _top_values(df, [c for c in mapping if fields[c].simpleString() in ("string", "boolean")], top_k)
         for i, (col, nid) in enumerate(mapping.items()):
             node = G.nodes[nid] if nid in G else {}
             dt = fields[col].simpleString()
-            top = None
-            if dt in CATEGORICAL or dt.startswith("timestamp") or dt == "string":
-                if dt == "string" or dt == "boolean":
-                    rows = (df.groupBy(F.col(f"`{col}`").cast("string").alias("v")).count()
-                            .orderBy(F.desc("count"), F.asc("v")).limit(top_k).collect())
-                    top = [[r["v"], int(r["count"])] for r in rows]
+            top = tops.get(col)
             out.append({
                 "node": nid, "kind": node.get("kind"), "stage": node.get("stage") or node.get("table"),
                 "column": node.get("column", col), "dtype": dt, "count": int(row["__n"]),
@@ -399,6 +395,23 @@ def compute_stats(spark: Any, G: Any, relations: list[tuple[Any, dict[str, str]]
                 "min": row.get(f"lo{i}"), "max": row.get(f"hi{i}"),
                 "top": json.dumps(top) if top is not None else None,
             })
+    return out
+
+
+def _top_values(df: Any, columns: list[str], k: int) -> dict[str, list]:
+    """Exact top-k values of several categorical columns in one grouped query (not one per column)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if not columns:
+        return {}
+    pairs = F.array(*[F.struct(F.lit(i).alias("i"), F.col(f"`{c}`").cast("string").alias("v"))
+                      for i, c in enumerate(columns)])
+    counts = df.select(F.explode(pairs).alias("e")).select("e.i", "e.v").groupBy("i", "v").count()
+    rank = F.row_number().over(Window.partitionBy("i").orderBy(F.desc("count"), F.asc_nulls_last("v")))
+    out: dict[str, list] = {c: [] for c in columns}
+    for r in counts.withColumn("r", rank).filter(F.col("r") <= k).orderBy("i", "r").collect():
+        out[columns[r["i"]]].append([r["v"], int(r["count"])])
     return out
 
 
