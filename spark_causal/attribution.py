@@ -76,6 +76,8 @@ class AttributionConfig:
     max_cells: at most this many conditioning cells per root column.
     rescue: when the metric moved significantly but no mechanism was flagged, the most suspicious
         unflagged mechanisms (unadjusted p < alpha, at most 3) join the attribution.
+    min_effect: a mechanism that changed significantly makes the verdict ``significant`` when its
+        contribution is beyond its bootstrap error, or at least this fraction of the baseline value.
     """
 
     seed: int = 0
@@ -89,6 +91,7 @@ class AttributionConfig:
     max_cells: int = 60
     discrete_max_values: int = 20
     rescue: bool = True
+    min_effect: float = 0.01
 
 
 # ============================================================================ SQL expressions
@@ -238,10 +241,12 @@ class _Compiler:
     ``_ExprError``. The closures take ``(env, n)`` with ``env`` a dict node id -> array.
     """
 
-    def __init__(self, text: str, resolve: Callable[[str], str]) -> None:
+    def __init__(self, text: str, resolve: Callable[[str], str],
+                 decoders: dict[str, np.ndarray] | None = None) -> None:
         self.toks = _tokenize(text)
         self.i = 0
         self.resolve = resolve
+        self.decoders = decoders or {}
         self.used: set[str] = set()
 
     # -- token helpers
@@ -467,6 +472,9 @@ class _Compiler:
         if node is None:
             raise _ExprError(f"unknown column {'.'.join(parts)!r}")
         self.used.add(node)
+        if node in self.decoders:
+            cats = self.decoders[node]
+            return lambda e, n, k=node: _decode(e[k], cats)
         return lambda e, n, k=node: e[k]
 
     def _case(self):
@@ -643,9 +651,12 @@ def _unquote(s: str) -> str:
     return re.sub(r"\\(.)", r"\1", body)
 
 
-def compile_expression(text: str, resolve: Callable[[str], str]) -> tuple[Callable, set[str]]:
-    """Compile a SQL expression; returns (fn(env, n) -> array or scalar, node ids it reads)."""
-    c = _Compiler(text, resolve)
+def compile_expression(text: str, resolve: Callable[[str], str],
+                       decoders: dict[str, np.ndarray] | None = None) -> tuple[Callable, set[str]]:
+    """Compile a SQL expression; returns (fn(env, n) -> array or scalar, node ids it reads).
+
+    ``decoders`` maps node ids whose values are category codes to their category arrays."""
+    c = _Compiler(text, resolve, decoders)
     fn = c.compile()
     return fn, c.used
 
@@ -682,8 +693,41 @@ def _is_numeric(a: np.ndarray) -> bool:
     return a.dtype.kind == "f"
 
 
+def _decode(codes: np.ndarray, cats: np.ndarray) -> np.ndarray:
+    """Category codes (float, NaN for NULL, len(cats) for unseen) back to values."""
+    out = np.empty(len(codes), dtype=object)
+    ok = ~np.isnan(codes)
+    ci = codes[ok].astype(np.int64)
+    vals = np.empty(len(ci), dtype=object)
+    inside = ci < len(cats)
+    vals[inside] = cats[ci[inside]]
+    out[ok] = vals
+    return out
+
+
+def _encode(values: np.ndarray, index: pd.Index) -> np.ndarray:
+    """Values to float category codes (NaN for NULL, len(index) for a value never seen)."""
+    null = np.asarray(pd.isna(values), dtype=bool)
+    out = np.full(len(values), np.nan)
+    if (~null).any():
+        pos = index.get_indexer(values[~null]).astype(float)
+        pos[pos < 0] = len(index)
+        out[~null] = pos
+    return out
+
+
 def _codes(x: np.ndarray, cats: pd.Index) -> np.ndarray:
     """Category codes: index in ``cats``, len(cats) for NULL, -1 for unseen."""
+    if x.dtype.kind == "f" and cats.dtype.kind in "fiu":
+        cv = cats.to_numpy(dtype=float)
+        codes = np.full(len(x), -1, dtype=np.int64)
+        null = np.isnan(x)
+        if len(cv):
+            pos = np.minimum(np.searchsorted(cv, x), len(cv) - 1)
+            hit = cv[pos] == x
+            codes[hit] = pos[hit]
+        codes[null] = len(cats)
+        return codes
     null = np.asarray(pd.isna(x), dtype=bool)
     codes = np.full(len(x), -1, dtype=np.int64)
     if (~null).any():
@@ -769,7 +813,8 @@ class _Table:
     """Exact map from parent-value tuples to a value, with an optional nearest-neighbour fallback."""
 
     def __init__(self, parents: list[str], X: dict[str, np.ndarray], y: np.ndarray, *,
-                 knn: bool, binary: bool = False) -> None:
+                 knn: bool, binary: bool = False, discrete: set[str] | frozenset = frozenset(),
+                 y_discrete: bool = False) -> None:
         self.parents = parents
         self.binary = binary
         self.numeric_out = _is_numeric(y)
@@ -778,7 +823,7 @@ class _Table:
         key = self._key(codes)
         df = pd.DataFrame({"k": key, "y": y})
         g = df.groupby("k", sort=True)["y"]
-        if self.numeric_out:
+        if self.numeric_out and not y_discrete:
             agg = g.mean()
             if binary:
                 agg = (agg >= 0.5).astype(float)
@@ -793,7 +838,7 @@ class _Table:
             # one feature row per distinct key: numeric parents standardised, discrete far apart
             first = df.drop_duplicates("k").set_index("k").index
             pos = pd.Index(key).get_indexer(first)  # any row of each key
-            self._num = [p for p in parents if _is_numeric(X[p])]
+            self._num = [p for p in parents if _is_numeric(X[p]) and p not in discrete]
             self._loc = {p: (np.nanmean(X[p]) if np.isfinite(X[p]).any() else 0.0,
                              (np.nanstd(X[p]) or 1.0) if np.isfinite(X[p]).any() else 1.0)
                          for p in self._num}
@@ -817,7 +862,7 @@ class _Table:
         cols = []
         for p, cats in zip(self.parents, self.cats):
             x = X[p]
-            if p in self._loc:
+            if p in self._num:
                 m, s = self._loc[p]
                 z = (x - m) / s
                 cols.append(np.where(np.isnan(z), 0.0, z))
@@ -1000,17 +1045,26 @@ class _Spec:
     order: list[str]  # lookups and deterministic nodes, topologically sorted
     parents: dict[str, list[str]]  # of lookups and deterministic nodes
     selections: set[str] = field(default_factory=set)
+    coded: dict[str, np.ndarray] = field(default_factory=dict)  # string columns -> categories
 
 
 class _Fitted:
     """The data-dependent part of the model (rebuilt for every bootstrap replicate)."""
 
     def __init__(self, spec: _Spec, b: _Run, c: _Run, cfg: AttributionConfig, rng) -> None:
-        self.roots = {r.name: _RootModel(r, b, c, spec.discrete, cfg, rng) for r in spec.roots}
+        # root models are built on first use: a bootstrap replicate only needs the ones it re-draws
+        specs = {r.name: r for r in spec.roots}
+
+        class _Lazy(dict):
+            def __missing__(self, key):
+                self[key] = _RootModel(specs[key], b, c, spec.discrete, cfg, rng)
+                return self[key]
+        self.roots = _Lazy()
         self.tables: dict[str, dict[str, _Table]] = {}
         for node, keys in spec.lookups.items():
             self.tables[node] = {
-                tag: _Table(keys, {k: r.values[k] for k in keys}, r.values[node], knn=False)
+                tag: _Table(keys, {k: r.values[k] for k in keys}, r.values[node], knn=False,
+                            y_discrete=node in spec.coded)
                 for tag, r in (("b", b), ("c", c))}
         for node, d in spec.det.items():
             ps = d.parents
@@ -1018,12 +1072,14 @@ class _Fitted:
             for tag, r in (("b", b), ("c", c)):
                 if d.per_run and d.fn[tag] is None:
                     fits[tag] = _Table(ps, {p: r.values[p] for p in ps}, r.values[node], knn=True,
-                                       binary=d.selection)
+                                       binary=d.selection, discrete=set(spec.coded),
+                                       y_discrete=node in spec.coded)
             if d.fn["b"] is None and d.fn["c"] is None and not d.per_run:
                 pooled = {p: np.concatenate([b.values[p], c.values[p]]) for p in ps}
                 y = np.concatenate([b.values[node], c.values[node]]) if _is_numeric(
                     b.values[node]) == _is_numeric(c.values[node]) else b.values[node]
-                fits["pool"] = _Table(ps, pooled, y, knn=True, binary=d.selection)
+                fits["pool"] = _Table(ps, pooled, y, knn=True, binary=d.selection,
+                                      discrete=set(spec.coded), y_discrete=node in spec.coded)
             self.tables[node] = fits
 
 
@@ -1254,7 +1310,7 @@ def _wrap_scale(fn: Callable, scale: int | None) -> Callable:
 # ============================================================================ change tests
 def _lookup_test(node: str, keys: list[str], b: _Run, c: _Run) -> tuple[float, bool, str]:
     def table(r: _Run) -> pd.DataFrame:
-        df = pd.DataFrame({f"k{i}": pd.Series(r.values[k], dtype=object) for i, k in enumerate(keys)})
+        df = pd.DataFrame({f"k{i}": r.values[k] for i, k in enumerate(keys)})
         df["y"] = r.values[node]
         g = df.groupby([f"k{i}" for i in range(len(keys))], dropna=False)["y"]
         return pd.DataFrame({"first": g.first(), "nuniq": g.nunique(dropna=False)})
@@ -1279,8 +1335,8 @@ def _lookup_test(node: str, keys: list[str], b: _Run, c: _Run) -> tuple[float, b
         return (0.0 if k else 1.0), bool(k), note
     # several values per key: compare the per-key distributions
     ps = []
-    kb = pd.MultiIndex.from_arrays([pd.Series(b.values[k], dtype=object) for k in keys])
-    kc = pd.MultiIndex.from_arrays([pd.Series(c.values[k], dtype=object) for k in keys])
+    kb = pd.MultiIndex.from_arrays([b.values[k] for k in keys])
+    kc = pd.MultiIndex.from_arrays([c.values[k] for k in keys])
     yb, yc = b.values[node], c.values[node]
     for key in both.index[:200]:
         key = key if isinstance(key, tuple) else (key,)
@@ -1299,10 +1355,11 @@ def _lookup_test(node: str, keys: list[str], b: _Run, c: _Run) -> tuple[float, b
     return float(min(1.0, min(ps) * len(ps))), False, "per-key distributions compared"
 
 
-def _det_test(d: _DetSpec, b: _Run, c: _Run) -> float:
+def _det_test(d: _DetSpec, b: _Run, c: _Run, coded: dict) -> float:
     """Same code, no usable expression: do units with the same parents get the same value?"""
     ps = d.parents
-    tb = _Table(ps, {p: b.values[p] for p in ps}, b.values[d.node], knn=True, binary=d.selection)
+    tb = _Table(ps, {p: b.values[p] for p in ps}, b.values[d.node], knn=True, binary=d.selection,
+                discrete=set(coded), y_discrete=d.node in coded)
     xc = {p: c.values[p] for p in ps}
     vals, found = tb.lookup(xc)
     yc = c.values[d.node]
@@ -1361,6 +1418,42 @@ def _order_discrete(disc: list[str], cond_of, b: _Run, c: _Run, discrete: dict[s
                     cand = (score, order + [x])
             best[fs] = cand
     return best[frozenset(disc)][1]
+
+
+def _depends_discrete(x: str, d: str, b: _Run, c: _Run, cfg: AttributionConfig) -> bool:
+    """Does numeric column x depend on discrete column d (pooled over both runs)? True when some
+    category's distribution of x differs from the overall one beyond a KS critical value."""
+    xs = np.concatenate([b.values[x], c.values[x]])
+    ds = np.concatenate([b.values[d], c.values[d]])
+    xs = np.where(np.isnan(xs), np.inf, xs)
+    allsorted = np.sort(xs)
+    n = len(xs)
+    ds = np.where(np.isnan(ds), -1.0, ds)
+    for cat in np.unique(ds):
+        m = ds == cat
+        k = int(m.sum())
+        if k < cfg.min_cell or k > n - cfg.min_cell:
+            continue
+        sub = np.sort(xs[m])
+        # ECDF distance between the category and everything, evaluated at the category's points
+        f_all = np.searchsorted(allsorted, sub, side="right") / n
+        f_sub = np.arange(1, k + 1) / k
+        dist = float(np.max(np.abs(f_all - f_sub)))
+        if dist > max(0.05, 2.0 / math.sqrt(k)):
+            return True
+    return False
+
+
+def _spearman(x: str, y: str, b: _Run, c: _Run) -> float:
+    xs = np.concatenate([b.values[x], c.values[x]])
+    ys = np.concatenate([b.values[y], c.values[y]])
+    ok = ~(np.isnan(xs) | np.isnan(ys))
+    if ok.sum() < 10:
+        return 0.0
+    rx = stats.rankdata(xs[ok])
+    ry = stats.rankdata(ys[ok])
+    r = np.corrcoef(rx, ry)[0, 1]
+    return 0.0 if np.isnan(r) else float(r)
 
 
 # ============================================================================ the entry point
@@ -1450,6 +1543,16 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
             fn != "count" and agg != "count":
         raise SparkCausalError(f"target {target!r} is not numeric", hint="use agg='count' or a numeric column")
     selections = set(x for x in (desc.get("selections") or []) if x in model_nodes)
+    # string columns become float category codes (pooled over both runs): fast to compare, sort, look up
+    coded: dict[str, np.ndarray] = {}
+    for x in model_nodes:
+        if not (_is_numeric(b.values[x]) and _is_numeric(c.values[x])):
+            pooled = np.concatenate([b.values[x].astype(object), c.values[x].astype(object)])
+            cats = np.asarray(_cats(pooled), dtype=object)
+            index = pd.Index(cats)
+            b.values[x], c.values[x] = _encode(b.values[x].astype(object), index), _encode(
+                c.values[x].astype(object), index)
+            coded[x] = cats
 
     # ---------------------------------------------------------------- node classes
     lookups: dict[str, list[str]] = {}
@@ -1501,13 +1604,16 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
             if not expr:
                 continue
             try:
-                f, u = compile_expression(str(expr), _resolver(ps, model_nodes, rg))
+                f, u = compile_expression(str(expr), _resolver(ps, model_nodes, rg), coded)
             except (_ExprError, RecursionError):
                 continue
             u = {x for x in u if x in model_nodes}
             if not u or u & aggregates:
                 continue
             f = _wrap_scale(f, None if is_sel else scale)
+            if node in coded and not is_sel:
+                f = (lambda g, idx: lambda env, n: _encode(_arr(g(env, n), n).astype(object), idx))(
+                    f, pd.Index(coded[node]))
             if _verify(f, r, node, is_sel, None):
                 fns[tag] = f
                 used |= u
@@ -1533,7 +1639,8 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         cand = sorted(cand, key=model_nodes.index)
         if cand not in cands:
             cands.append(cand)
-    spec = _Spec(target, agg, fn, inp, cands[0], None, [], {}, lookups, det, [], parents, selections)
+    spec = _Spec(target, agg, fn, inp, cands[0], None, [], {}, lookups, det, [], parents, selections,
+                 coded)
     if b.recorded is not None and agg == "sum":
         best, best_rate = cands[0], -1.0
         for cand in cands:
@@ -1583,7 +1690,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
                 return names[name.lower()]
             raise _ExprError(name)
         try:
-            wfn, where_nodes = compile_expression(where, resolve)
+            wfn, where_nodes = compile_expression(where, resolve, coded)
         except _ExprError as e:
             if str(e).startswith("unknown column"):
                 raise UnknownOutputError(
@@ -1621,21 +1728,18 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         x in relevant or _node_attr(graphs, x, "table") == driving)]
     discrete, identifiers, nuniq = {}, [], {}
     for x in root_nodes:
-        pooled = np.concatenate([b.values[x], c.values[x]]) if _is_numeric(b.values[x]) == _is_numeric(
-            c.values[x]) else np.concatenate([b.values[x].astype(object), c.values[x].astype(object)])
-        if not _is_numeric(pooled):
-            pooled = pooled.astype(object)
-        nn = int(pd.Series(pooled).nunique(dropna=True))
-        nonnull = int((~np.asarray(pd.isna(pooled), bool)).sum())
+        pooled = np.concatenate([b.values[x], c.values[x]])
+        nn = int(len(np.unique(pooled[~np.isnan(pooled)])))
+        nonnull = int((~np.isnan(pooled)).sum())
         nuniq[x] = nn
         dtype = str(_node_attr(graphs, x, "dtype") or "").lower()
-        integral = (not _is_numeric(pooled)) or dtype in ("int", "bigint", "smallint", "tinyint", "long",
+        integral = x in coded or dtype in ("int", "bigint", "smallint", "tinyint", "long",
                                                            "integer", "string") or (
             nonnull and np.all(np.mod(pooled[np.isfinite(pooled)], 1) == 0))
         if integral and nonnull >= 50 and nn >= 0.95 * nonnull:
             identifiers.append(x)
             continue
-        discrete[x] = (not _is_numeric(pooled)) or nn <= cfg.discrete_max_values
+        discrete[x] = x in coded or nn <= cfg.discrete_max_values
     disc = sorted([x for x in discrete if discrete[x]], key=lambda x: (nuniq[x], model_nodes.index(x)))
     rank = {x: i for i, x in enumerate(disc)}
 
@@ -1646,16 +1750,19 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     chain += [x for x in root_nodes if x in discrete and not discrete[x]]
     roots = []
     disc_before: list[str] = []
-    prev_num = None
+    num_before: list[str] = []
     for x in chain:
         cond = cond_of(disc_before)
-        if not discrete[x] and prev_num is not None:
-            cond = cond + [prev_num]
+        if not discrete[x]:
+            # a numeric column is conditioned only on the columns it depends on: conditioning on an
+            # independent column would re-draw it for nothing (noise, time) when that column changes
+            cond = [d for d in cond if _depends_discrete(x, d, b, c, cfg)]
+            rho = [(abs(_spearman(x, y, b, c)), y) for y in num_before]
+            rho = [t for t in rho if t[0] >= max(0.05, 4 / math.sqrt(b.n + c.n))]
+            if rho:
+                cond.append(max(rho)[1])
         roots.append(_RootSpec(x, discrete[x], cond))
-        if discrete[x]:
-            disc_before.append(x)
-        else:
-            prev_num = x
+        (disc_before if discrete[x] else num_before).append(x)
     spec.roots = roots
     spec.discrete = discrete
     for x in root_nodes:
@@ -1679,7 +1786,8 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         elif d.fn["b"] is not None and d.fn["c"] is not None:
             continue  # the same code evaluated on both runs reproduces both: unchanged by construction
         else:
-            tests[node] = {"p": _det_test(d, b, c), "certain": False, "how": "exact comparison"}
+            tests[node] = {"p": _det_test(d, b, c, spec.coded), "certain": False,
+                           "how": "exact comparison"}
     uncertain = [k for k, t in tests.items() if not t["certain"]]
     adj = dict(zip(uncertain, _holm([tests[k]["p"] for k in uncertain]))) if uncertain else {}
     for k, t in tests.items():
@@ -1797,7 +1905,8 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         val = contrib.get(node, 0.0)
         ci = interval(node, val) if node in contrib else None
         items.append(item(node, report_kind(node), val, t["changed"], t["p_adj"], ci))
-        item_sig[node] = bool(t["changed"] and ci is not None and abs(val) > z * ci[2] and val != 0)
+        item_sig[node] = bool(t["changed"] and ci is not None and val != 0 and (
+            abs(val) > z * ci[2] or abs(val) >= cfg.min_effect * abs(vb)))
     vol_changed = agg != "mean" and vol_p < cfg.alpha
     if agg != "mean":
         ci = interval("__volume__", volume)

@@ -94,13 +94,16 @@ class Capture:
         for leaf in _leaves(plan):
             mapping = {P.name(a): walk.env[P.expr_id(a)] for a in P.output(leaf) if P.expr_id(a) in walk.env}
             relations.append((P.to_dataframe(self.spark, leaf), mapping))
-        try:
-            prov = sampling.provenance(self.spark, self.builder, output, plan, sample_size=None,
-                                       seed=self.options.seed)
+        segments = sampling.segment_plans(plan)
+        for seg_plan in segments:
+            try:
+                prov = sampling.provenance(self.spark, self.builder, output, seg_plan, sample_size=None,
+                                           seed=self.options.seed)
+            except Exception as exc:  # noqa: BLE001
+                self._fail_soft(f"provenance of output {output!r} failed: {_one_line(exc)}", exc)
+                continue
             kinds = {n: self.graph.nodes[n]["kind"] for n in prov.names if n in self.graph}
             relations.append((prov.df, {n: n for n, k in kinds.items() if k in ("stage", "selection")}))
-        except Exception as exc:  # noqa: BLE001
-            self._fail_soft(f"provenance of output {output!r} failed: {_one_line(exc)}", exc)
         out_df = _read_back(self.spark, path=path, table=table, fmt=fmt) or P.to_dataframe(self.spark, plan)
         cols = self.graph.graph["outputs"][output]["columns"]
         relations.append((out_df, dict(zip(out_df.columns, cols))))
@@ -115,14 +118,15 @@ class Capture:
             self._fail_soft(f"statistics of output {output!r} failed: {_one_line(exc)}", exc)
         if not self.options.samples or self.options.sample_size == 0:
             return
-        try:
-            seg = sampling.sample_output(self.spark, self.builder, output, plan,
-                                         sample_size=self.options.sample_size, seed=self.options.seed)
-        except Exception as exc:  # noqa: BLE001
-            self._fail_soft(f"samples of output {output!r} failed: {_one_line(exc)}", exc)
-            return
-        self.graph.graph["segments"].append(seg.description)
-        self.tables[f"samples/{seg.description['id']}.parquet"] = seg.table
+        for k, seg_plan in enumerate(segments, start=1):
+            try:
+                seg = sampling.sample_output(self.spark, self.builder, output, seg_plan, segment=f"{output}.seg{k}",
+                                             sample_size=self.options.sample_size, seed=self.options.seed)
+            except Exception as exc:  # noqa: BLE001
+                self._fail_soft(f"samples of output {output!r} (segment {k}) failed: {_one_line(exc)}", exc)
+                continue
+            self.graph.graph["segments"].append(seg.description)
+            self.tables[f"samples/{seg.description['id']}.parquet"] = seg.table
 
     def _fail_soft(self, message: str, exc: BaseException) -> None:
         self.errors.append(message)

@@ -101,6 +101,7 @@ class _Walk:
         self.env: dict[int, Any] = {}          # exprId -> node key (final id str or temp int)
         self.pending: dict[int, _Pending] = {}  # temp key -> attributes
         self.edges: list[tuple[Any, Any, str, str]] = []
+        self.local_cons: dict[tuple, int] = {}
         self.cte: dict[int, list[Any]] = {}
         self.cte_rowdeps: dict[int, list[Any]] = {}
         self.plan_selection: dict[int, Any] = {}  # hashCode of a Filter/Join plan -> its selection node
@@ -117,7 +118,10 @@ class _Walk:
                tuple(sorted({(str(src), k) for src, k, _ in inputs})))
         if all(isinstance(src, str) for src, _, _ in inputs) and key in self.b._cons:
             return self.b._cons[key]
+        if key in self.local_cons:  # a sub-plan used twice in one output (self-join): one set of nodes
+            return self.local_cons[key]
         tmp = len(self.pending)
+        self.local_cons[key] = tmp
         self.pending[tmp] = _Pending(kind, column, stage, dtype, expr, fp, subtype, dict(extra or {}))
         self.pending[tmp].extra["_key"] = key
         seen = set()

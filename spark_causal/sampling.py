@@ -242,8 +242,26 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
                       rows=int(n_rows), rate=rate)
 
 
-def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int,
-                  seed: int) -> Segment:
+def segment_plans(plan: JObject) -> list[JObject]:
+    """The sub-plans that end a segment, innermost first: every Aggregate, and the output itself when
+    its top is row-level. Each becomes one sample table; across an Aggregate the unit changes."""
+    found: list[JObject] = []
+
+    def walk(p: JObject) -> None:
+        for ch in P.children(p):
+            walk(ch)
+        if P.cls(p) == "Aggregate":
+            found.append(p)
+
+    walk(plan)
+    top, _ = _segment_root(plan)
+    if top is None:
+        found.append(plan)
+    return found
+
+
+def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, segment: str,
+                  sample_size: int, seed: int) -> Segment:
     """The unit sample of an output's (last) segment: one sampled provenance query, collected to the driver."""
     G = builder.graph
     prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed)
@@ -266,7 +284,7 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
             if oid in table and pd.api.types.is_numeric_dtype(table[oid]):
                 table[f"__contrib__:{oid}"] = np.where(passed, pd.to_numeric(table[oid]).fillna(0).to_numpy(), 0.0)
     desc = {
-        "id": f"{output}.seg1", "output": output, "driving": prov.driving, "rows": prov.rows,
+        "id": segment, "output": output, "driving": prov.driving, "rows": prov.rows,
         "sampled": int(len(table)), "rate": rate, "seed": seed,
         "nodes": [n for n in names if n in G and G.nodes[n]["kind"] != "selection"],
         "selections": selections, "aggregates": aggregates, "group_keys": prov.group_keys,

@@ -112,3 +112,23 @@ def test_empty_inputs_give_a_valid_run(spark, tmp_path):
     assert meta["status"] == "succeeded", meta
     seg = cap.graph.graph["segments"][0]
     assert seg["rows"] == 0 and seg["sampled"] == 0
+
+
+def test_aggregate_joined_back_gives_two_segments(spark, data, tmp_path):
+    """An aggregate whose result is joined back and aggregated again: one sample table per segment."""
+    root, _ = data
+    rows = job(spark, root)
+    per_customer = rows.groupBy("country").agg(F.avg("amount_usd").alias("avg_usd"))
+    final = (rows.join(per_customer, "country").withColumn("above", (F.col("amount_usd") > F.col("avg_usd")).cast("int"))
+             .groupBy("currency").agg(F.sum("above").alias("n_above")))
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=500) as cap:
+        final.write.parquet(str(tmp_path / "final"))
+    segs = {s["id"]: s for s in cap.graph.graph["segments"]}
+    assert set(segs) == {"final.seg1", "final.seg2"}
+    assert segs["final.seg1"]["aggregates"] == {"final.avg_usd": {"fn": "avg", "input": "final.amount_usd"}}
+    assert "final.n_above" in segs["final.seg2"]["aggregates"]
+    assert "final.avg_usd" in segs["final.seg2"]["nodes"]  # the first segment's aggregate feeds the second
+    t2 = Store(str(tmp_path / "s")).read_parquet("r", "samples/final.seg2.parquet")
+    est = float((t2["__weight__"] * t2["__contrib__:final.n_above"]).sum())
+    exact = final.agg(F.sum("n_above")).collect()[0][0]
+    assert abs(est - exact) < 0.25 * exact
