@@ -836,8 +836,7 @@ class _Table:
         self.tree = None
         if knn and len(self.vals):
             # one feature row per distinct key: numeric parents standardised, discrete far apart
-            first = df.drop_duplicates("k").set_index("k").index
-            pos = pd.Index(key).get_indexer(first)  # any row of each key
+            first, pos = np.unique(key, return_index=True)  # one row of each distinct key
             self._num = [p for p in parents if _is_numeric(X[p]) and p not in discrete]
             self._loc = {p: (np.nanmean(X[p]) if np.isfinite(X[p]).any() else 0.0,
                              (np.nanstd(X[p]) or 1.0) if np.isfinite(X[p]).any() else 1.0)
@@ -1372,9 +1371,16 @@ def _det_test(d: _DetSpec, b: _Run, c: _Run, coded: dict) -> float:
     miss = ~found
     if miss.sum() >= 20 and tb.tree is not None and len(tb.tree_vals) >= 3:
         feats = tb._features({p: xc[p][miss] for p in ps})
-        _, j = tb.tree.query(feats, k=1)
+        dist, j = tb.tree.query(feats, k=1)
         own = tb.tree.data
-        _, j2 = tb.tree.query(own, k=2)
+        d2, j2 = tb.tree.query(own, k=2)
+        # only units inside the baseline's support are evidence: far from every baseline unit, a
+        # nearest-neighbour prediction extrapolates and its error says nothing about a change
+        inside = dist <= np.quantile(d2[:, 1], 0.9)
+        if inside.sum() < 20:
+            return float(min(1.0, 2 * p1))
+        j = j[inside]
+        miss = np.flatnonzero(miss)[inside]
         if _is_numeric(yc):
             res_c = np.abs(tb.tree_vals[j].astype(float) - yc[miss].astype(float))
             res_b = np.abs(tb.tree_vals[j2[:, 1]].astype(float) - tb.tree_vals.astype(float))

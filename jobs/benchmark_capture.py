@@ -1,0 +1,98 @@
+"""Cost of capture: wall time captured/plain, driver memory, and rows brought to the driver.
+
+    python jobs/benchmark_capture.py [--rows 10000000 --rows 1000000] [--rounds 2] [--sample-size 20000]
+
+For each data size it generates a pipeline's inputs (a fact table of N orders, two dimension tables)
+into a temporary folder, then runs the same job plain and under capture alternately in one Spark
+session (so JVM warm-up and machine noise hit both), and prints the median wall-time ratio.
+Rows brought to the driver are counted from what capture collects: statistics rows and sampled units.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+import spark_causal
+from spark_causal.store import Store
+
+
+def make_inputs(spark: SparkSession, folder: Path, rows: int) -> None:
+    orders = (spark.range(rows).withColumnRenamed("id", "order_id")
+              .withColumn("customer_id", (F.rand(1) * 100_000).cast("long"))
+              .withColumn("currency", F.element_at(F.array(*[F.lit(c) for c in ("EUR", "USD", "GBP", "JPY")]),
+                                                   (F.rand(2) * 4).cast("int") + 1))
+              .withColumn("amount", F.round(F.exp(F.randn(3) * 0.8 + 3.5), 2))
+              .withColumn("day", F.date_add(F.lit("2026-01-01"), (F.rand(4) * 28).cast("int"))))
+    orders.write.mode("overwrite").parquet(str(folder / "orders"))
+    customers = (spark.range(100_000).withColumnRenamed("id", "customer_id")
+                 .withColumn("country", F.element_at(F.array(*[F.lit(c) for c in ("DE", "US", "UK", "FR")]),
+                                                     (F.rand(5) * 4).cast("int") + 1))
+                 .withColumn("discount", F.round(F.rand(6) * 0.2, 2)))
+    customers.write.mode("overwrite").parquet(str(folder / "customers"))
+    spark.createDataFrame([("EUR", 1.08), ("USD", 1.0), ("GBP", 1.27), ("JPY", 0.0067)], "currency string, rate double") \
+        .write.mode("overwrite").parquet(str(folder / "fx"))
+
+
+def job(spark: SparkSession, folder: Path, out: Path) -> None:
+    orders = spark.read.parquet(str(folder / "orders"))
+    customers = spark.read.parquet(str(folder / "customers"))
+    fx = spark.read.parquet(str(folder / "fx"))
+    (orders.filter(F.col("amount") > 5).join(fx, "currency").join(customers, "customer_id", "left")
+     .withColumn("amount_usd", F.col("amount") * F.col("rate"))
+     .withColumn("net_usd", F.col("amount_usd") * (1 - F.coalesce(F.col("discount"), F.lit(0.0))))
+     .groupBy("country", "day").agg(F.sum("net_usd").alias("revenue"), F.count(F.lit(1)).alias("orders"))
+     .write.mode("overwrite").parquet(str(out)))
+
+
+def measure(spark: SparkSession, rows: int, rounds: int, sample_size: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_inputs(spark, folder / "in", rows)
+        job(spark, folder / "in", folder / "warmup")
+        plain, captured = [], []
+        collected = 0
+        for r in range(rounds):
+            t = time.perf_counter()
+            job(spark, folder / "in", folder / f"plain{r}")
+            plain.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            with spark_causal.capture(spark, store=str(folder / "store"), run=f"r{r}", sample_size=sample_size):
+                job(spark, folder / "in", folder / f"cap{r}")
+            captured.append(time.perf_counter() - t)
+            store = Store(str(folder / "store"))
+            collected = len(store.read_parquet(f"r{r}", "stats.parquet"))
+            for seg in store.graph(f"r{r}").graph["segments"]:
+                collected += len(store.read_parquet(f"r{r}", f"samples/{seg['id']}.parquet"))
+    jvm = spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
+    return {"rows": rows, "plain_s": statistics.median(plain), "captured_s": statistics.median(captured),
+            "ratio": statistics.median(c / p for c, p in zip(captured, plain)),
+            "driver_rows": collected, "python_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "jvm_used_mb": (jvm.totalMemory() - jvm.freeMemory()) / 2**20}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, action="append")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--sample-size", type=int, default=20_000)
+    args = ap.parse_args()
+    spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+             .config("spark.driver.memory", "4g").config("spark.sql.shuffle.partitions", "8").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    print(f"{'rows':>12} {'plain s':>9} {'captured s':>11} {'ratio':>6} {'rows to driver':>15} "
+          f"{'py peak MB':>11} {'JVM used MB':>12}")
+    for rows in args.rows or [1_000_000, 10_000_000]:
+        m = measure(spark, rows, args.rounds, args.sample_size)
+        print(f"{m['rows']:>12,} {m['plain_s']:>9.1f} {m['captured_s']:>11.1f} {m['ratio']:>6.2f} "
+              f"{m['driver_rows']:>15,} {m['python_peak_mb']:>11.0f} {m['jvm_used_mb']:>12.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
