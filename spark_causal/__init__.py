@@ -4,6 +4,7 @@ Capture a PySpark job's column-level causal graph and samples as runs in a store
 change of a metric between two runs to the sources and stages that caused it.
 """
 from .capture import capture, register_output
+from .compare import attribute
 from .errors import (CaptureError, RunExistsError, SparkCausalError, StoreError, UnknownOutputError,
                      UnknownRunError, UnsupportedSessionError)
 from .lineage import upstream_sources
@@ -11,7 +12,7 @@ from .lineage import upstream_sources
 __version__ = "0.1.0"
 
 __all__ = [
-    "capture", "register_output", "upstream_sources", "__version__",
+    "capture", "register_output", "attribute", "upstream_sources", "__version__",
     "SparkCausalError", "StoreError", "UnknownRunError", "RunExistsError", "UnknownOutputError",
     "UnsupportedSessionError", "CaptureError",
 ]

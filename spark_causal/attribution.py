@@ -1450,14 +1450,20 @@ def _depends_discrete(x: str, d: str, b: _Run, c: _Run, cfg: AttributionConfig) 
     return False
 
 
-def _spearman(x: str, y: str, b: _Run, c: _Run) -> float:
+def _spearman(x: str, y: str, b: _Run, c: _Run, cache: dict | None = None) -> float:
     xs = np.concatenate([b.values[x], c.values[x]])
     ys = np.concatenate([b.values[y], c.values[y]])
     ok = ~(np.isnan(xs) | np.isnan(ys))
     if ok.sum() < 10:
         return 0.0
-    rx = stats.rankdata(xs[ok])
-    ry = stats.rankdata(ys[ok])
+    if ok.all() and cache is not None:
+        for k, v in ((x, xs), (y, ys)):
+            if k not in cache:
+                cache[k] = stats.rankdata(v)
+        rx, ry = cache[x], cache[y]
+    else:
+        rx = stats.rankdata(xs[ok])
+        ry = stats.rankdata(ys[ok])
     r = np.corrcoef(rx, ry)[0, 1]
     return 0.0 if np.isnan(r) else float(r)
 
@@ -1733,6 +1739,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     root_nodes = [x for x in model_nodes if x not in parents and x not in selections and (
         x in relevant or _node_attr(graphs, x, "table") == driving)]
     discrete, identifiers, nuniq = {}, [], {}
+    declared_ids = set(desc.get("identifiers") or []) | set(desc_b.get("identifiers") or [])
     for x in root_nodes:
         pooled = np.concatenate([b.values[x], c.values[x]])
         nn = int(len(np.unique(pooled[~np.isnan(pooled)])))
@@ -1742,7 +1749,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         integral = x in coded or dtype in ("int", "bigint", "smallint", "tinyint", "long",
                                                            "integer", "string") or (
             nonnull and np.all(np.mod(pooled[np.isfinite(pooled)], 1) == 0))
-        if integral and nonnull >= 50 and nn >= 0.95 * nonnull:
+        if x in declared_ids or (integral and nonnull >= 50 and nn >= 0.95 * nonnull):
             identifiers.append(x)
             continue
         discrete[x] = x in coded or nn <= cfg.discrete_max_values
@@ -1757,13 +1764,14 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     roots = []
     disc_before: list[str] = []
     num_before: list[str] = []
+    rank_cache: dict[str, np.ndarray] = {}
     for x in chain:
         cond = cond_of(disc_before)
         if not discrete[x]:
             # a numeric column is conditioned only on the columns it depends on: conditioning on an
             # independent column would re-draw it for nothing (noise, time) when that column changes
             cond = [d for d in cond if _depends_discrete(x, d, b, c, cfg)]
-            rho = [(abs(_spearman(x, y, b, c)), y) for y in num_before]
+            rho = [(abs(_spearman(x, y, b, c, rank_cache)), y) for y in num_before]
             rho = [t for t in rho if t[0] >= max(0.05, 4 / math.sqrt(b.n + c.n))]
             if rho:
                 cond.append(max(rho)[1])
@@ -1773,8 +1781,6 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     spec.discrete = discrete
     for x in root_nodes:
         how[x] = "identifier (carried)" if x in identifiers else "root"
-    if not _is_numeric(b.values.get(inp, np.zeros(1))) and inp is not None and agg != "count":
-        pass
 
     # ---------------------------------------------------------------- change tests
     rng = np.random.default_rng(cfg.seed)
@@ -1790,14 +1796,16 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         if d.code_changed:
             tests[node] = {"p": 0.0, "certain": True, "how": "code change"}
         elif d.fn["b"] is not None and d.fn["c"] is not None:
-            continue  # the same code evaluated on both runs reproduces both: unchanged by construction
+            # the same code evaluated on both runs reproduces both: unchanged by construction
+            tests[node] = {"p": 1.0, "certain": False, "how": "same code, reproduces both runs",
+                           "untested": True}
         else:
             tests[node] = {"p": _det_test(d, b, c, spec.coded), "certain": False,
                            "how": "exact comparison"}
-    uncertain = [k for k, t in tests.items() if not t["certain"]]
+    uncertain = [k for k, t in tests.items() if not t["certain"] and not t.get("untested")]
     adj = dict(zip(uncertain, _holm([tests[k]["p"] for k in uncertain]))) if uncertain else {}
     for k, t in tests.items():
-        t["p_adj"] = 0.0 if t["certain"] else adj[k]
+        t["p_adj"] = 0.0 if t["certain"] else adj.get(k, t["p"])
         t["changed"] = bool(t["certain"] or t["p_adj"] < cfg.alpha)
     refit = False
     for node, d in spec.det.items():

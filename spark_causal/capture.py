@@ -90,20 +90,31 @@ class Capture:
         from . import sampling
 
         walk = self.builder.walks[output]
-        relations: list[tuple[Any, dict[str, str]]] = []
-        for leaf in _leaves(plan):
-            mapping = {P.name(a): walk.env[P.expr_id(a)] for a in P.output(leaf) if P.expr_id(a) in walk.env}
-            relations.append((P.to_dataframe(self.spark, leaf), mapping))
         segments = sampling.segment_plans(plan)
-        for seg_plan in segments:
-            try:
+        relations: list[tuple[Any, dict[str, str]]] = []
+        driving: dict[int, str] = {}  # segment index -> a driving column node, whose count is the row count
+        covered: set[int] = set()     # driving leaves whose columns the provenance pass already covers
+        for k, seg_plan in enumerate(segments):
+            try:  # one unsampled pass per segment gives exact stats of its stage and driving columns
                 prov = sampling.provenance(self.spark, self.builder, output, seg_plan, sample_size=None,
                                            seed=self.options.seed)
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"provenance of output {output!r} failed: {_one_line(exc)}", exc)
                 continue
             kinds = {n: self.graph.nodes[n]["kind"] for n in prov.names if n in self.graph}
-            relations.append((prov.df, {n: n for n, k in kinds.items() if k in ("stage", "selection")}))
+            wanted = {"stage", "selection", "source"} if prov.driving_hash not in covered else \
+                {"stage", "selection"}
+            mapping = {n: n for n, kind in kinds.items() if kind in wanted and
+                       (kind != "source" or self.graph.nodes[n].get("table") == prov.driving)}
+            if mapping:
+                relations.append((prov.df, mapping))
+                driving[k] = next(iter(mapping))
+            covered.add(prov.driving_hash)
+        for leaf in _leaves(plan):
+            if int(leaf.hashCode()) in covered:
+                continue
+            mapping = {P.name(a): walk.env[P.expr_id(a)] for a in P.output(leaf) if P.expr_id(a) in walk.env}
+            relations.append((P.to_dataframe(self.spark, leaf), mapping))
         out_df = _read_back(self.spark, path=path, table=table, fmt=fmt) or P.to_dataframe(self.spark, plan)
         cols = self.graph.graph["outputs"][output]["columns"]
         relations.append((out_df, dict(zip(out_df.columns, cols))))
@@ -111,19 +122,21 @@ class Capture:
             have = {s["node"] for s in self.stats}
             for rel, mapping in relations:
                 mapping = {c: n for c, n in mapping.items() if n not in have}
-                rows = sampling.compute_stats(self.spark, self.graph, [(rel, mapping)])
+                rows = sampling.compute_stats(self.graph, rel, mapping)
                 self.stats.extend(rows)
                 have.update(r["node"] for r in rows)
         except Exception as exc:  # noqa: BLE001
             self._fail_soft(f"statistics of output {output!r} failed: {_one_line(exc)}", exc)
         if not self.options.samples or self.options.sample_size == 0:
             return
-        for k, seg_plan in enumerate(segments, start=1):
+        counts = {s["node"]: s["count"] for s in self.stats}
+        for k, seg_plan in enumerate(segments):
             try:
-                seg = sampling.sample_output(self.spark, self.builder, output, seg_plan, segment=f"{output}.seg{k}",
-                                             sample_size=self.options.sample_size, seed=self.options.seed)
+                seg = sampling.sample_output(self.spark, self.builder, output, seg_plan, segment=f"{output}.seg{k + 1}",
+                                             sample_size=self.options.sample_size, seed=self.options.seed,
+                                             rows=counts.get(driving.get(k, "")))
             except Exception as exc:  # noqa: BLE001
-                self._fail_soft(f"samples of output {output!r} (segment {k}) failed: {_one_line(exc)}", exc)
+                self._fail_soft(f"samples of output {output!r} (segment {k + 1}) failed: {_one_line(exc)}", exc)
                 continue
             self.graph.graph["segments"].append(seg.description)
             self.tables[f"samples/{seg.description['id']}.parquet"] = seg.table

@@ -235,12 +235,68 @@ def _cell(value: Any) -> str:
 
 # ---------------------------------------------------------------- main
 
+# ---------------------------------------------------------------- attribute
+
+
+def _add_attribute(subparsers: Any) -> None:
+    p = _subparser(
+        subparsers, "attribute", "Why did a metric move between two runs? Ranks sources, stages and volume.",
+        "  spark-causal attribute --store ./store --baseline 2026-11-23 --current 2026-11-24 --target revenue.revenue\n"
+        "  spark-causal attribute --store ./store --baseline a --current b --target revenue.orders --agg count \\\n"
+        "      --where \"country = 'DE'\" --json result.json --html report.html --plot chart.png\n",
+    )
+    p.add_argument("--store", required=True, help="store folder or Hadoop URI")
+    p.add_argument("--baseline", required=True, help="run id of the baseline (before)")
+    p.add_argument("--current", required=True, help="run id of the current run (after)")
+    p.add_argument("--target", required=True, help="output column id, <output>.<column>")
+    p.add_argument("--agg", choices=("sum", "count", "mean"), default="sum", help="metric over the output rows")
+    p.add_argument("--where", default=None, help="SQL predicate on the output's columns, e.g. \"country = 'DE'\"")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and Shapley draws (default 0)")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stdout)")
+    p.add_argument("--html", metavar="FILE", help="write an HTML report")
+    p.add_argument("--plot", metavar="FILE", help="write the attribution chart (PNG, or SVG by extension)")
+    p.set_defaults(handler=_attribute)
+
+
+def _attribute(args: argparse.Namespace) -> int:
+    from spark_causal.attribution import AttributionConfig
+    from spark_causal.compare import attribute
+
+    print(f"attributing {args.agg}({args.target}) from {args.baseline} to {args.current} ...", file=sys.stderr)
+    res = attribute(_open_store(args), args.baseline, args.current, args.target, agg=args.agg, where=args.where,
+                    config=AttributionConfig(seed=args.seed))
+    if args.json == "-":
+        _write_text(res.to_json(), None)
+    else:
+        if args.json:
+            _write_text(res.to_json(), args.json)
+        _write_text(_attribution_table(res), None)
+    if args.html:
+        _write_text("<!doctype html><meta charset='utf-8'><title>spark-causal</title>" + res._repr_html_(), args.html)
+    if args.plot:
+        res.plot(args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _attribution_table(res: Any) -> str:
+    rows = [[a.node, a.kind, f"{a.contribution:+,.4g}", f"[{a.ci_low:+,.4g}, {a.ci_high:+,.4g}]",
+             "yes" if a.mechanism_changed else "", "" if a.p_value is None else f"{a.p_value:.2g}"]
+            for a in res.attributions]
+    head = (f"{res.summary()}\n{res.baseline_run}: {res.baseline_value:,.6g}   {res.current_run}: "
+            f"{res.current_value:,.6g}   change: {res.change:+,.6g}   significant: {res.significant}\n\n")
+    body = _table(["node", "kind", "contribution", "interval", "changed", "p"], rows) if rows else "(no attributions)\n"
+    notes = "".join(f"code change: {c.get('node')}\n" for c in res.code_changes)
+    notes += "".join(f"warning: {w}\n" for w in res.warnings)
+    return head + body + notes
+
+
 _SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_capture,
     _add_runs,
     _add_graph,
     _add_stats,
-    # attribute: registered here by the attribution module's _add_attribute
+    _add_attribute,
 )
 
 

@@ -129,7 +129,9 @@ class Attribution:
         if not parts:
             return head + "; no mechanism explains it."
         first, rest = parts[0], parts[1:]
-        text = f"{head}; {first.replace(' from ', ' of it from ', 1)}"
+        if not first.startswith(("+", "-")):  # a part of the same sign as the change
+            first = first.replace(" from ", " of it from ", 1)
+        text = f"{head}; {first}"
         if rest:
             text += ", " + ", ".join(rest)
         if self.change and abs(self.unexplained) > 0.1 * abs(self.change):

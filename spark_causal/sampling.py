@@ -177,22 +177,25 @@ class Provenance:
     group_keys: list[str]
     joins: list[dict]
     driving: str
-    rows: int
+    rows: int  # -1 when not counted
     rate: float
+    driving_hash: int
 
 
 def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
-               seed: int) -> Provenance:
-    """The provenance query of an output's last segment, sampled to about ``sample_size`` driving rows
-    (all rows when None)."""
+               seed: int, rows: int | None = None) -> Provenance:
+    """The provenance query of the segment that ``plan`` ends, sampled to about ``sample_size`` driving
+    rows (all rows when None). ``rows``, the driving relation's row count, saves a count when known."""
     cat = _Catalyst(spark.sparkContext._jvm)
     walk = builder.walks[output]
     G = builder.graph
     agg, body = _segment_root(plan)
     driving = max(_driving_candidates(body), key=_size)
     driving_name = _relation_table(driving, walk.env, G)
-    n_rows = P.to_dataframe(spark, driving).count()
-    rate = 1.0 if sample_size is None or sample_size >= n_rows or n_rows == 0 else sample_size / n_rows
+    n_rows = rows
+    if n_rows is None and sample_size is not None:
+        n_rows = P.to_dataframe(spark, driving).count()
+    rate = 1.0 if sample_size is None or not n_rows or sample_size >= n_rows else sample_size / n_rows
     threshold = int(math.ceil(rate * HASH_BUCKETS))
 
     def sample_pred(leaf: JObject, rw: _Rewriter) -> JObject:
@@ -239,7 +242,7 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
     return Provenance(df=P.to_dataframe(spark, cat.project(named, mid)), names=names, aggregates=aggregates,
                       group_keys=list(dict.fromkeys(group_keys)),
                       joins=[_join_description(j, walk.env, rw) for j in rw.joins], driving=driving_name,
-                      rows=int(n_rows), rate=rate)
+                      rows=-1 if n_rows is None else int(n_rows), rate=rate, driving_hash=int(driving.hashCode()))
 
 
 def segment_plans(plan: JObject) -> list[JObject]:
@@ -261,10 +264,10 @@ def segment_plans(plan: JObject) -> list[JObject]:
 
 
 def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, segment: str,
-                  sample_size: int, seed: int) -> Segment:
-    """The unit sample of an output's (last) segment: one sampled provenance query, collected to the driver."""
+                  sample_size: int, seed: int, rows: int | None = None) -> Segment:
+    """The unit sample of one segment: one sampled provenance query, collected to the driver."""
     G = builder.graph
-    prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed)
+    prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, rows=rows)
     names, aggregates, rate = prov.names, prov.aggregates, prov.rate
     table = _to_pandas(prov.df)
     selections = [n for n in names if n in G and G.nodes[n]["kind"] == "selection"]
@@ -375,18 +378,13 @@ def _to_pandas(df: Any) -> pd.DataFrame:
     return df.select(cols).toPandas()
 
 
-def compute_stats(spark: Any, G: Any, relations: list[tuple[Any, dict[str, str]]], *, top_k: int = 10) -> list[dict]:
-    """Exact statistics of node columns, one aggregation pass per relation.
-
-    ``relations`` is a list of (DataFrame, {column name in df: node id}). Categorical columns get their
-    exact top values with one small grouped query each.
-    """
+def compute_stats(G: Any, df: Any, mapping: dict[str, str], *, top_k: int = 10) -> list[dict]:
+    """Exact statistics of node columns of one relation ({column name in df: node id}): one aggregation
+    pass, plus one grouped query for the top values of all its categorical columns together."""
     from pyspark.sql import functions as F
 
     out: list[dict] = []
-    for df, mapping in relations:
-        if not mapping:
-            continue
+    if mapping:
         aggs = [F.count(F.lit(1)).alias("__n")]
         fields = {f.name: f.dataType for f in df.schema.fields}
         for i, (col, nid) in enumerate(mapping.items()):

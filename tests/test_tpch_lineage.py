@@ -311,7 +311,8 @@ def test_tpch_row_filters_pass_through_a_selection(captured, query, source, targ
     )
 
 
-def test_tpch_job_under_cli_capture(tpch_dir, tmp_path):
+def test_tpch_job_under_cli_capture(spark, tpch_dir, tpch_paths, tmp_path):
+    """The unmodified job under ``spark-causal capture``: same result, graph readable by the CLI."""
     store, out = tmp_path / "store", tmp_path / "out"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -327,6 +328,9 @@ def test_tpch_job_under_cli_capture(tpch_dir, tmp_path):
     )
     assert captured.returncode == 0, captured.stderr[-4000:]
     assert (out / "q3").is_dir()
+    register_views(spark, tpch_paths)
+    expected_rows = sorted(map(tuple, spark.sql(TPCH_QUERIES["q3"]).collect()))
+    assert sorted(map(tuple, spark.read.parquet(str(out / "q3")).collect())) == expected_rows
 
     shown = subprocess.run(
         [*cli, "graph", "--store", str(store), "--run", "r1", "--format", "json"],

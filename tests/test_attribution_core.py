@@ -1,0 +1,182 @@
+"""The attribution engine on simulated revenue jobs with known root causes (no Spark needed)."""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+from spark_causal.attribution import AttributionConfig, attribute_samples, compile_expression
+from spark_causal.errors import SparkCausalError, UnknownOutputError
+from spark_causal.result import KINDS, Attribution
+from tests.simulate import FAULTS, make_pair
+
+FAST = AttributionConfig(n_bootstrap=5)
+TARGET = "report.revenue"
+
+
+def _run(fault, seed=11, n=4000, config=FAST, **kw):
+    g, b, c = make_pair(fault, seed, n=n, **kw)
+    return attribute_samples(g, b, c, TARGET, config=config)
+
+
+@pytest.mark.parametrize("fault", [f for f in FAULTS if f != "aa"])
+def test_top1_is_the_injected_fault(fault):
+    res = _run(fault)
+    assert res.attributions[0].node == FAULTS[fault], res.summary()
+    assert res.significant
+    top = res.attributions[0]
+    assert top.mechanism_changed
+    assert top.ci_low <= top.contribution <= top.ci_high
+
+
+def test_aa_pairs_are_not_significant():
+    verdicts = []
+    for seed in range(20):
+        g, b, c = make_pair("aa", 200 + seed, n=2000)
+        verdicts.append(attribute_samples(g, b, c, TARGET, config=AttributionConfig(n_bootstrap=4)).significant)
+    assert sum(verdicts) <= 1, verdicts
+
+
+@pytest.mark.parametrize("fault", ["fx_corrupt", "formula", "filter", "volume", "nulls"])
+def test_contributions_add_up_to_the_change(fault):
+    res = _run(fault)
+    total = sum(a.contribution for a in res.attributions)
+    assert math.isclose(total + res.unexplained, res.change, rel_tol=1e-9, abs_tol=1e-6)
+    assert abs(res.unexplained) <= 0.25 * abs(res.change), res.summary()
+    assert res.change == pytest.approx(res.current_value - res.baseline_value)
+
+
+def test_code_change_is_reported():
+    res = _run("formula")
+    nodes = {c["node"]: c for c in res.code_changes}
+    assert "report.amount_usd" in nodes
+    assert nodes["report.amount_usd"]["current"] == "((amount * rate) * 0.9)"
+    assert res.attributions[0].p_value == 0.0
+
+
+def test_json_contract():
+    res = _run("fx_corrupt")
+    d = json.loads(res.to_json())
+    for key in ("target", "agg", "baseline", "current", "change", "significant", "attributions",
+                "code_changes", "warnings"):
+        assert key in d
+    assert set(d["baseline"]) >= {"run", "value"} and set(d["current"]) >= {"run", "value"}
+    assert d["target"] == TARGET and d["agg"] == "sum" and isinstance(d["significant"], bool)
+    keys = {"node", "kind", "table", "stage", "column", "contribution", "ci_low", "ci_high",
+            "mechanism_changed", "p_value"}
+    contribs = []
+    for a in d["attributions"]:
+        assert set(a) >= keys
+        assert a["kind"] in KINDS
+        contribs.append(abs(a["contribution"]))
+    assert contribs == sorted(contribs, reverse=True)
+    vol = [a for a in d["attributions"] if a["kind"] == "volume"]
+    assert len(vol) == 1 and vol[0]["node"] == "orders.__rows__" and vol[0]["table"] == "orders"
+    fx = next(a for a in d["attributions"] if a["node"] == "fx.rate")
+    assert fx["kind"] == "source" and fx["table"] == "fx" and fx["column"] == "rate"
+    filt = next(a for a in d["attributions"] if a["node"] == "report.filter1")
+    assert filt["kind"] == "selection" and filt["stage"] == "report"
+    df = res.to_pandas()
+    assert list(df.node) == [a["node"] for a in d["attributions"]]
+
+
+def test_renderings():
+    res = _run("fx_corrupt")
+    text = res.summary()
+    assert text.startswith("revenue rose") and "fx.rate" in text
+    fig = res.plot()
+    assert fig.axes and len(fig.axes[0].patches) >= 1
+    assert "fx.rate" in res._repr_html_()
+    assert isinstance(res, Attribution)
+
+
+def test_where_on_a_group_key():
+    g, b, c = make_pair("amount_drift", 11)
+    res = attribute_samples(g, b, c, TARGET, where="country = 'DE'", config=FAST)
+    assert res.attributions[0].node == "orders.amount"
+    other = attribute_samples(g, b, c, TARGET, where="country IN ('US', 'JP')", config=FAST)
+    assert abs(other.change) < abs(res.change)
+    with pytest.raises(UnknownOutputError) as err:
+        attribute_samples(g, b, c, TARGET, where="city = 'Paris'", config=FAST)
+    assert "country" in str(err.value)
+
+
+def test_mean_and_count():
+    g, b, c = make_pair("amount_drift", 11)
+    mean = attribute_samples(g, b, c, TARGET, agg="mean", config=FAST)
+    assert mean.attributions[0].node == "orders.amount"
+    assert all(a.kind != "volume" for a in mean.attributions)
+    g, b, c = make_pair("volume", 11)
+    count = attribute_samples(g, b, c, TARGET, agg="count", config=FAST)
+    assert count.attributions[0].node == "orders.__rows__"
+    assert count.change == pytest.approx(count.current_value - count.baseline_value)
+
+
+def test_fitted_mechanisms_without_expressions():
+    for fault in ("formula", "fx_corrupt"):
+        g, b, c = make_pair(fault, 11)
+        for graph in (g, b.graph, c.graph):
+            for node in graph.nodes:
+                graph.nodes[node].pop("expr", None)
+        res = attribute_samples(g, b, c, TARGET, config=FAST)
+        assert res.attributions[0].node == FAULTS[fault], res.summary()
+        assert res.details["mechanisms"]["report.amount_usd"] == "fitted"
+
+
+def test_weighted_samples():
+    res = _run("fx_corrupt", n=8000, sample_frac=0.4)
+    assert res.attributions[0].node == "fx.rate"
+    assert res.details["units"]["baseline"] < 8000 * 0.6
+
+
+def test_deterministic_given_seed():
+    a = _run("currency_mix").to_dict()
+    b = _run("currency_mix").to_dict()
+    a["details"].pop("seconds")
+    b["details"].pop("seconds")
+    assert a == b
+
+
+def test_bad_input():
+    g, b, c = make_pair("aa", 1, n=500)
+    with pytest.raises(UnknownOutputError):
+        attribute_samples(g, b, c, "report.nope")
+    with pytest.raises(SparkCausalError):
+        attribute_samples(g, b, b, TARGET)
+    with pytest.raises(SparkCausalError):
+        attribute_samples(g, b, c, TARGET, agg="median")
+
+
+def test_expression_compiler():
+    env = {"a": np.array([1.0, -2.0, np.nan, 4.0]),
+           "s": np.array(["DE", "FR", None, "US"], dtype=object)}
+
+    def ev(text):
+        fn, used = compile_expression(text, lambda name: name if name in env else (_ for _ in ()).throw(
+            __import__("spark_causal.attribution", fromlist=["_ExprError"])._ExprError(name)))
+        return fn(env, 4), used
+
+    v, used = ev("(a#12 * 2.0D) + 1")
+    assert used == {"a"} and np.allclose(v[[0, 1, 3]], [3, -3, 9]) and np.isnan(v[2])
+    v, _ = ev("CASE WHEN (a > 0) THEN 'pos' WHEN a IS NULL THEN 'none' ELSE 'neg' END")
+    assert list(v) == ["pos", "neg", "none", "pos"]
+    v, _ = ev("s IN ('DE', 'US') AND NOT (a < 0)")
+    assert list(v[[0, 1, 3]]) == [1.0, 0.0, 1.0] and np.isnan(v[2])
+    v, _ = ev("coalesce(CAST(a AS DECIMAL(10,1)), 0) / 2")
+    assert np.allclose(v, [0.5, -1.0, 0.0, 2.0])
+    v, _ = ev("isnotnull(s) AND (s <> 'FR')")
+    assert list(v) == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_runtime_30_nodes_20000_units():
+    g, b, c = make_pair("amount_drift", 5, n=20000, extra=12)
+    seg = b.segments["report.seg0"].description
+    assert len(seg["nodes"]) + len(seg["selections"]) >= 30
+    t0 = time.perf_counter()
+    res = attribute_samples(g, b, c, TARGET)  # default config: 20 bootstrap replicates
+    elapsed = time.perf_counter() - t0
+    assert res.attributions[0].node == "orders.amount"
+    assert elapsed <= 15.0, elapsed
