@@ -4,6 +4,10 @@ The generator knows nothing about spark-causal: it writes parquet folders that a
 Faults (each a name with an optional value): ``drift`` (order amounts of one country x1.4),
 ``mix`` (currency mix shifts to GBP), ``fx`` (one FX rate x100), ``nulls`` (20% of amounts NULL),
 ``volume`` (30% more orders), ``discount`` (one customer tier's discount raised).
+
+Optional, for benchmarks (defaults keep the original behaviour): ``orphan_rate`` makes that fraction of
+orders reference customer ids missing from the customers table (an inner join drops them);
+``drift_factor`` is the multiplier of the ``drift`` fault.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ RATES = {"EUR": 1.08, "USD": 1.0, "GBP": 1.27}
 COUNTRIES = ["DE", "US", "UK", "FR"]
 
 
-def generate(folder: str | Path, *, seed: int, n_orders: int = 20_000, faults: tuple[str, ...] = ()) -> Path:
+def generate(folder: str | Path, *, seed: int, n_orders: int = 20_000, faults: tuple[str, ...] = (),
+             orphan_rate: float = 0.0, drift_factor: float = 1.4) -> Path:
     """Write orders/customers/fx under ``folder``; returns the folder."""
     rng = np.random.default_rng(seed)
     folder = Path(folder)
@@ -38,9 +43,12 @@ def generate(folder: str | Path, *, seed: int, n_orders: int = 20_000, faults: t
         "currency": rng.choice(CURRENCIES, n, p=p_cur),
         "amount": rng.lognormal(3.5, 0.8, n).round(2),
     })
+    if orphan_rate > 0:
+        orphans = rng.random(n) < orphan_rate
+        orders.loc[orphans, "customer_id"] = n_customers + rng.integers(0, 50, int(orphans.sum()))
     if "drift" in faults:
         de = orders.country == "DE"
-        orders.loc[de, "amount"] = (orders.loc[de, "amount"] * 1.4).round(2)
+        orders.loc[de, "amount"] = (orders.loc[de, "amount"] * drift_factor).round(2)
     if "nulls" in faults:
         orders.loc[rng.random(n) < 0.2, "amount"] = np.nan
     rates = dict(RATES)

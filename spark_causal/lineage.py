@@ -287,7 +287,7 @@ class _Walk:
             self.env[P.expr_id(e)] = self.node(
                 kind="aggregate", column=P.name(e), stage=stage, dtype=P.dtype(e), expr=P.sql(expr),
                 subtype=fn, inputs=ins + group_ins + sel_ins, fp_parts=("group by", group_sql, *info.udf_code))
-        return _Frame()
+        return _Frame(rowdeps=frame.rowdeps)  # which groups exist still depends on the selections below
 
     def _v_Window(self, p: JObject, stage: str, alias: str | None) -> _Frame:
         frame = self.visit(p.child(), stage=stage, alias=None)

@@ -50,7 +50,29 @@ def analyzed(df: "DataFrame") -> JObject:
     jdf = getattr(df, "_jdf", None)
     if jdf is None:
         jvm_session(df.sparkSession)  # raises the clear Spark Connect error
-    return jdf.queryExecution().analyzed()
+    return normalize(jdf.queryExecution().analyzed())
+
+
+def normalize(plan: JObject, max_rounds: int = 20) -> JObject:
+    """Move WHERE conjuncts into the joins they belong to (Catalyst's ``PushPredicateThroughJoin``).
+
+    ``FROM a, b, c WHERE a.k = b.k AND ...`` analyses to condition-less joins under one big Filter;
+    pushing the conjuncts down gives every join its keys and every table its own filters, the same
+    shape as ``a.join(b, "k")`` in the DataFrame API. Without it a join has no keys, and a provenance
+    query over it would be a cross product. The rule keeps attributes and exprIds as they are.
+    """
+    from pyspark import SparkContext
+
+    jvm = SparkContext._jvm
+    if jvm is None:
+        return plan
+    rule = getattr(jvm.org.apache.spark.sql.catalyst.optimizer, "PushPredicateThroughJoin$").__getattr__("MODULE$")
+    for _ in range(max_rounds):
+        new = rule.apply(plan)
+        if new.fastEquals(plan):
+            return plan
+        plan = new
+    return plan
 
 
 def to_dataframe(spark: "SparkSession", plan: JObject) -> "DataFrame":
@@ -278,4 +300,4 @@ def unwrap_write(plan: JObject) -> tuple[JObject, str | None, str | None] | None
     if query is None:
         return None
     table, path = write_command_target(plan)
-    return query, table, path
+    return normalize(query), table, path

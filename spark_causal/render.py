@@ -8,6 +8,7 @@ right, and a few barycenter sweeps to untangle edges.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ EDGE_COLOURS = {
     "udf": "#d62728",
 }
 _DOT_SHAPES = {"selection": "hexagon", "aggregate": "box3d"}
+CODE_CHANGE_COLOUR = "#7b3294"
+"""Frame colour of nodes whose code (fingerprint) differs between the two runs compared."""
 
 # PNG geometry, in inches (the axes are laid out so that one data unit is one inch).
 _LAYER_DX = 3.1
@@ -212,12 +215,15 @@ def _shorten(text: str) -> str:
 # ---------------------------------------------------------------- drawing
 
 
-def draw(G: nx.DiGraph, *, highlight: dict[str, float] | None = None, title: str | None = None) -> Figure:
+def draw(G: nx.DiGraph, *, highlight: dict[str, float] | None = None, title: str | None = None,
+         labels: dict[str, str] | None = None, code_changes: Iterable[str] = ()) -> Figure:
     """Draw the graph as a matplotlib Figure (no pyplot, so a notebook's backend is left alone).
 
     ``highlight`` maps node ids to a score (e.g. an attribution): those nodes get a red border
-    whose width grows with the score and the score written beside them. Unknown ids are ignored,
-    so a result may include pseudo-nodes such as the volume term.
+    whose width grows with the score and the score written beside them (or ``labels[node]`` when
+    given, e.g. ``"+8,120 (87%)"``). Unknown ids are ignored, so a result may include pseudo-nodes
+    such as the volume term. Nodes in ``code_changes`` (their code differs between two runs) get a
+    purple double frame and a "code changed" tag.
     """
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -255,6 +261,7 @@ def draw(G: nx.DiGraph, *, highlight: dict[str, float] | None = None, title: str
         ))
 
     scores = {n: float(s) for n, s in (highlight or {}).items() if n in xy}
+    changed_code = {n for n in code_changes if n in xy}
     top = max((abs(s) for s in scores.values()), default=0.0) or 1.0
     for node, (x, y) in xy.items():
         attrs = G.nodes[node]
@@ -269,16 +276,36 @@ def draw(G: nx.DiGraph, *, highlight: dict[str, float] | None = None, title: str
         ))
         text = "\n".join(_shorten(line) for line in str(label).split("\n"))
         ax.text(x, y, text, ha="center", va="center", fontsize=_FONT, zorder=3, linespacing=1.1)
+        if node in changed_code:
+            ax.add_patch(FancyBboxPatch(
+                (x - _BOX_W / 2 - 0.05, y - _BOX_H / 2 - 0.05), _BOX_W + 0.1, _BOX_H + 0.1,
+                boxstyle="round,pad=0,rounding_size=0.1", facecolor="none", edgecolor=CODE_CHANGE_COLOUR,
+                linewidth=1.6, linestyle=(0, (3, 1.5)), zorder=2,
+            ))
+            ax.text(x - _BOX_W / 2, y + _BOX_H / 2 + 0.07, "code changed", ha="left", va="bottom",
+                    fontsize=_FONT - 0.5, color=CODE_CHANGE_COLOUR, fontweight="bold", zorder=3,
+                    bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
         if node in scores:
-            ax.text(x + _BOX_W / 2, y + _BOX_H / 2 + 0.02, f"{scores[node]:+.3g}", ha="right", va="bottom",
-                    fontsize=_FONT, color="#d62728", fontweight="bold", zorder=3)
+            tag = (labels or {}).get(node) or f"{scores[node]:+.3g}"
+            ax.text(x + _BOX_W / 2, y + _BOX_H / 2 + 0.02, tag, ha="right", va="bottom",
+                    fontsize=_FONT, color="#d62728", fontweight="bold", zorder=3,
+                    bbox={"boxstyle": "round,pad=0.12", "facecolor": "white", "edgecolor": "none",
+                          "alpha": 0.85})
 
     kinds = sorted({G.nodes[n].get("kind", "") for n in G})
     edge_kinds = sorted({k for *_, k in G.edges(data="kind", default="direct")})
     handles = [Patch(facecolor=KIND_COLOURS.get(k, _OTHER_COLOUR), edgecolor="#777777", label=k) for k in kinds]
     handles += [Line2D([], [], color=EDGE_COLOURS.get(k, "#888888"), linestyle="-" if k == "direct" else "--",
                        label=f"{k} edge") for k in edge_kinds]
-    if handles:
+    if scores:
+        handles.append(Patch(facecolor="white", edgecolor="#d62728", linewidth=2, label="attributed"))
+    if changed_code:
+        handles.append(Patch(facecolor="white", edgecolor=CODE_CHANGE_COLOUR, linestyle="--", linewidth=1.5,
+                             label="code changed"))
+    if handles and title:  # the title takes the first line, the legend goes under it
+        fig.legend(handles=handles, loc="upper left", ncol=len(handles), fontsize=8, frameon=False,
+                   bbox_to_anchor=(_MARGIN / width, 1 - 0.42 / height))
+    elif handles:
         fig.legend(handles=handles, loc="upper right", ncol=len(handles), fontsize=8, frameon=False,
                    bbox_to_anchor=(1 - _MARGIN / width, 1 - 0.1 / height))
     if title:
@@ -303,7 +330,80 @@ def _draw_tables(ax: Any, G: nx.DiGraph, xy: dict[str, tuple[float, float]], box
 
 
 def draw_png(G: nx.DiGraph, path: str, *, highlight: dict[str, float] | None = None,
-             title: str | None = None) -> None:
+             title: str | None = None, labels: dict[str, str] | None = None,
+             code_changes: Iterable[str] = ()) -> None:
     """Write the picture of :func:`draw` to ``path``: SVG if it ends in ``.svg``, else PNG."""
-    fig = draw(G, highlight=highlight, title=title)
+    fig = draw(G, highlight=highlight, title=title, labels=labels, code_changes=code_changes)
     fig.savefig(path, format="svg" if str(path).lower().endswith(".svg") else "png")
+
+
+# ---------------------------------------------------------------- an attribution on its graph
+
+
+def subgraph_for_target(G: nx.DiGraph, target: str) -> nx.DiGraph:
+    """``target`` and every node it depends on (the part of the run an attribution of it talks about).
+
+    Falls back to the whole graph when ``target`` is not one of its nodes.
+    """
+    if target not in G:
+        return G
+    keep = nx.ancestors(G, target) | {target}
+    H = G.subgraph(keep).copy()
+    outputs = G.graph.get("outputs", {})
+    H.graph = {**G.graph, "outputs": {name: o for name, o in outputs.items()
+                                      if set(o.get("columns") or []) & keep}}
+    return H
+
+
+def attribution_marks(result: Any) -> tuple[dict[str, float], dict[str, str], list[str]]:
+    """What :func:`draw` needs to show an attribution: scores, their labels and the code changes.
+
+    Scores are the contributions of the mechanisms that changed or contributed; labels give the
+    contribution in the metric's units and its share of the change (``"+8,120 (87%)"``).
+    """
+    scores: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    change = float(getattr(result, "change", 0.0) or 0.0)
+    for a in getattr(result, "attributions", []):
+        if a.contribution == 0 and not a.mechanism_changed:
+            continue
+        scores[a.node] = float(a.contribution)
+        text = _amount(a.contribution)
+        if change:
+            text += f" ({a.contribution / change:.0%})"
+        labels[a.node] = text
+    code = [str(c.get("node")) for c in getattr(result, "code_changes", []) if c.get("node")]
+    return scores, labels, code
+
+
+def plot_graph(G: nx.DiGraph, *, attribution: Any = None, output: str | None = None,
+               title: str | None = None, path: str | None = None) -> Figure:
+    """The run's DAG as a figure, optionally with an attribution on it; also written to ``path``.
+
+    With ``attribution``, the graph is cut to the target's ancestors, the attributed nodes carry
+    their contribution and share of the change, and code changes are marked. ``output`` cuts the
+    graph to one output instead.
+
+    >>> fig = plot_graph(store.graph("2026-11-24"), attribution=res)  # doctest: +SKIP
+    """
+    scores: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    code: list[str] = []
+    if output is not None:
+        G = subgraph_for_output(G, output)
+    if attribution is not None:
+        if output is None:
+            G = subgraph_for_target(G, attribution.target)
+        scores, labels, code = attribution_marks(attribution)
+        if title is None:
+            title = f"{attribution.metric_name}: {attribution.baseline_run} \u2192 {attribution.current_run}"
+    fig = draw(G, highlight=scores, labels=labels, code_changes=code, title=title)
+    if path is not None:
+        fig.savefig(path, format="svg" if str(path).lower().endswith(".svg") else "png")
+    return fig
+
+
+def _amount(x: float) -> str:
+    if abs(x) >= 100:
+        return f"{x:+,.0f}"
+    return f"{x:+.3g}"

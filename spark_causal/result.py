@@ -138,8 +138,20 @@ class Attribution:
             text += f"; {_fmt(self.unexplained, signed=True)} unexplained"
         return text + "."
 
-    def plot(self, path: str | None = None, *, top: int = 12):
-        """Horizontal bar chart of the contributions with their intervals; returns the figure."""
+    def plot(self, path: str | None = None, *, top: int = 12, kind: str = "bar"):
+        """The attribution as a chart with intervals; returns the matplotlib figure.
+
+        ``kind="bar"``: one horizontal bar per contribution. ``kind="waterfall"``: from the
+        baseline value, step by step through the contributions (and what they leave unexplained),
+        to the current value. Written to ``path`` too when given (SVG if it ends in ``.svg``).
+        """
+        if kind == "waterfall":
+            fig = self._waterfall(top)
+            if path is not None:
+                fig.savefig(path, dpi=120, format="svg" if str(path).lower().endswith(".svg") else "png")
+            return fig
+        if kind != "bar":
+            raise ValueError(f"unknown chart kind {kind!r}: use 'bar' or 'waterfall'")
         from matplotlib.figure import Figure
 
         items = [a for a in self.attributions if a.contribution != 0 or a.mechanism_changed][:top]
@@ -169,10 +181,79 @@ class Attribution:
         ax.set_title(title, fontsize=9)
         fig.tight_layout()
         if path is not None:
-            fig.savefig(path, dpi=120)
+            fig.savefig(path, dpi=120, format="svg" if str(path).lower().endswith(".svg") else "png")
+        return fig
+
+    def _waterfall(self, top: int):
+        from matplotlib.figure import Figure
+
+        items = [a for a in self.attributions if a.contribution != 0][:top]
+        rest = sum(a.contribution for a in self.attributions if a.contribution != 0) - sum(
+            a.contribution for a in items)
+        steps: list[tuple[str, float, float, float]] = []  # label, value, ci_low, ci_high
+        for a in items:
+            label = f"{a.node}\n(volume)" if a.kind == "volume" else a.node
+            steps.append((label, a.contribution, a.ci_low, a.ci_high))
+        if rest:
+            steps.append(("other", rest, rest, rest))
+        if self.change and abs(self.unexplained) > 1e-3 * abs(self.change):
+            steps.append(("unexplained", self.unexplained, self.unexplained, self.unexplained))
+        n = len(steps) + 2
+        fig = Figure(figsize=(max(8.0, 1.2 * n + 2.0), 4.8))
+        ax = fig.add_subplot(1, 1, 1)
+        ends = [self.baseline_value, self.current_value]
+        running = self.baseline_value
+        ax.bar(0, self.baseline_value, color="#7f8c8d", width=0.6)
+        for i, (label, value, lo, hi) in enumerate(steps, start=1):
+            colour = "#999999" if label in ("unexplained", "other") else (
+                "#2e86c1" if value >= 0 else "#c0392b")
+            ax.bar(i, value, bottom=running, color=colour, width=0.6)
+            top_y = running + value
+            if hi > lo:
+                ax.errorbar(i, top_y, yerr=[[max(0.0, value - lo)], [max(0.0, hi - value)]], color="black",
+                            capsize=4, linewidth=1)
+            ax.plot([i - 0.7, i + 0.3], [running, running], color="#555555", linewidth=0.6, linestyle=":")
+            ax.annotate(_fmt(value, signed=True), (i, max(running, top_y)), textcoords="offset points",
+                        xytext=(0, 3), ha="center", fontsize=8)
+            running = top_y
+            ends += [running, running - value, running - value + lo, running - value + hi]
+        ax.plot([n - 1.7, n - 1.3], [running, running], color="#555555", linewidth=0.6, linestyle=":")
+        ax.bar(n - 1, self.current_value, color="#34495e", width=0.6)
+        for i, v in ((0, self.baseline_value), (n - 1, self.current_value)):
+            ax.annotate(_fmt(v), (i, v), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8,
+                        fontweight="bold")
+        finite = [v for v in ends if math.isfinite(v)]
+        low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
+        span = (high - low) or abs(high) or 1.0
+        if low > 0 and low - 0.15 * span > 0 and span < 0.35 * high:
+            # a small change of a large value: zoom in, and say that the axis does not start at 0
+            ax.set_ylim(low - 0.15 * span, high + 0.15 * span)
+            ax.set_ylabel(f"{self.metric_name} (axis does not start at 0)")
+        else:
+            ax.set_ylim(min(0.0, low - 0.05 * span), max(0.0, high + 0.12 * span))
+            ax.set_ylabel(self.metric_name)
+        labels = ([_run_label("baseline", self.baseline_run)] + [s[0] for s in steps]
+                  + [_run_label("current", self.current_run)])
+        ax.set_xticks(range(n))
+        ax.set_xticklabels(labels, rotation=20 if n > 4 else 0, ha="right" if n > 4 else "center", fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.6)
+        from matplotlib.ticker import FuncFormatter
+
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: _fmt(v)))
+        ax.set_title(f"{self.metric_name}: {self.baseline_run} \u2192 {self.current_run}", fontsize=10)
+        fig.tight_layout()
         return fig
 
     def _repr_html_(self) -> str:
+        """The HTML report's chart and table (no graph or statistics: those need the store)."""
+        try:
+            from .report import render_fragment
+
+            return render_fragment(self)
+        except Exception:  # noqa: BLE001 - a notebook must always show something
+            return self._plain_html()
+
+    def _plain_html(self) -> str:
         e = html.escape
         rows = []
         for a in self.attributions:
@@ -196,6 +277,10 @@ class Attribution:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def _run_label(role: str, run: str) -> str:
+    return role if run == role else f"{role}\n{run}"
 
 
 def _fmt(x: float | None, signed: bool = False) -> str:

@@ -27,7 +27,7 @@ HASH_BUCKETS = 1 << 20
 # Operators the driving path may cross; anything else ends the path (its result is the driving relation).
 _UNARY_THROUGH = {"Project", "Filter", "SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression",
                   "ResolvedHint", "Generate"}
-CATEGORICAL = ("string", "boolean", "date", "timestamp", "timestamp_ntz")
+MAX_TOP_DISTINCT = 10_000  # a categorical column with more distinct values is an identifier: no top values
 
 
 @dataclass
@@ -397,8 +397,13 @@ def compute_stats(G: Any, df: Any, mapping: dict[str, str], *, top_k: int = 10) 
                          F.min(c).cast("string").alias(f"lo{i}"), F.max(c).cast("string").alias(f"hi{i}")]
             elif dt.startswith(("date", "timestamp")):
                 aggs += [F.min(c).cast("string").alias(f"lo{i}"), F.max(c).cast("string").alias(f"hi{i}")]
+            elif dt == "string":
+                aggs.append(F.approx_count_distinct(c).alias(f"d{i}"))
         row = df.agg(*aggs).collect()[0].asDict()
-        tops = _top_values(df, [c for c in mapping if fields[c].simpleString() in ("string", "boolean")], top_k)
+        # top values only where they mean something: an identifier's "top values" would cost a big shuffle
+        categorical = [c for i, c in enumerate(mapping) if fields[c].simpleString() == "boolean"
+                       or (fields[c].simpleString() == "string" and (row.get(f"d{i}") or 0) <= MAX_TOP_DISTINCT)]
+        tops = _top_values(df, categorical, top_k)
         for i, (col, nid) in enumerate(mapping.items()):
             node = G.nodes[nid] if nid in G else {}
             dt = fields[col].simpleString()
