@@ -8,11 +8,14 @@ from .compare import attribute
 from .errors import (CaptureError, RunExistsError, SparkCausalError, StoreError, UnknownOutputError,
                      UnknownRunError, UnsupportedSessionError)
 from .lineage import upstream_sources
+from .render import plot_graph
+from .whatif import WhatIf, what_if
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "capture", "register_output", "attribute", "upstream_sources", "__version__",
+    "capture", "register_output", "attribute", "what_if", "WhatIf", "plot_graph", "upstream_sources",
+    "__version__",
     "SparkCausalError", "StoreError", "UnknownRunError", "RunExistsError", "UnknownOutputError",
     "UnsupportedSessionError", "CaptureError",
 ]

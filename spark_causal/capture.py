@@ -376,6 +376,7 @@ def run_script(script: str, args: list[str], *, store: str, run: str, replace: b
         raise CaptureError(f"no such script: {script}", hint="give the path of a PySpark .py file after --")
     real_stop = SparkSession.stop
     stopped: list[Any] = []
+    existing = SparkSession.getActiveSession()  # a caller's session (notebook, tests) outlives the script
     SparkSession.stop = lambda self: stopped.append(self)  # type: ignore[method-assign]
     saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [script, *args]
@@ -398,7 +399,8 @@ def run_script(script: str, args: list[str], *, store: str, run: str, replace: b
         sys.argv, sys.path[:] = saved_argv, saved_path
         SparkSession.stop = real_stop  # type: ignore[method-assign]
         for session in stopped:
-            session.stop()
+            if session is not existing:
+                session.stop()
     return code
 
 

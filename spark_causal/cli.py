@@ -272,7 +272,10 @@ def _attribute(args: argparse.Namespace) -> int:
             _write_text(res.to_json(), args.json)
         _write_text(_attribution_table(res), None)
     if args.html:
-        _write_text("<!doctype html><meta charset='utf-8'><title>spark-causal</title>" + res._repr_html_(), args.html)
+        from spark_causal.report import write_html
+
+        write_html(res, args.html, store=_open_store(args))
+        print(f"wrote {args.html}", file=sys.stderr)
     if args.plot:
         res.plot(args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
