@@ -26,6 +26,7 @@ metrics; bootstrap replicates (units resampled in both runs) give the intervals.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -41,7 +42,8 @@ from scipy import stats
 from .errors import SparkCausalError, UnknownOutputError
 from .result import Attribution, AttributionItem
 
-__all__ = ["SegmentSamples", "RunSamples", "AttributionConfig", "attribute_samples"]
+__all__ = ["SegmentSamples", "RunSamples", "AttributionConfig", "attribute_samples", "FittedModel",
+           "fit_model", "evaluate", "observed_metric", "refit"]
 
 
 # ============================================================================ public data types
@@ -1082,6 +1084,64 @@ class _Fitted:
             self.tables[node] = fits
 
 
+@dataclass(frozen=True)
+class FittedModel:
+    """The fitted model of one segment for ``agg(target)`` between two runs (see :func:`fit_model`).
+
+    Coalitions are evaluated on the units of the *reference* run: the baseline run's, or the current
+    run's in a model from ``refit(model, reverse=True)`` (``reversed``). In ``spec`` and ``fit`` the
+    mechanisms tagged ``"b"`` are the reference run's and those tagged ``"c"`` the other run's.
+    ``spec``, the unit tables and ``fit`` are internal objects of this module: read them, do not
+    change them.
+    """
+
+    target: str
+    agg: str  # sum | count | mean
+    where: str | None
+    segment: dict  # the current run's segment description (docs/internals.md)
+    segment_id: str
+    driving: str | None  # the driving table
+    spec: _Spec
+    baseline: _Run  # the baseline run's units (values, weights, N = driving rows in the run)
+    current: _Run
+    fit: _Fitted
+    config: AttributionConfig
+    tests: dict[str, dict[str, Any]]  # per mechanism: p, p_adj, changed, certain, how (, note)
+    mechanisms: dict[str, str]  # every node of the model -> how it is modelled
+    code_changes: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
+    graphs: tuple[nx.DiGraph, ...] = ()  # the comparison graph, then the current and baseline graphs
+    baseline_run: str = ""
+    current_run: str = ""
+    reversed: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> _Run:
+        """The units coalitions are evaluated on."""
+        return self.current if self.reversed else self.baseline
+
+    @property
+    def other(self) -> _Run:
+        """The run a switched mechanism takes its version from."""
+        return self.baseline if self.reversed else self.current
+
+    @property
+    def mechanism_ids(self) -> list[str]:
+        """Every mechanism :func:`evaluate` can switch: root columns, lookups, deterministic nodes."""
+        return [r.name for r in self.spec.roots] + list(self.spec.lookups) + list(self.spec.det)
+
+    @property
+    def changed(self) -> list[str]:
+        """The mechanisms whose change test is significant (after Holm's adjustment)."""
+        return [k for k, t in self.tests.items() if t["changed"]]
+
+    @property
+    def volume_id(self) -> str:
+        """The id of the volume term (the number of driving rows): ``<driving table>.__rows__``."""
+        return f"{self.driving}.__rows__"
+
+
 def _mechanism_fn(spec: _Spec, fit: _Fitted, node: str, tag: str) -> Callable[[dict, int], np.ndarray]:
     """The function computing ``node`` from its parents under run ``tag``'s mechanism."""
     if node in spec.lookups:
@@ -1141,7 +1201,36 @@ def _metric_from(spec: _Spec, c: np.ndarray, d: np.ndarray, w: np.ndarray) -> fl
     return float((w * c).sum() / w.sum())
 
 
-def _evaluate(spec: _Spec, fit: _Fitted, base: _Run, switched: frozenset) -> float:
+def _observed_contrib(spec: _Spec, r: _Run) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit contributions (numerator, denominator) of a run as observed: the recorded
+    contributions when the job wrote them and they are the metric's (a plain sum)."""
+    c, d = _contrib(spec, r.values, r.n)
+    if r.recorded is not None and spec.agg == "sum" and spec.where_fn is None:
+        c = r.recorded
+    return c, d
+
+
+def observed_metric(model: FittedModel, run: str = "current") -> float:
+    """The metric of ``run`` (``"baseline"`` or ``"current"``) as observed on its units, per driving
+    row for sum/count (multiply by the run's ``N`` for the total), the ratio of sums for a mean."""
+    if run not in ("baseline", "current"):
+        raise ValueError(f"run must be 'baseline' or 'current', not {run!r}")
+    r = model.baseline if run == "baseline" else model.current
+    c, d = _observed_contrib(model.spec, r)
+    return _metric_from(model.spec, c, d, r.w)
+
+
+def evaluate(model: FittedModel, switched: set[str] | frozenset[str] | list[str] | tuple[str, ...]) -> float:
+    """``v(S)``: the model's metric on the reference run's units (per driving row for sum/count, the
+    ratio of sums for a mean) with the mechanisms in ``switched`` (ids from ``model.mechanism_ids``)
+    in the other run's version and every other one in the reference run's version.
+
+    Every unit keeps its own random draws (common random numbers), so ``evaluate(model, set())``
+    reproduces the reference run's units exactly; the difference of two coalitions is the effect of
+    the mechanisms they differ by. Ids that are not mechanisms of the model are ignored.
+    """
+    switched = frozenset(switched)
+    spec, fit, base = model.spec, model.fit, model.reference
     env = dict(base.values)
     changed: dict[str, np.ndarray] = {}
     n = base.n
@@ -1180,15 +1269,37 @@ def _evaluate(spec: _Spec, fit: _Fitted, base: _Run, switched: frozenset) -> flo
     return _metric_from(spec, c, d, base.w)
 
 
-def _shapley(spec, fit, base, players: list[str], cfg: AttributionConfig, rng) -> tuple[
-        np.ndarray, float, float]:
+def refit(model: FittedModel, *, baseline: np.ndarray | None = None, current: np.ndarray | None = None,
+          reverse: bool = False, rng: np.random.Generator | None = None) -> FittedModel:
+    """The same model specification fitted again: on the units ``baseline``/``current`` (integer
+    positions into each run's units, e.g. a bootstrap resample; all units when None) and, with
+    ``reverse``, with the roles of the runs swapped (the other run becomes the reference one).
+    ``rng`` (default: seeded with ``config.seed``) draws the new units' uniforms."""
+    b = model.baseline if baseline is None else model.baseline.take(np.asarray(baseline))
+    c = model.current if current is None else model.current.take(np.asarray(current))
+    spec = _reversed(model.spec) if reverse else model.spec
+    rev = model.reversed != bool(reverse)
+    ref, oth = (c, b) if rev else (b, c)
+    fit = _Fitted(spec, ref, oth, model.config,
+                  rng if rng is not None else np.random.default_rng(model.config.seed))
+    return dataclasses.replace(model, spec=spec, baseline=b, current=c, fit=fit, reversed=rev)
+
+
+def _reversed(spec: _Spec) -> _Spec:
+    """The same specification with the run tags swapped (a code change's versions trade places)."""
+    det = {k: dataclasses.replace(d, fn={"b": d.fn.get("c"), "c": d.fn.get("b")}) for k, d in spec.det.items()}
+    return dataclasses.replace(spec, det=det)
+
+
+def _shapley(model: FittedModel, players: list[str], rng) -> tuple[np.ndarray, float, float]:
     """Shapley values of the players for the metric; also v(empty) and v(all)."""
+    cfg = model.config
     k = len(players)
     cache: dict[frozenset, float] = {}
 
     def v(s: frozenset) -> float:
         if s not in cache:
-            cache[s] = _evaluate(spec, fit, base, s)
+            cache[s] = evaluate(model, s)
         return cache[s]
 
     phi = np.zeros(k)
@@ -1307,7 +1418,24 @@ def _wrap_scale(fn: Callable, scale: int | None) -> Callable:
 
 
 # ============================================================================ change tests
-def _lookup_test(node: str, keys: list[str], b: _Run, c: _Run) -> tuple[float, bool, str]:
+def _key_text(key: Any, keys: list[str], coded: dict[str, np.ndarray]) -> str:
+    """A join key (one value, or a tuple for several key columns) as the values the job saw."""
+    parts = []
+    for k, v in zip(keys, key if isinstance(key, tuple) else (key,)):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            parts.append("NULL")
+        elif k in coded:
+            cats = coded[k]
+            parts.append(str(cats[int(v)]) if 0 <= int(v) < len(cats) else "?")
+        elif isinstance(v, float) and v.is_integer():
+            parts.append(str(int(v)))
+        else:
+            parts.append(str(v))
+    return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
+
+
+def _lookup_test(node: str, keys: list[str], b: _Run, c: _Run,
+                 coded: dict[str, np.ndarray] | None = None) -> tuple[float, bool, str]:
     def table(r: _Run) -> pd.DataFrame:
         df = pd.DataFrame({f"k{i}": r.values[k] for i, k in enumerate(keys)})
         df["y"] = r.values[node]
@@ -1329,7 +1457,7 @@ def _lookup_test(node: str, keys: list[str], b: _Run, c: _Run) -> tuple[float, b
         k = int(diff.sum())
         note = f"{k} of {len(both)} keys changed" if k else "no key changed"
         if k:
-            changed = [str(x) for x in both.index[diff][:5]]
+            changed = [_key_text(x, keys, coded or {}) for x in both.index[diff][:5]]
             note += f" ({', '.join(changed)})"
         return (0.0 if k else 1.0), bool(k), note
     # several values per key: compare the per-key distributions
@@ -1469,19 +1597,20 @@ def _spearman(x: str, y: str, b: _Run, c: _Run, cache: dict | None = None) -> fl
 
 
 # ============================================================================ the entry point
-def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
-                      agg: str = "sum", where: str | None = None,
-                      config: AttributionConfig | None = None) -> Attribution:
-    """Attribute the change of ``agg(target)`` between two runs to mechanisms and volume.
+def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
+              agg: str = "sum", where: str | None = None, config: AttributionConfig | None = None,
+              rng: np.random.Generator | None = None) -> FittedModel:
+    """Build and fit the model of ``agg(target)``'s segment on both runs and test its mechanisms.
 
-    ``graph`` is the DAG both runs are compared on (normally the current run's, or their common
-    part); ``baseline.graph``/``current.graph`` supply each run's code (fingerprints, expressions).
-    ``target`` is an output column node id (an aggregate, or a row-level output column); ``where``
-    is a SQL predicate on the output's group-key columns, e.g. ``"country = 'DE'"``.
+    This is the first half of :func:`attribute_samples` (which calls it with the same arguments):
+    the segment's units are read from both runs, every mechanism (root conditionals, lookups,
+    deterministic nodes) is specified and fitted on both runs, and each is tested for a change
+    (``model.tests``, ``model.changed``). The result feeds :func:`evaluate` (the metric under a
+    coalition of switched mechanisms), :func:`observed_metric` and :func:`refit` (bootstrap
+    resamples, or the roles of the runs swapped).
 
-    >>> res = attribute_samples(g, base, cur, "report.revenue")     # doctest: +SKIP
-    >>> res.summary()                                               # doctest: +SKIP
-    'revenue fell 9,300 (from 102,000 to 92,700); 8,120 of it from fx.rate, ...'
+    ``rng`` is the generator the fit draws from (the per-unit uniforms of the root columns); by
+    default a fresh one seeded with ``config.seed``. Errors are those of :func:`attribute_samples`.
     """
     cfg = config or AttributionConfig()
     t0 = time.perf_counter()
@@ -1783,14 +1912,15 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         how[x] = "identifier (carried)" if x in identifiers else "root"
 
     # ---------------------------------------------------------------- change tests
-    rng = np.random.default_rng(cfg.seed)
+    if rng is None:
+        rng = np.random.default_rng(cfg.seed)
     fit = _Fitted(spec, b, c, cfg, rng)
     t_fit = time.perf_counter()
     tests: dict[str, dict[str, Any]] = {}
     for r in spec.roots:
         tests[r.name] = {"p": fit.roots[r.name].test(b, c), "certain": False, "how": "root"}
     for node, keys in spec.lookups.items():
-        p, certain, note = _lookup_test(node, keys, b, c)
+        p, certain, note = _lookup_test(node, keys, b, c, spec.coded)
         tests[node] = {"p": p, "certain": certain, "how": "lookup", "note": note}
     for node, d in spec.det.items():
         if d.code_changed:
@@ -1814,12 +1944,44 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     if refit:
         fit = _Fitted(spec, b, c, cfg, np.random.default_rng(cfg.seed))
     t_test = time.perf_counter()
+    return FittedModel(
+        target=target, agg=agg, where=where, segment=desc, segment_id=seg_id, driving=driving,
+        spec=spec, baseline=b, current=c, fit=fit, config=cfg, tests=tests,
+        mechanisms={k: how.get(k, "root") for k in sorted(relevant)},
+        code_changes=tuple(code_changes), warnings=tuple(warnings), graphs=tuple(graphs),
+        baseline_run=baseline.run, current_run=current.run,
+        seconds={"fit": t_fit - t0, "tests": t_test - t_fit})
+
+
+def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
+                      agg: str = "sum", where: str | None = None,
+                      config: AttributionConfig | None = None) -> Attribution:
+    """Attribute the change of ``agg(target)`` between two runs to mechanisms and volume.
+
+    ``graph`` is the DAG both runs are compared on (normally the current run's, or their common
+    part); ``baseline.graph``/``current.graph`` supply each run's code (fingerprints, expressions).
+    ``target`` is an output column node id (an aggregate, or a row-level output column); ``where``
+    is a SQL predicate on the output's group-key columns, e.g. ``"country = 'DE'"``.
+
+    The model comes from :func:`fit_model`; the change is split with Shapley values over
+    :func:`evaluate` and the intervals come from :func:`refit` on bootstrap resamples.
+
+    >>> res = attribute_samples(g, base, cur, "report.revenue")     # doctest: +SKIP
+    >>> res.summary()                                               # doctest: +SKIP
+    'revenue fell 9,300 (from 102,000 to 92,700); 8,120 of it from fx.rate, ...'
+    """
+    cfg = config or AttributionConfig()
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    model = fit_model(graph, baseline, current, target, agg=agg, where=where, config=cfg, rng=rng)
+    agg, spec, b, c, tests = model.agg, model.spec, model.baseline, model.current, model.tests
+    driving, graphs, selections = model.driving, list(model.graphs), spec.selections
+    warnings = list(model.warnings)
+    t_test = time.perf_counter()
 
     # ---------------------------------------------------------------- metric values and volume
     def metric_values(r: _Run) -> tuple[float, np.ndarray, np.ndarray]:
-        cc_, dd_ = _contrib(spec, r.values, r.n)
-        if r.recorded is not None and agg == "sum" and spec.where_fn is None:
-            cc_ = r.recorded
+        cc_, dd_ = _observed_contrib(spec, r)
         if agg == "mean":
             den = float((r.w * dd_).sum())
             return (float((r.w * cc_).sum()) / den if den else float("nan")), cc_, dd_
@@ -1850,7 +2012,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     players = [k for k, t in tests.items() if t["changed"]]
     mb, mc = _metric_from(spec, cb_, db_, b.w), _metric_from(spec, cc_, dc_, c.w)
     nbar = (b.N + c.N) / 2 if agg != "mean" else 1.0
-    phi, v0, v1 = _shapley(spec, fit, b, players, cfg, rng)
+    phi, v0, v1 = _shapley(model, players, rng)
     rescued: list[str] = []
     explained = nbar * (v1 - v0)
     mech_change = nbar * (mc - mb)
@@ -1860,7 +2022,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         if extra:
             rescued = extra
             players = players + extra
-            phi, v0, v1 = _shapley(spec, fit, b, players, cfg, rng)
+            phi, v0, v1 = _shapley(model, players, rng)
             warnings.append("the metric moved significantly but the significantly changed mechanisms "
                             f"explain little of it; weakly changed ones were added: {', '.join(extra)}")
     contrib = {p: float(nbar * phi[i]) for i, p in enumerate(players)}
@@ -1874,14 +2036,12 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     for _ in range(n_boot):
         ib = rng.integers(0, b.n, b.n)
         ic = rng.integers(0, c.n, c.n)
-        bb, cc2 = b.take(ib), c.take(ic)
-        mb2 = _metric_from(spec, cb_[ib], db_[ib], bb.w)
-        mc2 = _metric_from(spec, cc_[ic], dc_[ic], cc2.w)
+        mb2 = _metric_from(spec, cb_[ib], db_[ib], b.w[ib])
+        mc2 = _metric_from(spec, cc_[ic], dc_[ic], c.w[ic])
         boots["__volume__"].append((c.N - b.N) * (mb2 + mc2) / 2 if agg != "mean" else 0.0)
         if players:
             try:
-                fit2 = _Fitted(spec, bb, cc2, cfg, rng)
-                ph2, _, _ = _shapley(spec, fit2, bb, players, cfg, rng)
+                ph2, _, _ = _shapley(refit(model, baseline=ib, current=ic, rng=rng), players, rng)
             except Exception:  # noqa: BLE001 - a degenerate resample: skip it
                 continue
             for i, p in enumerate(players):
@@ -1936,18 +2096,19 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     if sig_metric and not players and not vol_changed:
         warnings.append("the metric moved beyond its sampling error but no mechanism changed significantly")
     details = {
-        "segment": seg_id, "driving": driving, "units": {"baseline": b.n, "current": c.n},
+        "segment": model.segment_id, "driving": driving, "units": {"baseline": b.n, "current": c.n},
         "rows": {"baseline": b.N, "current": c.N}, "reach": spec.reach,
-        "mechanisms": {k: how.get(k, "root") for k in sorted(relevant)},
+        "mechanisms": dict(model.mechanisms),
         "tests": {k: {kk: vv for kk, vv in t.items()} for k, t in tests.items()},
         "players": players, "rescued": rescued, "z_change": change / se_change if se_change else None,
         "se_change": se_change, "v_empty": v0, "v_all": v1,
-        "seconds": {"fit": t_fit - t0, "tests": t_test - t_fit, "shapley": t_shap - t_test,
+        "seconds": {"fit": model.seconds["fit"], "tests": model.seconds["tests"],
+                    "shapley": t_shap - t_test,
                     "bootstrap": t_boot - t_shap, "total": time.perf_counter() - t0},
         "n_bootstrap": n_boot,
     }
     return Attribution(target=target, agg=agg, where=where, baseline_run=baseline.run,
                        current_run=current.run, baseline_value=float(vb), current_value=float(vc),
                        change=float(change), significant=significant, attributions=items,
-                       code_changes=code_changes, warnings=warnings, seed=cfg.seed,
+                       code_changes=list(model.code_changes), warnings=warnings, seed=cfg.seed,
                        unexplained=unexplained, details=details)

@@ -118,13 +118,14 @@ class Capture:
         out_df = _read_back(self.spark, path=path, table=table, fmt=fmt) or P.to_dataframe(self.spark, plan)
         cols = self.graph.graph["outputs"][output]["columns"]
         relations.append((out_df, dict(zip(out_df.columns, cols))))
+        have = {s["node"] for s in self.stats}
+        todo = []
+        for rel, mapping in relations:  # each node once: the first relation that has it
+            mapping = {c: n for c, n in mapping.items() if n not in have}
+            have.update(mapping.values())
+            todo.append((rel, mapping))
         try:
-            have = {s["node"] for s in self.stats}
-            for rel, mapping in relations:
-                mapping = {c: n for c, n in mapping.items() if n not in have}
-                rows = sampling.compute_stats(self.graph, rel, mapping)
-                self.stats.extend(rows)
-                have.update(r["node"] for r in rows)
+            self.stats.extend(sampling.compute_stats(self.graph, todo))
         except Exception as exc:  # noqa: BLE001
             self._fail_soft(f"statistics of output {output!r} failed: {_one_line(exc)}", exc)
         if not self.options.samples or self.options.sample_size == 0:

@@ -378,61 +378,79 @@ def _to_pandas(df: Any) -> pd.DataFrame:
     return df.select(cols).toPandas()
 
 
-def compute_stats(G: Any, df: Any, mapping: dict[str, str], *, top_k: int = 10) -> list[dict]:
-    """Exact statistics of node columns of one relation ({column name in df: node id}): one aggregation
-    pass, plus one grouped query for the top values of all its categorical columns together."""
+def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, top_k: int = 10) -> list[dict]:
+    """Exact statistics of node columns of several relations ([(df, {column in df: node id})]).
+
+    Small jobs are dominated by Spark's per-job overhead, so everything is batched: one job computes
+    every relation's aggregates (single-row aggregates cross-joined), one grouped job the top values of
+    all categorical columns of all relations.
+    """
     from pyspark.sql import functions as F
 
-    out: list[dict] = []
-    if mapping:
-        aggs = [F.count(F.lit(1)).alias("__n")]
-        fields = {f.name: f.dataType for f in df.schema.fields}
-        for i, (col, nid) in enumerate(mapping.items()):
-            c = F.col(f"`{col}`")
-            dt = fields[col].simpleString()
-            aggs.append(F.sum(F.when(c.isNull(), 1).otherwise(0)).alias(f"n{i}"))
+    relations = [(df, m) for df, m in relations if m]
+    if not relations:
+        return []
+    rows_df = None
+    fields_of = []
+    for r, (df, mapping) in enumerate(relations):
+        fields = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+        fields_of.append(fields)
+        aggs = [F.count(F.lit(1)).alias(f"r{r}_n")]
+        for i, col in enumerate(mapping):
+            c, dt, p = F.col(f"`{col}`"), fields[col], f"r{r}_"
+            aggs.append(F.sum(F.when(c.isNull(), 1).otherwise(0)).alias(f"{p}n{i}"))
             if _numeric(dt):
                 x = c.cast("double")
-                aggs += [F.avg(x).alias(f"m{i}"), F.stddev(x).alias(f"s{i}"),
-                         F.min(c).cast("string").alias(f"lo{i}"), F.max(c).cast("string").alias(f"hi{i}")]
+                aggs += [F.avg(x).alias(f"{p}m{i}"), F.stddev(x).alias(f"{p}s{i}"),
+                         F.min(c).cast("string").alias(f"{p}lo{i}"), F.max(c).cast("string").alias(f"{p}hi{i}")]
             elif dt.startswith(("date", "timestamp")):
-                aggs += [F.min(c).cast("string").alias(f"lo{i}"), F.max(c).cast("string").alias(f"hi{i}")]
+                aggs += [F.min(c).cast("string").alias(f"{p}lo{i}"), F.max(c).cast("string").alias(f"{p}hi{i}")]
             elif dt == "string":
-                aggs.append(F.approx_count_distinct(c).alias(f"d{i}"))
-        row = df.agg(*aggs).collect()[0].asDict()
-        # top values only where they mean something: an identifier's "top values" would cost a big shuffle
-        categorical = [c for i, c in enumerate(mapping) if fields[c].simpleString() == "boolean"
-                       or (fields[c].simpleString() == "string" and (row.get(f"d{i}") or 0) <= MAX_TOP_DISTINCT)]
-        tops = _top_values(df, categorical, top_k)
+                aggs.append(F.approx_count_distinct(c).alias(f"{p}d{i}"))
+        one = df.agg(*aggs)
+        rows_df = one if rows_df is None else rows_df.crossJoin(one)
+    row = rows_df.collect()[0].asDict()
+    # top values only where they mean something: an identifier's "top values" would cost a big shuffle
+    categorical = [[c for i, c in enumerate(mapping) if fields_of[r][c] == "boolean" or
+                    (fields_of[r][c] == "string" and (row.get(f"r{r}_d{i}") or 0) <= MAX_TOP_DISTINCT)]
+                   for r, (_, mapping) in enumerate(relations)]
+    tops = _top_values([df for df, _ in relations], categorical, top_k)
+    out: list[dict] = []
+    for r, (df, mapping) in enumerate(relations):
         for i, (col, nid) in enumerate(mapping.items()):
             node = G.nodes[nid] if nid in G else {}
-            dt = fields[col].simpleString()
-            top = tops.get(col)
+            get = lambda key: row.get(f"r{r}_{key}{i}")  # noqa: E731 - local shorthand
+            top = tops.get((r, col))
             out.append({
                 "node": nid, "kind": node.get("kind"), "stage": node.get("stage") or node.get("table"),
-                "column": node.get("column", col), "dtype": dt, "count": int(row["__n"]),
-                "nulls": int(row.get(f"n{i}") or 0),
-                "mean": _num(row.get(f"m{i}")), "std": _num(row.get(f"s{i}")),
-                "min": row.get(f"lo{i}"), "max": row.get(f"hi{i}"),
-                "top": json.dumps(top) if top is not None else None,
+                "column": node.get("column", col), "dtype": fields_of[r][col], "count": int(row[f"r{r}_n"]),
+                "nulls": int(get("n") or 0), "mean": _num(get("m")), "std": _num(get("s")),
+                "min": get("lo"), "max": get("hi"), "top": json.dumps(top) if top is not None else None,
             })
     return out
 
 
-def _top_values(df: Any, columns: list[str], k: int) -> dict[str, list]:
-    """Exact top-k values of several categorical columns in one grouped query (not one per column)."""
+def _top_values(frames: list[Any], columns: list[list[str]], k: int) -> dict[tuple[int, str], list]:
+    """Exact top-k values of the categorical columns of several relations, in one grouped query."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    if not columns:
+    parts = []
+    for r, (df, cols) in enumerate(zip(frames, columns)):
+        if cols:
+            pairs = F.array(*[F.struct(F.lit(r).alias("r"), F.lit(i).alias("i"),
+                                       F.col(f"`{c}`").cast("string").alias("v")) for i, c in enumerate(cols)])
+            parts.append(df.select(F.explode(pairs).alias("e")).select("e.r", "e.i", "e.v"))
+    if not parts:
         return {}
-    pairs = F.array(*[F.struct(F.lit(i).alias("i"), F.col(f"`{c}`").cast("string").alias("v"))
-                      for i, c in enumerate(columns)])
-    counts = df.select(F.explode(pairs).alias("e")).select("e.i", "e.v").groupBy("i", "v").count()
-    rank = F.row_number().over(Window.partitionBy("i").orderBy(F.desc("count"), F.asc_nulls_last("v")))
-    out: dict[str, list] = {c: [] for c in columns}
-    for r in counts.withColumn("r", rank).filter(F.col("r") <= k).orderBy("i", "r").collect():
-        out[columns[r["i"]]].append([r["v"], int(r["count"])])
+    pairs_df = parts[0]
+    for p in parts[1:]:
+        pairs_df = pairs_df.unionByName(p)
+    counts = pairs_df.groupBy("r", "i", "v").count()
+    rank = F.row_number().over(Window.partitionBy("r", "i").orderBy(F.desc("count"), F.asc_nulls_last("v")))
+    out: dict[tuple[int, str], list] = {(r, c): [] for r, cols in enumerate(columns) for c in cols}
+    for row in counts.withColumn("k", rank).filter(F.col("k") <= k).orderBy("r", "i", "k").collect():
+        out[(row["r"], columns[row["r"]][row["i"]])].append([row["v"], int(row["count"])])
     return out
 
 
