@@ -419,13 +419,13 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, top_k:
     for r, (df, mapping) in enumerate(relations):
         for i, (col, nid) in enumerate(mapping.items()):
             node = G.nodes[nid] if nid in G else {}
-            get = lambda key: row.get(f"r{r}_{key}{i}")  # noqa: E731 - local shorthand
+            v = {key: row.get(f"r{r}_{key}{i}") for key in ("n", "m", "s", "lo", "hi")}
             top = tops.get((r, col))
             out.append({
                 "node": nid, "kind": node.get("kind"), "stage": node.get("stage") or node.get("table"),
                 "column": node.get("column", col), "dtype": fields_of[r][col], "count": int(row[f"r{r}_n"]),
-                "nulls": int(get("n") or 0), "mean": _num(get("m")), "std": _num(get("s")),
-                "min": get("lo"), "max": get("hi"), "top": json.dumps(top) if top is not None else None,
+                "nulls": int(v["n"] or 0), "mean": _num(v["m"]), "std": _num(v["s"]),
+                "min": v["lo"], "max": v["hi"], "top": json.dumps(top) if top is not None else None,
             })
     return out
 
@@ -436,7 +436,7 @@ def _top_values(frames: list[Any], columns: list[list[str]], k: int) -> dict[tup
     from pyspark.sql import functions as F
 
     parts = []
-    for r, (df, cols) in enumerate(zip(frames, columns)):
+    for r, (df, cols) in enumerate(zip(frames, columns, strict=True)):
         if cols:
             pairs = F.array(*[F.struct(F.lit(r).alias("r"), F.lit(i).alias("i"),
                                        F.col(f"`{c}`").cast("string").alias("v")) for i, c in enumerate(cols)])

@@ -21,31 +21,30 @@ exactly and reverting every changed mechanism gives the baseline value up to the
 the model leaves unexplained. The interval comes from bootstrap replicates (units resampled in both
 runs, the model refitted on each).
 
-How the model is reached: :func:`spark_causal.attribution.attribute_samples` builds the segment model
-(``_Spec``), fits it (``_Fitted``) and evaluates coalitions (``_evaluate``) but exposes none of them.
-While :func:`what_if` runs, it briefly wraps the two private names ``_Fitted`` and ``_shapley`` of that
-module to record the model the attribution built (under a lock, and only in the calling thread; every
-other caller passes straight through), then evaluates its own coalitions with ``_evaluate``. A public
-``build_model``/``evaluate`` pair in ``attribution`` would make this interception unnecessary.
+How the model is reached: :func:`spark_causal.attribution.fit_model` builds and fits the segment
+model exactly as the attribution does (same seed, same change tests), :func:`~spark_causal.attribution.refit`
+fits it again with the runs' roles swapped (the current run's units as the reference) and
+:func:`~spark_causal.attribution.evaluate` gives ``v`` for a coalition. The attribution itself (without
+its bootstrap) supplies the observed values and the mechanisms that changed.
 """
 from __future__ import annotations
 
 import dataclasses
 import html
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import attribution as _A
-from .errors import SparkCausalError, UnknownOutputError
+from .errors import UnknownOutputError
 from .result import _clean, _fmt
 
 if TYPE_CHECKING:
     import networkx as nx
 
-    from .attribution import AttributionConfig, RunSamples
+    from .attribution import AttributionConfig, FittedModel, RunSamples
+    from .result import Attribution
     from .store import Store
 
 __all__ = ["WhatIf", "what_if", "what_if_samples"]
@@ -126,112 +125,74 @@ def what_if(store: str | Store, baseline: str, current: str, target: str, *, rev
     for an attribution; ``config`` sets the seed and the number of bootstrap replicates.
     """
     from . import compare
+    from .store import Store
 
-    return _run(lambda cfg: compare.attribute(store, baseline, current, target, agg, where, spark=spark,
-                                              config=cfg),
-                target, revert, agg, where, config)
+    s = store if isinstance(store, Store) else Store(str(store), spark=spark)
+    cfg = config or _A.AttributionConfig()
+    # the attribution refuses runs that cannot be compared, with the store's messages
+    result = compare.attribute(s, baseline, current, target, agg, where, spark=spark,
+                               config=dataclasses.replace(cfg, n_bootstrap=0))
+    b, c = compare.load_samples(s, baseline), compare.load_samples(s, current)
+    model = _A.fit_model(c.graph, b, c, target, agg=agg, where=where, config=cfg)
+    return _answer(result, model, target, revert, where, cfg)
 
 
 def what_if_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
                     revert: list[str], agg: str = "sum", where: str | None = None,
                     config: AttributionConfig | None = None) -> WhatIf:
     """:func:`what_if` on sample tables already in memory (the inputs of ``attribute_samples``)."""
-    return _run(lambda cfg: _A.attribute_samples(graph, baseline, current, target, agg=agg, where=where,
-                                                 config=cfg),
-                target, revert, agg, where, config)
+    cfg = config or _A.AttributionConfig()
+    result = _A.attribute_samples(graph, baseline, current, target, agg=agg, where=where,
+                                  config=dataclasses.replace(cfg, n_bootstrap=0))
+    model = _A.fit_model(graph, baseline, current, target, agg=agg, where=where, config=cfg)
+    return _answer(result, model, target, revert, where, cfg)
 
 
 # ---------------------------------------------------------------- the computation
 
 
-@dataclass
-class _Model:
-    spec: Any = None
-    b: Any = None
-    c: Any = None
-
-
-_lock = threading.Lock()
-_local = threading.local()
-
-
-def _recorded_model(attribute_fn: Any, cfg: AttributionConfig) -> tuple[Any, _Model]:
-    """Run the attribution and keep the model specification and unit tables it fitted."""
-    rec = _Model()
-    fitted_orig = _A._Fitted
-
-    def fitted(spec, b, c, cfg_, rng):
-        if getattr(_local, "recording", None) is rec:
-            rec.spec, rec.b, rec.c = spec, b, c  # the last fit (after any refit) is the model's
-        return fitted_orig(spec, b, c, cfg_, rng)
-
-    with _lock:
-        _A._Fitted = fitted  # type: ignore[assignment,misc]
-        _local.recording = rec
-        try:
-            result = attribute_fn(cfg)
-        finally:
-            _A._Fitted = fitted_orig  # type: ignore[misc]
-            _local.recording = None
-    if rec.spec is None:
-        raise SparkCausalError("the attribution model could not be inspected for a what-if",
-                               hint="this spark-causal version changed its attribution internals; report it")
-    return result, rec
-
-
-def _reversed(spec: Any) -> Any:
-    """The same model with the roles of the runs swapped: tag ``b`` is the current run's code."""
-    det = {k: dataclasses.replace(d, fn={"b": d.fn.get("c"), "c": d.fn.get("b")}) for k, d in spec.det.items()}
-    return dataclasses.replace(spec, det=det)
-
-
-def _run(attribute_fn: Any, target: str, revert: list[str] | tuple[str, ...] | str, agg: str,
-         where: str | None, config: AttributionConfig | None) -> WhatIf:
+def _answer(result: Attribution, model: FittedModel, target: str, revert: list[str] | tuple[str, ...] | str,
+            where: str | None, cfg: AttributionConfig) -> WhatIf:
+    """The counterfactual of ``revert`` from the attribution ``result`` and its fitted ``model``."""
     if isinstance(revert, str):
         revert = [revert]
     revert = list(dict.fromkeys(str(r) for r in revert))
-    cfg = config or _A.AttributionConfig()
-    # the attribution's own bootstrap is not needed: the what-if has its own
-    result, m = _recorded_model(attribute_fn, dataclasses.replace(cfg, n_bootstrap=0))
-    mechanisms = {r.name for r in m.spec.roots} | set(m.spec.lookups) | set(m.spec.det)
-    details = result.details or {}
-    volume_id = f"{details.get('driving')}.__rows__"
+    mechanisms = set(model.mechanism_ids)
+    volume_id = model.volume_id
     unknown = [r for r in revert if r not in mechanisms and r != volume_id]
     if unknown:
-        known = sorted(mechanisms) + ([volume_id] if result.agg != "mean" else [])
+        known = sorted(mechanisms) + ([volume_id] if model.agg != "mean" else [])
         raise UnknownOutputError(
             f"cannot revert {', '.join(unknown)}: not a mechanism of {target}'s model",
             hint=f"revert one of: {', '.join(known)}")
     warnings: list[str] = []
-    per_row = result.agg != "mean"
+    per_row = model.agg != "mean"
     if volume_id in revert and not per_row:
         warnings.append("a mean does not depend on the volume of rows: reverting it changes nothing")
     R = frozenset(r for r in revert if r in mechanisms)
-    rows = details.get("rows") or {}
-    n_b, n_c = float(rows.get("baseline") or 0.0), float(rows.get("current") or 0.0)
-    n_new = n_b if (volume_id in revert and per_row) else n_c
-    spec = _reversed(m.spec)
-    recorded = m.c.recorded is not None and result.agg == "sum" and spec.where_fn is None
+    n_new = model.baseline.N if (volume_id in revert and per_row) else model.current.N
 
-    def counterfactual(cur: Any, base: Any, rng: Any) -> float:
+    def counterfactual(ib: np.ndarray | None, ic: np.ndarray | None, rng: np.random.Generator) -> float:
         """The current units, the reverted mechanisms switched to the baseline's, the rest as they are."""
-        con, den = _A._contrib(spec, cur.values, cur.n)
-        observed = _A._metric_from(spec, cur.recorded if recorded else con, den, cur.w)
-        delta = 0.0
         if R:
-            fit = _A._Fitted(spec, cur, base, cfg, rng)  # tag b: the current run, tag c: the baseline
-            delta = _A._evaluate(spec, fit, cur, R) - _A._evaluate(spec, fit, cur, frozenset())
-        value = observed + delta
+            # the current run is the reference: v(R) has R in its baseline version
+            rev = _A.refit(model, baseline=ib, current=ic, reverse=True, rng=rng)
+            delta = _A.evaluate(rev, R) - _A.evaluate(rev, frozenset())
+            value = _A.observed_metric(rev, "current") + delta
+        else:
+            cur = model if ic is None else dataclasses.replace(model, current=model.current.take(ic))
+            value = _A.observed_metric(cur, "current")
         return n_new * value if per_row else value
 
     rng = np.random.default_rng([cfg.seed, 7919])
-    point = counterfactual(m.c, m.b, rng) if revert else float(result.current_value)
+    point = counterfactual(None, None, rng) if revert else float(result.current_value)
     # bootstrap: units resampled in both runs, the model refitted on each replicate
     boots: list[float] = []
+    n_b, n_c = model.baseline.n, model.current.n
     for _ in range(cfg.n_bootstrap if revert else 0):
-        ib, ic = rng.integers(0, m.b.n, m.b.n), rng.integers(0, m.c.n, m.c.n)
+        ib, ic = rng.integers(0, n_b, n_b), rng.integers(0, n_c, n_c)
         try:
-            boots.append(counterfactual(m.c.take(ic), m.b.take(ib), rng))
+            boots.append(counterfactual(ib, ic, rng))
         except Exception:  # noqa: BLE001 - a degenerate resample: skip it, as the attribution does
             continue
     lo = hi = point
@@ -241,7 +202,7 @@ def _run(attribute_fn: Any, target: str, revert: list[str] | tuple[str, ...] | s
         lo, hi = float(min(lo_b, point)), float(max(hi_b, point))
     elif revert and cfg.n_bootstrap:
         warnings.append("too few bootstrap replicates succeeded for an interval")
-    players = set(details.get("players") or [])
+    players = set((result.details or {}).get("players") or [])
     unchanged = sorted(R - players)
     if unchanged:
         warnings.append(f"{', '.join(unchanged)} did not change significantly between the runs: reverting "
@@ -252,4 +213,3 @@ def _run(attribute_fn: Any, target: str, revert: list[str] | tuple[str, ...] | s
                   baseline_run=result.baseline_run, current_run=result.current_run,
                   changed=tuple(sorted(players)), warnings=tuple(warnings), seed=cfg.seed,
                   n_bootstrap=cfg.n_bootstrap if revert else 0)
-
