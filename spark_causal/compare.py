@@ -49,16 +49,9 @@ def graph_differences(baseline: nx.DiGraph, current: nx.DiGraph) -> list[str]:
     return out
 
 
-def attribute(store: str | Store, baseline: str, current: str, target: str, agg: str = "sum",
-              where: str | None = None, *, spark: Any = None, config: AttributionConfig | None = None) -> Attribution:
-    """Why did ``agg(target)`` move from run ``baseline`` to run ``current``?
-
-    >>> res = spark_causal.attribute("./store", "2026-11-23", "2026-11-24", "revenue.revenue")  # doctest: +SKIP
-    >>> print(res.summary())                                                                   # doctest: +SKIP
-
-    ``target`` is an output column id (``<output>.<column>``); ``where`` a SQL predicate on the
-    output's columns (``"country = 'DE'"``). Nothing is written into the runs read.
-    """
+def load_pair(store: str | Store, baseline: str, current: str, target: str, agg: str = "sum", *,
+              spark: Any = None) -> tuple[RunSamples, RunSamples]:
+    """Both runs' samples, after every check that makes them comparable for ``agg(target)``."""
     s = store if isinstance(store, Store) else Store(str(store), spark=spark)
     if baseline == current:
         raise SparkCausalError(f"baseline and current are the same run {baseline!r}",
@@ -81,6 +74,20 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     if agg != "count" and not (dtype in NUMERIC or dtype.startswith("decimal")):
         raise SparkCausalError(f"target {target!r} is not numeric (type {dtype})",
                                hint="choose a numeric output column, or use --agg count")
+    return b, c
+
+
+def attribute(store: str | Store, baseline: str, current: str, target: str, agg: str = "sum",
+              where: str | None = None, *, spark: Any = None, config: AttributionConfig | None = None) -> Attribution:
+    """Why did ``agg(target)`` move from run ``baseline`` to run ``current``?
+
+    >>> res = spark_causal.attribute("./store", "2026-11-23", "2026-11-24", "revenue.revenue")  # doctest: +SKIP
+    >>> print(res.summary())                                                                   # doctest: +SKIP
+
+    ``target`` is an output column id (``<output>.<column>``); ``where`` a SQL predicate on the
+    output's columns (``"country = 'DE'"``). Nothing is written into the runs read.
+    """
+    b, c = load_pair(store, baseline, current, target, agg, spark=spark)
     result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config)
     extra = graph_differences(b.graph, c.graph)
     return dataclasses.replace(result, warnings=list(result.warnings) + extra) if extra else result

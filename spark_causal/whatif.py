@@ -125,16 +125,9 @@ def what_if(store: str | Store, baseline: str, current: str, target: str, *, rev
     for an attribution; ``config`` sets the seed and the number of bootstrap replicates.
     """
     from . import compare
-    from .store import Store
 
-    s = store if isinstance(store, Store) else Store(str(store), spark=spark)
-    cfg = config or _A.AttributionConfig()
-    # the attribution refuses runs that cannot be compared, with the store's messages
-    result = compare.attribute(s, baseline, current, target, agg, where, spark=spark,
-                               config=dataclasses.replace(cfg, n_bootstrap=0))
-    b, c = compare.load_samples(s, baseline), compare.load_samples(s, current)
-    model = _A.fit_model(c.graph, b, c, target, agg=agg, where=where, config=cfg)
-    return _answer(result, model, target, revert, where, cfg)
+    b, c = compare.load_pair(store, baseline, current, target, agg, spark=spark)  # the same refusals
+    return what_if_samples(c.graph, b, c, target, revert=revert, agg=agg, where=where, config=config)
 
 
 def what_if_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
