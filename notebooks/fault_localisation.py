@@ -12,14 +12,11 @@
 
 # COMMAND ----------
 
-import os
-import runpy
 import sys
-import tempfile
-from pathlib import Path
 
 import spark_causal
-from spark_causal import render, report
+from spark_causal import render
+from spark_causal.notebook import example_jobs_folder, show, spark_path, workspace
 from spark_causal.store import Store
 
 try:
@@ -29,46 +26,12 @@ except NameError:
 
     spark = SparkSession.builder.config("spark.sql.shuffle.partitions", "4").getOrCreate()
 
-
-def show(obj):
-    """Display HTML or a figure: displayHTML on Databricks, IPython in Jupyter, text elsewhere."""
-    html = report.figure_html(obj, alt="figure", max_px=1400) if hasattr(obj, "savefig") else (
-        obj if isinstance(obj, str) else obj._repr_html_())
-    if "displayHTML" in globals():
-        displayHTML(html)  # noqa: F821 - defined by Databricks
-        return
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
-
-        if get_ipython() is not None:
-            display(HTML(html))
-            return
-    except ImportError:
-        pass
-    print(obj.summary() if hasattr(obj, "summary") else "(a table or a picture: shown in a notebook)")
-
-
-# the repository's jobs/ folder: next to the installed package (editable install) or to this notebook
-REPO = next(p for p in (Path(spark_causal.__file__).resolve().parents[1], Path.cwd().parent, Path.cwd())
-            if (p / "jobs" / "example_data.py").exists())
-sys.path.insert(0, str(REPO / "jobs"))
+JOBS = example_jobs_folder()  # the repository's jobs/ folder: the example job and its data generator
+sys.path.insert(0, str(JOBS))
 from example_data import generate  # noqa: E402
 
-# a scratch folder: DBFS on Databricks (so executors read the data), a temporary folder elsewhere
-ON_DATABRICKS = Path("/dbfs").exists()
-if ON_DATABRICKS:
-    os.makedirs("/dbfs/tmp", exist_ok=True)
-WORK = Path(tempfile.mkdtemp(prefix="sc-fault-", dir="/dbfs/tmp" if ON_DATABRICKS else None))
-STORE = str(WORK / "store")
-
-
-def spark_path(p):
-    """A local path as Spark must read it (``/dbfs/x`` is ``dbfs:/x`` for Spark)."""
-    p = str(p)
-    return "dbfs:" + p[len("/dbfs"):] if p.startswith("/dbfs/") else p
-
-
+# a scratch folder for data, outputs and the store: on DBFS on Databricks (so executors read the data)
+WORK, STORE = workspace("sc-fault-")
 print("working in", WORK)
 
 # COMMAND ----------

@@ -14,14 +14,11 @@
 
 # COMMAND ----------
 
-import os
-import runpy
 import sys
-import tempfile
-from pathlib import Path
 
 import spark_causal
 from spark_causal import render, report
+from spark_causal.notebook import example_jobs_folder, show, spark_path, workspace
 from spark_causal.store import Store
 
 try:
@@ -31,46 +28,12 @@ except NameError:
 
     spark = SparkSession.builder.config("spark.sql.shuffle.partitions", "4").getOrCreate()
 
-
-def show(obj):
-    """Display HTML or a figure: displayHTML on Databricks, IPython in Jupyter, text elsewhere."""
-    html = report.figure_html(obj, alt="figure", max_px=1400) if hasattr(obj, "savefig") else (
-        obj if isinstance(obj, str) else obj._repr_html_())
-    if "displayHTML" in globals():
-        displayHTML(html)  # noqa: F821 - defined by Databricks
-        return
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
-
-        if get_ipython() is not None:
-            display(HTML(html))
-            return
-    except ImportError:
-        pass
-    print(obj.summary() if hasattr(obj, "summary") else "(a table or a picture: shown in a notebook)")
-
-
-# the repository's jobs/ folder: next to the installed package (editable install) or to this notebook
-REPO = next(p for p in (Path(spark_causal.__file__).resolve().parents[1], Path.cwd().parent, Path.cwd())
-            if (p / "jobs" / "example_data.py").exists())
-sys.path.insert(0, str(REPO / "jobs"))
+JOBS = example_jobs_folder()  # the repository's jobs/ folder: the example job and its data generator
+sys.path.insert(0, str(JOBS))
 from example_data import generate  # noqa: E402
 
-# a scratch folder: DBFS on Databricks (so executors read the data), a temporary folder elsewhere
-ON_DATABRICKS = Path("/dbfs").exists()
-if ON_DATABRICKS:
-    os.makedirs("/dbfs/tmp", exist_ok=True)
-WORK = Path(tempfile.mkdtemp(prefix="sc-quickstart-", dir="/dbfs/tmp" if ON_DATABRICKS else None))
-STORE = str(WORK / "store")
-
-
-def spark_path(p):
-    """A local path as Spark must read it (``/dbfs/x`` is ``dbfs:/x`` for Spark)."""
-    p = str(p)
-    return "dbfs:" + p[len("/dbfs"):] if p.startswith("/dbfs/") else p
-
-
+# a scratch folder for data, outputs and the store: on DBFS on Databricks (so executors read the data)
+WORK, STORE = workspace("sc-quickstart-")
 print("working in", WORK)
 
 # COMMAND ----------
@@ -78,30 +41,18 @@ print("working in", WORK)
 # MAGIC %md
 # MAGIC ## Two days of data, two captured runs
 # MAGIC Day 2 has the same distribution as day 1 except that the GBP rate in the `fx` table is off by 100x.
-# MAGIC The job itself is not changed: it is run as `spark-submit` would run it, under `spark_causal.capture`
+# MAGIC The job itself is not changed: `run_script` runs it as `spark-submit` would, under `spark_causal.capture`
 # MAGIC (on the command line: `spark-causal capture --store STORE --run day2 -- jobs/example_job.py ...`).
 
 # COMMAND ----------
 
-JOB = str(REPO / "jobs" / "example_job.py")
+from spark_causal.capture import run_script
 
-
-def run_job(run, data, *args):
-    """Run jobs/example_job.py unmodified as a captured run of the store."""
-    from pyspark.sql import SparkSession
-
-    saved_argv, saved_stop = sys.argv, SparkSession.stop
-    sys.argv = [JOB, spark_path(data), spark_path(WORK / f"out-{run}"), *args]
-    SparkSession.stop = lambda self: None  # the job ends with spark.stop(): keep this notebook's session
-    try:
-        with spark_causal.capture(spark, store=STORE, run=run, replace=True):
-            runpy.run_path(JOB, run_name="__main__")
-    finally:
-        sys.argv, SparkSession.stop = saved_argv, saved_stop
-
-
-run_job("day1", generate(WORK / "data-day1", seed=1, n_orders=4000))
-run_job("day2", generate(WORK / "data-day2", seed=2, n_orders=4000, faults=("fx",)))
+JOB = str(JOBS / "example_job.py")  # run unmodified, as spark-submit would; its spark.stop() leaves ours running
+for run, seed, faults in (("day1", 1, ()), ("day2", 2, ("fx",))):
+    data = generate(WORK / f"data-{run}", seed=seed, n_orders=4000, faults=faults)
+    code = run_script(JOB, [spark_path(data), spark_path(WORK / f"out-{run}")], store=STORE, run=run, replace=True)
+    assert code == 0, f"the job failed in run {run} (exit code {code})"
 [r["run"] for r in Store(STORE).runs()]
 
 # COMMAND ----------

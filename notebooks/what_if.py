@@ -12,15 +12,10 @@
 
 # COMMAND ----------
 
-import os
-import runpy
 import sys
-import tempfile
-from pathlib import Path
 
 import spark_causal
-from spark_causal import render, report
-from spark_causal.store import Store
+from spark_causal.notebook import example_jobs_folder, show, spark_path, workspace
 
 try:
     spark  # Databricks (and the test suite) provide a session
@@ -29,70 +24,23 @@ except NameError:
 
     spark = SparkSession.builder.config("spark.sql.shuffle.partitions", "4").getOrCreate()
 
-
-def show(obj):
-    """Display HTML or a figure: displayHTML on Databricks, IPython in Jupyter, text elsewhere."""
-    html = report.figure_html(obj, alt="figure", max_px=1400) if hasattr(obj, "savefig") else (
-        obj if isinstance(obj, str) else obj._repr_html_())
-    if "displayHTML" in globals():
-        displayHTML(html)  # noqa: F821 - defined by Databricks
-        return
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
-
-        if get_ipython() is not None:
-            display(HTML(html))
-            return
-    except ImportError:
-        pass
-    print(obj.summary() if hasattr(obj, "summary") else "(a table or a picture: shown in a notebook)")
-
-
-# the repository's jobs/ folder: next to the installed package (editable install) or to this notebook
-REPO = next(p for p in (Path(spark_causal.__file__).resolve().parents[1], Path.cwd().parent, Path.cwd())
-            if (p / "jobs" / "example_data.py").exists())
-sys.path.insert(0, str(REPO / "jobs"))
+JOBS = example_jobs_folder()  # the repository's jobs/ folder: the example job and its data generator
+sys.path.insert(0, str(JOBS))
 from example_data import generate  # noqa: E402
 
-# a scratch folder: DBFS on Databricks (so executors read the data), a temporary folder elsewhere
-ON_DATABRICKS = Path("/dbfs").exists()
-if ON_DATABRICKS:
-    os.makedirs("/dbfs/tmp", exist_ok=True)
-WORK = Path(tempfile.mkdtemp(prefix="sc-whatif-", dir="/dbfs/tmp" if ON_DATABRICKS else None))
-STORE = str(WORK / "store")
-
-
-def spark_path(p):
-    """A local path as Spark must read it (``/dbfs/x`` is ``dbfs:/x`` for Spark)."""
-    p = str(p)
-    return "dbfs:" + p[len("/dbfs"):] if p.startswith("/dbfs/") else p
-
-
+# a scratch folder for data, outputs and the store: on DBFS on Databricks (so executors read the data)
+WORK, STORE = workspace("sc-whatif-")
 print("working in", WORK)
 
 # COMMAND ----------
 
-JOB = str(REPO / "jobs" / "example_job.py")
+from spark_causal.capture import run_script
 
-
-def run_job(run, data, *args):
-    """Run jobs/example_job.py unmodified as a captured run of the store."""
-    from pyspark.sql import SparkSession
-
-    saved_argv, saved_stop = sys.argv, SparkSession.stop
-    sys.argv = [JOB, spark_path(data), spark_path(WORK / f"out-{run}"), *args]
-    SparkSession.stop = lambda self: None  # the job ends with spark.stop(): keep this notebook's session
-    try:
-        with spark_causal.capture(spark, store=STORE, run=run, replace=True):
-            runpy.run_path(JOB, run_name="__main__")
-    finally:
-        sys.argv, SparkSession.stop = saved_argv, saved_stop
-
-
-
-run_job("yesterday", generate(WORK / "data-yesterday", seed=31, n_orders=4000))
-run_job("today", generate(WORK / "data-today", seed=32, n_orders=4000, faults=("fx", "discount")))
+JOB = str(JOBS / "example_job.py")  # run unmodified, as spark-submit would; its spark.stop() leaves ours running
+for run, seed, faults in (("yesterday", 31, ()), ("today", 32, ("fx", "discount"))):
+    data = generate(WORK / f"data-{run}", seed=seed, n_orders=4000, faults=faults)
+    code = run_script(JOB, [spark_path(data), spark_path(WORK / f"out-{run}")], store=STORE, run=run, replace=True)
+    assert code == 0, f"the job failed in run {run} (exit code {code})"
 res = spark_causal.attribute(STORE, "yesterday", "today", "revenue.revenue")
 print(res.summary())
 show(res)

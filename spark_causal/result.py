@@ -102,12 +102,8 @@ class Attribution:
     # ------------------------------------------------------------- rendering
     @property
     def metric_name(self) -> str:
-        name = self.target.rsplit(".", 1)[-1]
-        if self.agg != "sum":
-            name = f"{self.agg}({name})"
-        if self.where:
-            name = f"{name} where {self.where}"
-        return name
+        """The metric as people say it, e.g. ``revenue`` or ``mean(revenue) where country = 'DE'``."""
+        return _metric_name(self.target, self.agg, self.where)
 
     def summary(self) -> str:
         """One sentence, e.g. ``revenue fell 9,300 (...); 8,120 of it from fx.rate, ...``."""
@@ -281,6 +277,19 @@ class Attribution:
 
 def _run_label(role: str, run: str) -> str:
     return role if run == role else f"{role}\n{run}"
+
+
+def _metric_name(target: str, agg: str, where: str | None) -> str:
+    """A metric's short name: the output column, its aggregate unless ``sum``, its row filter if any.
+
+    Shared by attribution and what-if results so that both name the same metric the same way.
+    """
+    name = target.rsplit(".", 1)[-1]
+    if agg != "sum":
+        name = f"{agg}({name})"
+    if where:
+        name = f"{name} where {where}"
+    return name
 
 
 def _fmt(x: float | None, signed: bool = False) -> str:

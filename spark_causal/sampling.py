@@ -162,7 +162,7 @@ def _driving_candidates(p: JObject) -> list[JObject]:
 
 def _size(p: JObject) -> float:
     try:
-        return float(str(p.stats().sizeInBytes().toString()))
+        return float(str(p.stats().sizeInBytes()))  # a Scala BigInt, or a Python int after py4j
     except Exception:  # noqa: BLE001 - statistics are a heuristic here
         return 0.0
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import attribution as _A
 from .errors import UnknownOutputError
-from .result import _clean, _fmt
+from .result import _clean, _fmt, _metric_name
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -79,12 +79,8 @@ class WhatIf:
 
     @property
     def metric_name(self) -> str:
-        name = self.target.rsplit(".", 1)[-1]
-        if self.agg != "sum":
-            name = f"{self.agg}({name})"
-        if self.where:
-            name = f"{name} where {self.where}"
-        return name
+        """The metric's short name, as :class:`~spark_causal.result.Attribution` names it."""
+        return _metric_name(self.target, self.agg, self.where)
 
     def summary(self) -> str:
         """One sentence: ``If fx.rate had its baseline mechanism, revenue would be ...``."""
