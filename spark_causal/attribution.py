@@ -747,6 +747,16 @@ def _cats(x: np.ndarray) -> pd.Index:
     return pd.Index(vals)
 
 
+def _many_keys(keys: list[str], b: "_Run", c: "_Run") -> bool:
+    """True when the join keys take so many values that a typical key has only a few units."""
+    pooled = np.stack([np.concatenate([b.values[k], c.values[k]]).astype(float) for k in keys], axis=1)
+    pooled = pooled[~np.isnan(pooled).any(axis=1)]
+    if len(pooled) == 0:
+        return False
+    distinct = len(np.unique(pooled, axis=0))
+    return distinct >= 50 and len(pooled) / distinct < 20
+
+
 def _kish(w: np.ndarray) -> float:
     s = w.sum()
     return float(s * s / max((w * w).sum(), 1e-300))
@@ -1697,13 +1707,24 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     # ---------------------------------------------------------------- node classes
     lookups: dict[str, list[str]] = {}
+    free: set[str] = set()        # joined columns of a many-key join: part of the unit, not a lookup
+    key_ids: set[str] = set()     # many-valued join keys: identifiers, not causes
     for j in desc.get("joins") or []:
         keys = [k for k in j.get("keys") or [] if k in model_nodes]
         if not keys:
             continue
-        for col in list(j.get("columns") or []) + [j.get("selection")]:
-            if col in model_nodes and col not in keys:
-                lookups[col] = keys
+        cols = [col for col in list(j.get("columns") or []) + [j.get("selection")]
+                if col in model_nodes and col not in keys]
+        if _many_keys(keys, b, c):
+            # A per-key table is only a mechanism when each key has many units (fx rate by currency).
+            # With about one unit per key (orders by order key) the joined values are simply part of
+            # what a unit is: resampling units redraws the keys, and a per-key comparison would flag
+            # every pair of runs. Model them with the unit's other columns instead.
+            free.update(cols)
+            key_ids.update(keys)
+            continue
+        for col in cols:
+            lookups[col] = keys
     aggregates = set(aggs)
 
     def fparents(v: str) -> list[str]:
@@ -1734,7 +1755,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             continue
         kind = _node_attr(graphs, node, "kind")
         ps = fparents(node)
-        if kind == "source" or not ps:
+        if kind == "source" or not ps or node in free:
             continue
         is_sel = node in selections
         fns: dict[str, Callable | None] = {"b": None, "c": None}
@@ -1865,10 +1886,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     spec.lookups = {k: v for k, v in lookups.items() if k in relevant}
     # a table's columns are modelled jointly: every column of the driving table joins the chain, so
     # that a drift confined to one group (one country's amounts) stays a change of one conditional
-    root_nodes = [x for x in model_nodes if x not in parents and x not in selections and (
-        x in relevant or _node_attr(graphs, x, "table") == driving)]
+    root_nodes = [x for x in model_nodes if x not in parents and (x not in selections or x in free) and (
+        x in relevant or _node_attr(graphs, x, "table") == driving or x in free)]
     discrete, identifiers, nuniq = {}, [], {}
-    declared_ids = set(desc.get("identifiers") or []) | set(desc_b.get("identifiers") or [])
+    declared_ids = set(desc.get("identifiers") or []) | set(desc_b.get("identifiers") or []) | key_ids
     for x in root_nodes:
         pooled = np.concatenate([b.values[x], c.values[x]])
         nn = int(len(np.unique(pooled[~np.isnan(pooled)])))

@@ -12,9 +12,14 @@ from typing import Any
 
 import networkx as nx
 
-from .attribution import AttributionConfig, RunSamples, SegmentSamples, attribute_samples
+from .attribution import (
+    AttributionConfig,
+    RunSamples,
+    SegmentSamples,
+    attribute_samples,
+)
 from .errors import SparkCausalError, UnknownOutputError
-from .result import Attribution
+from .result import Attribution, AttributionItem, _fmt
 from .store import Store
 
 NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean")
@@ -89,5 +94,129 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     """
     b, c = load_pair(store, baseline, current, target, agg, spark=spark)
     result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config)
+    result = drill_down(result, b, c, config=config)
     extra = graph_differences(b.graph, c.graph)
     return dataclasses.replace(result, warnings=list(result.warnings) + extra) if extra else result
+
+
+# ============================================================================ drill-down across segments
+MAX_DRILL_DEPTH = 3
+
+
+def _segment_of(result: Attribution, run: RunSamples) -> dict | None:
+    sid = (result.details or {}).get("segment")
+    for desc in run.graph.graph.get("segments", []):
+        if desc.get("id") == sid:
+            return desc
+    return None
+
+
+def _upstream_aggregate(graph: nx.DiGraph, node: str, candidates: dict[str, dict]) -> str | None:
+    """The aggregate of another segment that ``node`` is (or derives from), the nearest if several."""
+    if node not in graph:
+        return None
+    found = ({node} | nx.ancestors(graph, node)) & set(candidates)
+    if not found:
+        return None
+    dist = dict(nx.single_target_shortest_path_length(graph, node))
+    return min(found, key=lambda a: (dist.get(a, 1 << 30), a))
+
+
+def _significant_item(a: AttributionItem) -> bool:
+    return bool(a.kind not in ("source", "volume") and a.contribution != 0 and a.mechanism_changed
+                and not (a.ci_low < 0 < a.ci_high))
+
+
+def _merge(into: dict[str, AttributionItem], a: AttributionItem) -> None:
+    old = into.get(a.node)
+    if old is None:
+        into[a.node] = a
+        return
+    ps = [p for p in (old.p_value, a.p_value) if p is not None]
+    into[a.node] = dataclasses.replace(
+        old, contribution=old.contribution + a.contribution, ci_low=old.ci_low + a.ci_low,
+        ci_high=old.ci_high + a.ci_high, mechanism_changed=old.mechanism_changed or a.mechanism_changed,
+        p_value=min(ps) if ps else None)
+
+
+def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
+               config: AttributionConfig | None = None, _depth: int = 0,
+               _cache: dict | None = None) -> Attribution:
+    """Explain items that are aggregates of another segment by that segment's own attribution.
+
+    "The metric moved because the per-customer total moved; the total moved because orders.amount
+    drifted": an item whose node is (or derives from) an aggregate ``A`` computed in another
+    segment of the same output is replaced by the attribution of ``sum(A)`` (or ``mean(A)`` for an
+    avg) in that segment, scaled so that the parts add up to the item's contribution. When that
+    inner attribution is not significant the item is kept, with a warning: the aggregate moved by
+    chance variation, not through a significant change upstream of it. ``significant`` is left as is.
+    """
+    if _depth >= MAX_DRILL_DEPTH:
+        return result
+    cache = {} if _cache is None else _cache
+    desc = _segment_of(result, c)
+    if desc is None:
+        return result
+    others = {a: meta for d in c.graph.graph.get("segments", [])
+              if d.get("id") != desc.get("id") and d.get("output") == desc.get("output")
+              for a, meta in (d.get("aggregates") or {}).items()}
+    if not others:
+        return result
+    merged: dict[str, AttributionItem] = {}
+    order: list[AttributionItem] = []
+    warnings = list(result.warnings)
+    notes: list[dict] = []
+    for item in result.attributions:
+        agg_node = _upstream_aggregate(c.graph, item.node, others) if _significant_item(item) else None
+        if agg_node is None:
+            order.append(item)
+            continue
+        fn = str(others[agg_node].get("fn", "sum")).lower()
+        inner_agg = {"sum": "sum", "count": "sum", "avg": "mean", "mean": "mean", "average": "mean"}.get(fn)
+        if inner_agg is None:
+            order.append(item)
+            continue
+        if agg_node not in cache:
+            try:
+                inner = attribute_samples(c.graph, b, c, agg_node, agg=inner_agg, config=config)
+                inner = drill_down(inner, b, c, config=config, _depth=_depth + 1, _cache=cache)
+            except SparkCausalError as exc:
+                inner = exc
+            cache[agg_node] = inner
+        inner = cache[agg_node]
+        if isinstance(inner, Exception):
+            warnings.append(f"could not drill down from {item.node} into {agg_node}: {inner}")
+            order.append(item)
+            continue
+        total = sum(a.contribution for a in inner.attributions)
+        if not inner.significant or total == 0 or not any(a.contribution for a in inner.attributions):
+            warnings.append(
+                f"{item.node} ({_fmt(item.contribution, signed=True)}) is not explained by a significant "
+                f"change upstream of {agg_node}: the aggregate's change looks like chance variation")
+            notes.append({"node": item.node, "aggregate": agg_node, "explained": False,
+                          "contribution": item.contribution})
+            order.append(item)
+            continue
+        f = item.contribution / total
+        parts = []
+        for a in inner.attributions:
+            if a.contribution == 0:
+                continue
+            lo, hi = sorted((a.ci_low * f, a.ci_high * f))
+            scaled = dataclasses.replace(a, contribution=a.contribution * f, ci_low=lo, ci_high=hi)
+            parts.append(scaled)
+            order.append(scaled)
+        text = ", ".join(f"{a.node} ({_fmt(a.contribution, signed=True)})" for a in parts[:5])
+        warnings.append(f"drilled down: {item.node} ({_fmt(item.contribution, signed=True)}) -> {text}")
+        notes.append({"node": item.node, "aggregate": agg_node, "explained": True,
+                      "contribution": item.contribution,
+                      "parts": {a.node: a.contribution for a in parts}})
+    if not notes:
+        return result
+    for a in order:
+        _merge(merged, a)
+    items = sorted(merged.values(), key=lambda a: (-abs(a.contribution),
+                                                   a.p_value if a.p_value is not None else 1.0, a.node))
+    details = dict(result.details or {})
+    details["drilldown"] = notes
+    return dataclasses.replace(result, attributions=items, warnings=warnings, details=details)
