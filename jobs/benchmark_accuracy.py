@@ -2,6 +2,7 @@
 
     python jobs/benchmark_accuracy.py [--quick] [--seeds N] [--seed-base 1000] [--out DIR]
                                       [--scenarios PATTERN ...] [--dowhy auto|all|none]
+                                      [--workdir DIR [--reuse]]
 
 For every scenario of ``jobs/scenarios.py`` and every seed, the benchmark generates baseline data and
 current data (different data seeds; the current run also gets the scenario's faults or code change),
@@ -356,9 +357,11 @@ def _dowhy_wanted(mode: str, quick: bool, scenario: S.Scenario, seed_index: int)
 
 
 def _capture(spark, pipeline: S.Pipeline, store: str, run: str, data: Path, out: Path, code: dict,
-             sample_size: int) -> float:
+             sample_size: int, reuse: bool = False) -> float:
     import spark_causal
 
+    if reuse and (Path(store) / "runs" / run / "_SUCCESS").exists():
+        return 0.0  # captured by an earlier invocation with the same --workdir: only the methods run again
     t = time.perf_counter()
     with spark_causal.capture(spark, store=store, run=run, sample_size=sample_size, seed=0, replace=True):
         pipeline.job(spark, str(data), str(out), **code)
@@ -367,7 +370,7 @@ def _capture(spark, pipeline: S.Pipeline, store: str, run: str, data: Path, out:
 
 def run_benchmark(spark, *, quick: bool = False, seeds: int | None = None, seed_base: int = 1000,
                   out: str | None = None, scenarios: list[str] | None = None, dowhy: str = "auto",
-                  workdir: str | None = None, sample_size: int = 20_000,
+                  workdir: str | None = None, sample_size: int = 20_000, reuse: bool = False,
                   log: Callable[[str], None] = print) -> dict:
     """Run the benchmark in ``spark``; returns the report dict (also written to ``out`` when given)."""
     n_seeds = seeds if seeds is not None else (1 if quick else 5)
@@ -393,16 +396,19 @@ def run_benchmark(spark, *, quick: bool = False, seeds: int | None = None, seed_
             for si, seed in enumerate(seed_list):
                 base_run = f"base-{seed}"
                 bdata = work / pname / f"data-{base_run}"
-                pipeline.data(bdata, seed * 100, (), cache=cache)
-                tb = _capture(spark, pipeline, store, base_run, bdata, work / pname / "out", {}, sample_size)
+                if not (reuse and (Path(store) / "runs" / base_run / "_SUCCESS").exists()):
+                    pipeline.data(bdata, seed * 100, (), cache=cache)
+                tb = _capture(spark, pipeline, store, base_run, bdata, work / pname / "out", {}, sample_size, reuse)
                 shutil.rmtree(bdata, ignore_errors=True)
                 for k, sc in enumerate(S.SCENARIOS):
                     if sc not in pscen:
                         continue
                     cur_run = f"{sc.name}-{seed}"
                     cdata = work / pname / f"data-{cur_run}"
-                    pipeline.data(cdata, seed * 100 + k + 1, sc.faults, cache=cache)
-                    tc = _capture(spark, pipeline, store, cur_run, cdata, work / pname / "out", sc.code, sample_size)
+                    if not (reuse and (Path(store) / "runs" / cur_run / "_SUCCESS").exists()):
+                        pipeline.data(cdata, seed * 100 + k + 1, sc.faults, cache=cache)
+                    tc = _capture(spark, pipeline, store, cur_run, cdata, work / pname / "out", sc.code, sample_size,
+                                  reuse)
                     shutil.rmtree(cdata, ignore_errors=True)
                     rec = _evaluate(sc, pipeline, store, base_run, cur_run, seed)
                     rec["capture_s"] = round(tb + tc, 2)
@@ -592,7 +598,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", nargs="*", help="scenario ids, globs or pipeline names")
     ap.add_argument("--dowhy", choices=["auto", "all", "none"], default="auto")
     ap.add_argument("--workdir", help="keep generated data and stores here (default: a temporary folder)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --workdir: reuse runs already captured there, re-running only the methods")
     args = ap.parse_args(argv)
+    if args.reuse and not args.workdir:
+        ap.error("--reuse needs --workdir")
     from pyspark.sql import SparkSession
 
     spark = (SparkSession.builder.appName("spark-causal-benchmark-accuracy")
@@ -602,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("spark_causal").setLevel(logging.CRITICAL)
     report = run_benchmark(spark, quick=args.quick, seeds=args.seeds, seed_base=args.seed_base, out=args.out,
-                           scenarios=args.scenarios, dowhy=args.dowhy, workdir=args.workdir,
+                           scenarios=args.scenarios, dowhy=args.dowhy, workdir=args.workdir, reuse=args.reuse,
                            log=lambda s: print(s, flush=True))
     print()
     print(markdown(report))

@@ -2137,6 +2137,8 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         "mechanisms": dict(model.mechanisms),
         "tests": {k: {kk: vv for kk, vv in t.items()} for k, t in tests.items()},
         "players": players, "rescued": rescued, "z_change": change / se_change if se_change else None,
+        "significance": {"metric": bool(sig_metric), "items": {k if k != "__volume__" else f"{driving}.__rows__": v
+                                                               for k, v in item_sig.items()}},
         "se_change": se_change, "v_empty": v0, "v_all": v1,
         "seconds": {"fit": model.seconds["fit"], "tests": model.seconds["tests"],
                     "shapley": t_shap - t_test,

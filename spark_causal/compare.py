@@ -149,7 +149,7 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     segment of the same output is replaced by the attribution of ``sum(A)`` (or ``mean(A)`` for an
     avg) in that segment, scaled so that the parts add up to the item's contribution. When that
     inner attribution is not significant the item is kept, with a warning: the aggregate moved by
-    chance variation, not through a significant change upstream of it. ``significant`` is left as is.
+    chance variation, not through a significant change upstream of it. ``significant`` is then re-judged without that item.
     """
     if _depth >= MAX_DRILL_DEPTH:
         return result
@@ -166,6 +166,7 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     order: list[AttributionItem] = []
     warnings = list(result.warnings)
     notes: list[dict] = []
+    demoted: set[str] = set()
     for item in result.attributions:
         agg_node = _upstream_aggregate(c.graph, item.node, others) if _significant_item(item) else None
         if agg_node is None:
@@ -195,7 +196,9 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
                 f"change upstream of {agg_node}: the aggregate's change looks like chance variation")
             notes.append({"node": item.node, "aggregate": agg_node, "explained": False,
                           "contribution": item.contribution})
-            order.append(item)
+            # chance variation of an aggregate is not a changed mechanism: it must not raise an alarm
+            order.append(dataclasses.replace(item, mechanism_changed=False))
+            demoted.add(item.node)
             continue
         f = item.contribution / total
         parts = []
@@ -219,4 +222,10 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
                                                    a.p_value if a.p_value is not None else 1.0, a.node))
     details = dict(result.details or {})
     details["drilldown"] = notes
-    return dataclasses.replace(result, attributions=items, warnings=warnings, details=details)
+    significant = result.significant
+    sig = details.get("significance")
+    if demoted and sig:
+        still = {k: v for k, v in sig["items"].items() if k not in demoted}
+        significant = bool(sig["metric"] or any(still.values()))
+    return dataclasses.replace(result, attributions=items, warnings=warnings, details=details,
+                               significant=significant)
