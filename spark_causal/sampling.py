@@ -161,25 +161,18 @@ def _driving_candidates(p: JObject) -> list[JObject]:
 
 
 def _size(p: JObject) -> float:
+    """Estimated rows of a relation, without running anything: the driving relation is the one with the
+    most units. Catalyst's row count when known, else its size in bytes over the row's default width
+    (bytes alone would favour a small table of long strings over a large table of numbers)."""
     try:
-        return float(str(p.stats().sizeInBytes()))  # a Scala BigInt, or a Python int after py4j
+        stats = p.stats()
+        rows = P.option(stats.rowCount())
+        if rows is not None:
+            return float(str(rows))
+        width = sum(int(a.dataType().defaultSize()) for a in P.output(p)) or 1
+        return float(str(stats.sizeInBytes())) / width  # a Scala BigInt, or a Python int after py4j
     except Exception:  # noqa: BLE001 - statistics are a heuristic here
         return 0.0
-
-
-@dataclass
-class Provenance:
-    """The rewritten segment plan as a DataFrame with node-id columns, before any collect."""
-
-    df: Any
-    names: list[str]
-    aggregates: dict[str, dict]
-    group_keys: list[str]
-    joins: list[dict]
-    driving: str
-    rows: int  # -1 when not counted
-    rate: float
-    driving_hash: int
 
 
 def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
