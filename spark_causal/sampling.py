@@ -175,6 +175,21 @@ def _size(p: JObject) -> float:
         return 0.0
 
 
+@dataclass
+class Provenance:
+    """The rewritten segment plan as a DataFrame with node-id columns, before any collect."""
+
+    df: Any
+    names: list[str]
+    aggregates: dict[str, dict]
+    group_keys: list[str]
+    joins: list[dict]
+    driving: str
+    rows: int  # -1 when not counted
+    rate: float
+    driving_hash: int
+
+
 def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
                seed: int, rows: int | None = None) -> Provenance:
     """The provenance query of the segment that ``plan`` ends, sampled to about ``sample_size`` driving
