@@ -198,7 +198,9 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
     walk = builder.walks[output]
     G = builder.graph
     agg, body = _segment_root(plan)
-    driving = max(_driving_candidates(body), key=_size)
+    # a source table's rows are the units when there is one; a sub-aggregate only drives a segment made of
+    # aggregates (Catalyst sizes an aggregate like its input, which would make it look as large as that)
+    driving = max(_driving_candidates(body), key=lambda p: (P.cls(p) in P.LEAF_CLASSES, _size(p)))
     driving_name = _relation_table(driving, walk.env, G)
     n_rows = rows
     if n_rows is None and sample_size is not None:
