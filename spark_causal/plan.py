@@ -54,7 +54,12 @@ def analyzed(df: "DataFrame") -> JObject:
 
 
 def normalize(plan: JObject, max_rounds: int = 20) -> JObject:
-    """Move WHERE conjuncts into the joins they belong to (Catalyst's ``PushPredicateThroughJoin``).
+    """Inline CTEs, then move WHERE conjuncts into the joins they belong to.
+
+    ``WITH x AS (...)`` analyses to a ``WithCTE`` whose references only resolve inside the whole plan;
+    a sub-plan cut out of it for sampling fails with "No CTERelationDef found". Catalyst's ``InlineCTE``
+    (always inline) replaces each reference by the CTE's own ``SubqueryAlias``, so stage names survive.
+    Then ``PushPredicateThroughJoin``:
 
     ``FROM a, b, c WHERE a.k = b.k AND ...`` analyses to condition-less joins under one big Filter;
     pushing the conjuncts down gives every join its keys and every table its own filters, the same
@@ -66,7 +71,9 @@ def normalize(plan: JObject, max_rounds: int = 20) -> JObject:
     jvm = SparkContext._jvm
     if jvm is None:
         return plan
-    rule = getattr(jvm.org.apache.spark.sql.catalyst.optimizer, "PushPredicateThroughJoin$").__getattr__("MODULE$")
+    optimizer = jvm.org.apache.spark.sql.catalyst.optimizer
+    plan = optimizer.InlineCTE(True, False, False).apply(plan)
+    rule = getattr(optimizer, "PushPredicateThroughJoin$").__getattr__("MODULE$")
     for _ in range(max_rounds):
         new = rule.apply(plan)
         if new.fastEquals(plan):
