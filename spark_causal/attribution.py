@@ -1800,6 +1800,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     def dropping(s: str) -> bool:
         jt = _node_attr(graphs, s, "join_type")
         for j in desc.get("joins") or []:
+            if j.get("selection") == s and "drops" in j:
+                return bool(j["drops"])
             if j.get("selection") == s and j.get("type"):
                 jt = j["type"]
         return jt is None or str(jt).lower().replace("_", "").replace(" ", "") not in _NON_DROPPING_JOINS

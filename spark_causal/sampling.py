@@ -71,12 +71,15 @@ class Segment:
 
 
 class _Rewriter:
-    def __init__(self, cat: _Catalyst, selections: dict[int, str], driving: JObject, sample_pred) -> None:
+    def __init__(self, cat: _Catalyst, selections: dict[int, str], env: dict[int, str], driving: JObject,
+                 sample_pred) -> None:
         self.c = cat
         self.selections = selections
+        self.env = env
         self.driving_hash = int(driving.hashCode())
         self.sample_pred = sample_pred
         self.extra: dict[int, str] = {}  # exprId of an added column -> its name in the sample table
+        self.drops: dict[str, bool] = {}  # selection column -> whether a 0 drops the unit in the job
         self.joins: list[dict] = []
 
     def on_path(self, p: JObject) -> bool:
@@ -99,13 +102,19 @@ class _Rewriter:
         if c not in _UNARY_THROUGH or len(kids) != 1:
             raise _Unsupported(c)
         child = self.rewrite(kids[0])
-        extras = [a for a in P.output(child) if P.expr_id(a) in self.extra]
         if c == "Filter":
-            sel = self.selections.get(int(p.hashCode()))
+            sel = self.selections.get(int(p.hashCode())) or f"__filter{len(self.extra)}"
+            self.drops[sel] = True
             cond = self.c.E.Coalesce(self.c.seq([p.condition(), self.c.lit(False)]))
-            return self.c.project(P.output(child) + [self.add(cond, sel or f"__filter{len(self.extra)}")], child)
+            return self.c.project(P.output(child) + [self.add(cond, sel)], child)
         if c == "Project":
-            return self.c.project(P.seq(p.projectList()) + extras, child)
+            # carry what the projection drops but the graph names: added columns, and node columns used only
+            # inside this derived table's expressions (``l_extendedprice`` of ``volume``) stay in the sample
+            kept = P.seq(p.projectList())
+            ids = {P.expr_id(e) for e in kept if P.cls(e) in ("Alias", "AttributeReference")}
+            carried = [a for a in P.output(child) if P.expr_id(a) not in ids and
+                       (P.expr_id(a) in self.extra or P.expr_id(a) in self.env)]
+            return self.c.project(kept + carried, child)
         return p.withNewChildren(self.c.seq([child]))
 
     def _join(self, p: JObject) -> JObject:
@@ -113,12 +122,14 @@ class _Rewriter:
         jtype = str(p.joinType().toString()).lower().replace(" ", "")
         drive_left = self.on_path(left)
         sel = self.selections.get(int(p.hashCode()), f"__join{len(self.joins)}")
-        if jtype in ("leftsemi", "leftanti") or "existence" in jtype:
-            if not drive_left:
-                raise _Unsupported(f"{jtype} join driven from the right")
-            raise _Unsupported(jtype)
+        semi = jtype in ("leftsemi", "leftanti")
+        if semi or "existence" in jtype:
+            if not drive_left or not semi:
+                raise _Unsupported(f"{jtype} join driven from the right" if semi else jtype)
         driving, other = (left, right) if drive_left else (right, left)
         new_driving = self.rewrite(driving)
+        if semi:  # a unit matches at most once: the other side reduced to its distinct join keys
+            other = self._distinct_keys(p)
         marker = self.c.alias(self.c.lit(True), "__match")
         new_other = self.c.project(P.output(other) + [marker], other)
         L = self.c.L
@@ -126,9 +137,44 @@ class _Rewriter:
         pair = (new_driving, new_other) if drive_left else (new_other, new_driving)
         joined = L.Join(pair[0], pair[1], jt, p.condition(), L.JoinHint.NONE())
         match_attr = [a for a in P.output(new_other) if P.expr_id(a) == P.expr_id(marker)][0]
-        kept = [a for a in P.output(joined) if P.expr_id(a) != P.expr_id(marker)]
-        self.joins.append({"selection": sel, "type": jtype, "plan": p, "drive_left": drive_left})
-        return self.c.project(kept + [self.add(self.c.E.IsNotNull(match_attr), sel)], joined)
+        if semi:  # the job keeps only the driving side's columns
+            kept = P.output(new_driving)
+        else:
+            kept = [a for a in P.output(joined) if P.expr_id(a) != P.expr_id(marker)]
+        match = self.c.E.IsNotNull(match_attr)
+        if jtype == "leftanti":
+            match = self.c.E.Not(match)
+        # an unmatched unit leaves the job only if the join keeps unmatched rows of no side it is on
+        keeps_driving = jtype in ("fullouter", "full") or jtype == ("leftouter" if drive_left else "rightouter")
+        self.drops[sel] = not keeps_driving
+        self.joins.append({"selection": sel, "type": jtype, "plan": p, "drive_left": drive_left,
+                           "drops": not keeps_driving})
+        return self.c.project(kept + [self.add(match, sel)], joined)
+
+    def _distinct_keys(self, p: JObject) -> JObject:
+        """The right side of a semi/anti equi-join as its distinct key columns (one match per unit at most)."""
+        cond = P.option(p.condition())
+        right_ids = {P.expr_id(a) for a in P.output(p.right())}
+        keys: list = []
+        stack = [cond] if cond is not None else []
+        while stack:
+            e = stack.pop()
+            c = P.cls(e)
+            if c == "And":
+                stack.extend(P.children(e))
+                continue
+            if c not in ("EqualTo", "EqualNullSafe"):
+                raise _Unsupported(f"semi join on {P.sql(e)}")
+            for side in P.children(e):
+                refs = {P.expr_id(a) for a in P.inspect_expr(side).attrs}
+                if refs and refs <= right_ids:
+                    if P.cls(side) != "AttributeReference":
+                        raise _Unsupported(f"semi join on {P.sql(e)}")
+                    keys.append(side)
+        if not keys:
+            raise _Unsupported("semi join without equality keys")
+        unique = list({P.expr_id(k): k for k in keys}.values())
+        return self.c.L.Distinct(self.c.project(unique, p.right()))
 
 
 class _Unsupported(Exception):
@@ -152,8 +198,9 @@ def _segment_root(plan: JObject) -> tuple[JObject | None, JObject]:
 def _driving_candidates(p: JObject) -> list[JObject]:
     """Relations the units of a segment may come from: leaves and sub-aggregates reachable by the rewrite."""
     c = P.cls(p)
-    if c == "Join":
-        return _driving_candidates(p.left()) + _driving_candidates(p.right())
+    if c == "Join":  # the rows of a semi/anti join are its left side's
+        semi = str(p.joinType().toString()).lower().replace(" ", "") in ("leftsemi", "leftanti")
+        return _driving_candidates(p.left()) + ([] if semi else _driving_candidates(p.right()))
     kids = P.children(p)
     if c in _UNARY_THROUGH and len(kids) == 1:
         return _driving_candidates(kids[0])
@@ -188,6 +235,7 @@ class Provenance:
     rows: int  # -1 when not counted
     rate: float
     driving_hash: int
+    drops: dict[str, bool]  # selection column -> whether a 0 means the job dropped the unit
 
 
 def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
@@ -200,7 +248,7 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
     agg, body = _segment_root(plan)
     # a source table's rows are the units when there is one; a sub-aggregate only drives a segment made of
     # aggregates (Catalyst sizes an aggregate like its input, which would make it look as large as that)
-    driving = max(_driving_candidates(body), key=lambda p: (P.cls(p) in P.LEAF_CLASSES, _size(p)))
+    driving = max(_driving_candidates(body), key=lambda p: (P.cls(p) != "Aggregate", _size(p)))
     driving_name = _relation_table(driving, walk.env, G)
     n_rows = rows
     if n_rows is None and sample_size is not None:
@@ -219,7 +267,7 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
         keep = E.LessThan(E.Pmod(unit_attr, cat.lit(HASH_BUCKETS)), cat.lit(threshold))
         return cat.L.Filter(keep, with_unit)
 
-    rw = _Rewriter(cat, walk.selections, driving, sample_pred)
+    rw = _Rewriter(cat, walk.selections, walk.env, driving, sample_pred)
     new_body = rw.rewrite(body)
     top: list = []
     aggregates: dict[str, dict] = {}
@@ -252,7 +300,8 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
     return Provenance(df=P.to_dataframe(spark, cat.project(named, mid)), names=names, aggregates=aggregates,
                       group_keys=list(dict.fromkeys(group_keys)),
                       joins=[_join_description(j, walk.env, rw) for j in rw.joins], driving=driving_name,
-                      rows=-1 if n_rows is None else int(n_rows), rate=rate, driving_hash=int(driving.hashCode()))
+                      rows=-1 if n_rows is None else int(n_rows), rate=rate, driving_hash=int(driving.hashCode()),
+                      drops=dict(rw.drops))
 
 
 def segment_plans(plan: JObject) -> list[JObject]:
@@ -284,9 +333,10 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
     for s in selections + [n for n in names if n.startswith("__filter") or n.startswith("__join")]:
         table[s] = table[s].fillna(False).astype("int8")
     table[WEIGHT] = 1.0 / rate if rate > 0 else 0.0
-    passed = np.ones(len(table), dtype=bool)
-    for s in selections:
-        passed &= table[s].to_numpy() == 1
+    passed = np.ones(len(table), dtype=bool)  # the units that reach the aggregate or the output
+    for s, drops in prov.drops.items():
+        if drops and s in table:
+            passed &= table[s].to_numpy() == 1
     for nid, entry in aggregates.items():
         arg = table.pop(f"__arg__:{nid}") if f"__arg__:{nid}" in table else None
         table[f"__contrib__:{nid}"] = _contribution(entry["fn"], arg, passed)
@@ -345,7 +395,7 @@ def _join_description(j: dict, env: dict[int, str], rw: _Rewriter) -> dict:
     keys = [env[P.expr_id(a)] for a in refs if P.expr_id(a) in d_ids and P.expr_id(a) in env]
     other_keys = [env[P.expr_id(a)] for a in refs if P.expr_id(a) in o_ids and P.expr_id(a) in env]
     columns = [env[P.expr_id(a)] for a in P.output(other) if P.expr_id(a) in env]
-    return {"selection": j["selection"], "type": j["type"], "keys": list(dict.fromkeys(keys)),
+    return {"selection": j["selection"], "type": j["type"], "drops": j["drops"], "keys": list(dict.fromkeys(keys)),
             "other_keys": list(dict.fromkeys(other_keys)), "columns": list(dict.fromkeys(columns))}
 
 

@@ -132,3 +132,53 @@ def test_aggregate_joined_back_gives_two_segments(spark, data, tmp_path):
     est = float((t2["__weight__"] * t2["__contrib__:final.n_above"]).sum())
     exact = final.agg(F.sum("n_above")).collect()[0][0]
     assert abs(est - exact) < 0.25 * exact
+
+
+def test_sql_with_ctes_left_and_anti_joins_and_derived_tables(spark, data, tmp_path):
+    """A SQL job with CTEs, a left join (unmatched units still count), an anti join (matched units are
+    dropped) and a derived table whose column exists only inside an expression."""
+    root, orders = data
+    spark.read.parquet(str(root / "orders.parquet")).createOrReplaceTempView("s_orders")
+    spark.read.parquet(str(root / "fx.parquet")).createOrReplaceTempView("s_fx")
+    spark.createDataFrame([("UK",)], "country string").createOrReplaceTempView("s_blocked")
+    report = spark.sql("""
+        WITH conv AS (SELECT o.order_id, o.country, o.amount * COALESCE(f.rate, 1.0) AS usd
+                      FROM s_orders o LEFT JOIN s_fx f ON o.currency = f.currency),
+             kept AS (SELECT * FROM conv c LEFT ANTI JOIN s_blocked b ON c.country = b.country)
+        SELECT country, SUM(usd) AS revenue, COUNT(*) AS n
+        FROM (SELECT country, usd FROM kept WHERE usd > 12) t GROUP BY country""")
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=10_000) as cap:
+        report.write.parquet(str(tmp_path / "report"))
+    assert Store(str(tmp_path / "s")).meta("r")["capture_errors"] == []
+    seg = cap.graph.graph["segments"][0]
+    t = Store(str(tmp_path / "s")).read_parquet("r", f"samples/{seg['id']}.parquet")
+    assert len(t) == len(orders) and seg["driving"] == "orders"  # a file source is named by its path
+    assert {j["type"]: j["drops"] for j in seg["joins"]} == {"leftouter": False, "leftanti": True}
+    assert "orders.amount" in seg["nodes"] and "orders.currency" in seg["nodes"]
+    exact = report.agg(F.sum("revenue"), F.sum("n")).collect()[0]
+    assert float((t["__weight__"] * t["__contrib__:report.revenue"]).sum()) == pytest.approx(exact[0], rel=1e-9)
+    assert float((t["__weight__"] * t["__contrib__:report.n"]).sum()) == exact[1]
+    jpy = t[(t["orders.currency"] == "JPY") & (t["orders.country"] != "UK") & (t["orders.amount"] > 12)]
+    assert len(jpy) > 50  # no FX rate: the left join keeps them at rate 1
+    np.testing.assert_allclose(jpy["__contrib__:report.revenue"], jpy["orders.amount"])
+    uk = t[t["orders.country"] == "UK"]
+    assert len(uk) > 500 and (uk["__contrib__:report.n"] == 0).all()
+
+
+def test_window_rows_are_the_units(spark, data, tmp_path):
+    """A window needs every row of its partition: the window's result is sampled, with its values."""
+    from pyspark.sql import Window
+
+    root, _ = data
+    fx = spark.read.parquet(str(root / "fx.parquet"))
+    ranked = (spark.read.parquet(str(root / "orders.parquet"))
+              .withColumn("rank", F.row_number().over(Window.partitionBy("country").orderBy("order_id")))
+              .join(fx, "currency", "left").withColumn("usd", F.col("amount") * F.col("rate")))
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=600) as cap:
+        ranked.write.parquet(str(tmp_path / "ranked"))
+    seg = cap.graph.graph["segments"][0]
+    t = Store(str(tmp_path / "s")).read_parquet("r", f"samples/{seg['id']}.parquet")
+    assert 300 < len(t) < 900 and seg["joins"][0]["drops"] is False
+    written = spark.read.parquet(str(tmp_path / "ranked")).toPandas().set_index("order_id")
+    rank_col = next(c for c in t.columns if c.endswith(".rank"))
+    np.testing.assert_array_equal(t[rank_col].to_numpy(), written.loc[t["orders.order_id"], "rank"].to_numpy())
