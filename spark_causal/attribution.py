@@ -1689,6 +1689,11 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     def prep(seg: SegmentSamples) -> _Run:
         t = seg.table
         vals = {x: _to_array(t[x]) for x in model_nodes}
+        # a join that keeps unmatched units (left join from the driving side) lets every unit through:
+        # as a gate its value is 1, so a join whose type changed (inner -> left) is a changed mechanism
+        for j in seg.description.get("joins") or []:
+            if j.get("drops") is False and j.get("selection") in vals:
+                vals[j["selection"]] = np.ones(len(t))
         w = (pd.to_numeric(t["__weight__"], errors="coerce").fillna(1.0).to_numpy(float)
              if "__weight__" in t.columns else np.ones(len(t)))
         col = f"__contrib__:{target}"
@@ -1799,9 +1804,11 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # ---------------------------------------------------------------- reach (which selections drop units)
     def dropping(s: str) -> bool:
         jt = _node_attr(graphs, s, "join_type")
+        flags = [bool(j["drops"]) for d in (desc, desc_b) for j in d.get("joins") or []
+                 if j.get("selection") == s and "drops" in j]
+        if flags:
+            return any(flags)
         for j in desc.get("joins") or []:
-            if j.get("selection") == s and "drops" in j:
-                return bool(j["drops"])
             if j.get("selection") == s and j.get("type"):
                 jt = j["type"]
         return jt is None or str(jt).lower().replace("_", "").replace(" ", "") not in _NON_DROPPING_JOINS

@@ -204,8 +204,8 @@ def aggregate_function(expr: JObject) -> str | None:
 
     def walk(e: JObject) -> None:
         c = cls(e)
-        if c == "AggregateExpression":
-            found.append(cls(e.aggregateFunction()))
+        if c == "AggregateExpression":  # a DISTINCT aggregate is not a sum of per-row contributions
+            found.append("Distinct" if e.isDistinct() else cls(e.aggregateFunction()))
             return
         if c in SUBQUERY_CLASSES:
             return

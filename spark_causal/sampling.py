@@ -207,19 +207,17 @@ def _driving_candidates(p: JObject) -> list[JObject]:
     return [p]
 
 
-def _size(p: JObject) -> float:
-    """Estimated rows of a relation, without running anything: the driving relation is the one with the
-    most units. Catalyst's row count when known, else its size in bytes over the row's default width
-    (bytes alone would favour a small table of long strings over a large table of numbers)."""
+def _rows(spark: Any, p: JObject) -> int:
+    """Rows of a candidate driving relation: the one with the most rows gives the units. Catalyst's row
+    count when it knows it, else counted: file sizes are no guide (a compressed fact table can be smaller
+    than a dimension of long strings), and a count of a file source reads only its footers."""
     try:
-        stats = p.stats()
-        rows = P.option(stats.rowCount())
+        rows = P.option(p.stats().rowCount())
         if rows is not None:
-            return float(str(rows))
-        width = sum(int(a.dataType().defaultSize()) for a in P.output(p)) or 1
-        return float(str(stats.sizeInBytes())) / width  # a Scala BigInt, or a Python int after py4j
-    except Exception:  # noqa: BLE001 - statistics are a heuristic here
-        return 0.0
+            return int(str(rows))
+    except Exception:  # noqa: BLE001 - fall back to counting
+        pass
+    return int(P.to_dataframe(spark, p).count())
 
 
 @dataclass
@@ -246,11 +244,17 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
     walk = builder.walks[output]
     G = builder.graph
     agg, body = _segment_root(plan)
-    # a source table's rows are the units when there is one; a sub-aggregate only drives a segment made of
-    # aggregates (Catalyst sizes an aggregate like its input, which would make it look as large as that)
-    driving = max(_driving_candidates(body), key=lambda p: (P.cls(p) != "Aggregate", _size(p)))
+    # the rows of the largest relation are the units; a sub-aggregate only drives a segment made of
+    # aggregates (joined back to its own input, the input's rows are the units)
+    candidates = _driving_candidates(body)
+    counted: dict[int, int] = {}
+    if len(candidates) > 1:
+        for i, cand in enumerate(candidates):
+            counted[i] = _rows(spark, cand)
+    best = max(range(len(candidates)), key=lambda i: (P.cls(candidates[i]) != "Aggregate", counted.get(i, 0)))
+    driving = candidates[best]
     driving_name = _relation_table(driving, walk.env, G)
-    n_rows = rows
+    n_rows = rows if rows is not None else counted.get(best)
     if n_rows is None and sample_size is not None:
         n_rows = P.to_dataframe(spark, driving).count()
     rate = 1.0 if sample_size is None or not n_rows or sample_size >= n_rows else sample_size / n_rows
@@ -279,7 +283,7 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
             fn = P.aggregate_function(expr)
             if fn is None or nid is None:
                 continue
-            arg = _agg_argument(expr)
+            arg = _agg_argument(expr) if fn != "other" else None  # only sum-like aggregates get contributions
             entry = {"fn": fn, "input": walk.env.get(P.expr_id(arg)) if arg is not None and
                      P.cls(arg) == "AttributeReference" else None}
             if arg is not None:
@@ -339,6 +343,8 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
             passed &= table[s].to_numpy() == 1
     for nid, entry in aggregates.items():
         arg = table.pop(f"__arg__:{nid}") if f"__arg__:{nid}" in table else None
+        if entry["fn"] == "other":  # DISTINCT, percentiles, collect_list ...: no per-unit contribution
+            continue
         table[f"__contrib__:{nid}"] = _contribution(entry["fn"], arg, passed)
         if entry["fn"] == "avg" and arg is not None:
             table[f"__count__:{nid}"] = (passed & arg.notna().to_numpy()).astype("float64")
