@@ -60,15 +60,18 @@ class Observed:
     probes: list[_Probe] = field(default_factory=list)
 
     def results(self) -> list[tuple[_Probe, dict]]:
-        """Each probe with its metrics; a probe Spark did not complete (a pruned branch) is left out."""
+        """Each probe with its metrics; a probe the action did not complete is left out.
+
+        Spark completes a probe that the optimiser removed with an empty row. It removes a probe only
+        with a branch that it proved empty (``PropagateEmptyRelation``), so no row went through it:
+        that is a row count of 0.
+        """
         out = []
         for probe in self.probes:
             jo = probe.observation._jo
             if jo is None or not jo.future().isCompleted():
                 continue
-            metrics = probe.observation.get
-            if metrics:  # an empty row: the branch was optimised away
-                out.append((probe, metrics))
+            out.append((probe, probe.observation.get if jo.getRow().size() else {"rows": 0}))
         return out
 
     def statistics(self, G: Any, env: dict[int, str], output_columns: list[str]) -> tuple[list[dict], dict[int, int]]:

@@ -90,7 +90,7 @@ def _top(dtype: str, sketch: list | None, distinct: int | None) -> list | None:
     """Top values as ``[[value, count], ...]``: count descending, then value ascending, NULL last."""
     if not is_categorical(dtype) or (distinct or 0) > MAX_TOP_DISTINCT:
         return None
-    items = [(r[0], int(r[1])) for r in sketch or []]
+    items = [(r[0], int(r[1])) for r in sketch or [] if int(r[1]) > 0]
     items.sort(key=lambda vc: (-vc[1], vc[0] is None, vc[0] or ""))
     return [[v, c] for v, c in items[:TOP_K]]
 
@@ -100,3 +100,33 @@ def _num(v: Any) -> float | None:
         return None
     v = float(v)
     return None if math.isnan(v) else v
+
+
+def selection_stats(G: Any, table: Any, description: dict) -> list[dict]:
+    """Stats rows of a segment's selections, estimated from its unit sample (weighted).
+
+    A selection (a filter, a join match) is a 0/1 value per driving unit, not a column any operator
+    outputs, so no probe can count it; the sample holds it for every sampled unit, dropped or not.
+    ``count`` is the segment's driving rows, ``mean`` the share of units passing.
+    """
+    import numpy as np
+
+    weights = table["__weight__"].to_numpy(float) if len(table) else np.zeros(0)
+    rows = max(int(description.get("rows") or 0), 0)
+    out = []
+    for nid in description.get("selections", []):
+        s = table[nid].to_numpy(float)
+        total = weights.sum()
+        mean = float((weights * s).sum() / total) if total > 0 else None
+        std = float(np.sqrt(mean * (1 - mean) * rows / (rows - 1))) if mean is not None and rows > 1 else None
+        passed = round(rows * mean) if mean is not None else 0
+        values = {"n": 0, "m": mean, "s": std, "lo": _bool_text(s.min()) if len(s) else None,
+                  "hi": _bool_text(s.max()) if len(s) else None,
+                  "top": [("true", passed), ("false", rows - passed)]}
+        out.append(record(G, nid, nid.split(".", 1)[-1], "boolean", rows,
+                          lambda k, v=values: v.get(k)))
+    return out
+
+
+def _bool_text(x: float) -> str:
+    return "true" if x >= 1 else "false"
