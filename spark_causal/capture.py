@@ -1,9 +1,12 @@
 """Capture: see every output an unmodified PySpark job writes, and turn it into a stored run.
 
 Hooks wrap the write methods of ``DataFrameWriter`` / ``DataFrameWriterV2`` and ``SparkSession.sql``.
-Each hook lets the job's own write run first, untouched, and only then reads the analysed plan, so
-capture can never change what the job writes; anything that fails inside spark-causal is logged and
-recorded in the run (the run is then ``incomplete``), unless the user asked for strict mode.
+A ``DataFrameWriter`` (V1) write runs the job's plan with observation probes (``observe``), which
+measure the statistics while the job runs and change no row; if the probes cannot be set up, the job
+writes its own plan. Other writes run untouched and are measured afterwards by an extra pass. Only
+then is the analysed plan read, so capture never changes what the job writes; anything that fails
+inside spark-causal is logged and recorded in the run (the run is then ``incomplete``), unless the
+user asked for strict mode.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import networkx as nx
 from . import plan as P
 from .errors import CaptureError, SparkCausalError
 from .lineage import LineageBuilder
+from .observe import Observed, observe
+from .stats import compute_stats, selection_stats
 
 log = logging.getLogger("spark_causal")
 
@@ -61,6 +66,7 @@ class Capture:
     tables: dict[str, Any] = field(default_factory=dict)  # parquet files of the run: name -> pandas frame
     stats: list[dict] = field(default_factory=list)
     _writer: Any = None
+    _pending_errors: list[tuple[str, BaseException]] = field(default_factory=list)
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -68,8 +74,12 @@ class Capture:
 
     # ------------------------------------------------------------------------------ outputs
     def record(self, df: Any, *, name: str | None, path: str | None = None, table: str | None = None,
-               fmt: str | None = None, mode: str | None = None, plan: Any = None) -> None:
-        """Record one output: its lineage now (views may be replaced later), then statistics/samples."""
+               fmt: str | None = None, mode: str | None = None, plan: Any = None,
+               observed: Observed | None = None) -> None:
+        """Record one output: its lineage now (views may be replaced later), then statistics/samples.
+
+        ``observed``, when the write ran with probes, must come with the very ``plan`` it was built from.
+        """
         try:
             self.spark = self.spark or df.sparkSession
             if plan is None:
@@ -82,19 +92,35 @@ class Capture:
         except Exception as exc:  # noqa: BLE001 - capture must not fail the job
             self._fail_soft(f"lineage of output {name!r} failed: {_one_line(exc)}", exc)
             return
-        self._measure(used, plan, df, path=path, table=table, fmt=fmt)
+        rows = None
+        if observed is not None:
+            try:
+                found, rows = observed.statistics(self.graph, self.builder.walks[used].env,
+                                                  self.graph.graph["outputs"][used]["columns"])
+                self._add_stats(found)
+            except Exception as exc:  # noqa: BLE001
+                self._fail_soft(f"inline statistics of output {used!r} failed: {_one_line(exc)}", exc)
+                rows = None
+        if rows is None:
+            rows = self._measure_by_extra_pass(used, plan, path=path, table=table, fmt=fmt)
+        self._sample(used, plan, rows)
 
-    def _measure(self, output: str, plan: Any, df: Any, *, path: str | None, table: str | None,
-                 fmt: str | None) -> None:
-        """Statistics of the output's nodes and the unit sample of its segment; failures mark samples missing."""
+    def _add_stats(self, found: list[dict]) -> None:
+        """Keep the first stats row of each node: a node shared by several outputs is measured once."""
+        have = {s["node"] for s in self.stats}
+        self.stats.extend(s for s in found if s["node"] not in have)
+
+    def _measure_by_extra_pass(self, output: str, plan: Any, *, path: str | None, table: str | None,
+                               fmt: str | None) -> dict[int, int]:
+        """Exact statistics by one extra job over the leaves, the written output and, per segment, an
+        unsampled provenance query: for writes that could not carry probes (SQL statements, V2 writers).
+        Returns row counts by driving relation (plan hashCode), so sampling need not count them again."""
         from . import sampling
 
         walk = self.builder.walks[output]
-        segments = sampling.segment_plans(plan)
         relations: list[tuple[Any, dict[str, str]]] = []
-        driving: dict[int, str] = {}  # segment index -> a driving column node, whose count is the row count
-        covered: set[int] = set()     # driving leaves whose columns the provenance pass already covers
-        for k, seg_plan in enumerate(segments):
+        counted: dict[int, str] = {}  # driving relation -> one of its columns' node, whose count is its rows
+        for seg_plan in sampling.segment_plans(plan):
             try:  # one unsampled pass per segment gives exact stats of its stage and driving columns
                 prov = sampling.provenance(self.spark, self.builder, output, seg_plan, sample_size=None,
                                            seed=self.options.seed)
@@ -102,16 +128,14 @@ class Capture:
                 self._fail_soft(f"provenance of output {output!r} failed: {_one_line(exc)}", exc)
                 continue
             kinds = {n: self.graph.nodes[n]["kind"] for n in prov.names if n in self.graph}
-            wanted = {"stage", "selection", "source"} if prov.driving_hash not in covered else \
-                {"stage", "selection"}
+            wanted = {"stage", "selection", "source"} if prov.driving_hash not in counted else {"stage", "selection"}
             mapping = {n: n for n, kind in kinds.items() if kind in wanted and
                        (kind != "source" or self.graph.nodes[n].get("table") == prov.driving)}
             if mapping:
                 relations.append((prov.df, mapping))
-                driving[k] = next(iter(mapping))
-            covered.add(prov.driving_hash)
+                counted.setdefault(prov.driving_hash, next(iter(mapping)))
         for leaf in _leaves(plan):
-            if int(leaf.hashCode()) in covered:
+            if int(leaf.hashCode()) in counted:
                 continue
             mapping = {P.name(a): walk.env[P.expr_id(a)] for a in P.output(leaf) if P.expr_id(a) in walk.env}
             relations.append((P.to_dataframe(self.spark, leaf), mapping))
@@ -125,22 +149,44 @@ class Capture:
             have.update(mapping.values())
             todo.append((rel, mapping))
         try:
-            self.stats.extend(sampling.compute_stats(self.graph, todo))
+            self._add_stats(compute_stats(self.graph, todo))
         except Exception as exc:  # noqa: BLE001
             self._fail_soft(f"statistics of output {output!r} failed: {_one_line(exc)}", exc)
+        counts = {s["node"]: s["count"] for s in self.stats}
+        return {h: counts[n] for h, n in counted.items() if n in counts}
+
+    def _sample(self, output: str, plan: Any, rows: dict[int, int]) -> None:
+        """The unit sample of each segment: one sampled pass over its driving relation, whose row count
+        (``rows``, by plan hashCode) spares a count() when the statistics already have it."""
+        from . import sampling
+
         if not self.options.samples or self.options.sample_size == 0:
             return
-        counts = {s["node"]: s["count"] for s in self.stats}
-        for k, seg_plan in enumerate(segments):
+        for k, seg_plan in enumerate(sampling.segment_plans(plan)):
             try:
                 seg = sampling.sample_output(self.spark, self.builder, output, seg_plan, segment=f"{output}.seg{k + 1}",
-                                             sample_size=self.options.sample_size, seed=self.options.seed,
-                                             rows=counts.get(driving.get(k, "")))
+                                             sample_size=self.options.sample_size, seed=self.options.seed, known=rows)
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"samples of output {output!r} (segment {k + 1}) failed: {_one_line(exc)}", exc)
                 continue
             self.graph.graph["segments"].append(seg.description)
             self.tables[f"samples/{seg.description['id']}.parquet"] = seg.table
+            self._add_stats(selection_stats(self.graph, seg.table, seg.description))
+
+    def observe_write(self, writer: Any) -> tuple[Any, Observed | None, Callable[[], None]]:
+        """Make a V1 writer write the job's plan with probes instead of the plan itself.
+
+        Returns (the plan probes and lineage share, the probes or None, a function restoring the writer).
+        Anything failing here leaves the writer as it was: the job writes exactly what it would have.
+        """
+        plan = P.analyzed(writer._df)
+        try:
+            observed = observe(self.spark or writer._df.sparkSession, plan)
+            restore = P.replace_writer_df(writer._jwrite, observed.df._jdf)
+        except Exception as exc:  # noqa: BLE001 - reported once the job's write has run
+            self._pending_errors.append((f"inline statistics could not be set up: {_one_line(exc)}", exc))
+            return plan, None, lambda: None
+        return plan, observed, restore
 
     def _fail_soft(self, message: str, exc: BaseException) -> None:
         self.errors.append(message)
@@ -188,25 +234,34 @@ def _current() -> Capture | None:
     return _active[-1] if _active else None
 
 
-def _hooked(original: Callable, describe: Callable[..., dict]) -> Callable:
-    """Wrap a write method: run it unchanged, then record the output (once, even if methods nest)."""
+def _hooked(original: Callable, describe: Callable[..., dict], *, inline: bool = False) -> Callable:
+    """Wrap a write method: run it, then record the output (once, even if methods nest).
+
+    ``inline`` (V1 writers): the write runs the job's plan with probes (``observe``), so the job's own
+    execution measures the statistics; the rows written are the same.
+    """
 
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         cap = _current()
         if cap is None or getattr(_state, "inside", False):
             return original(self, *args, **kwargs)
+        plan, observed, restore = cap.observe_write(self) if inline else (None, None, lambda: None)
         _state.inside = True
         try:
             result = original(self, *args, **kwargs)
         finally:
             _state.inside = False
+            restore()  # a writer may be used again (w.parquet(a); w.parquet(b)): each write gets its probes
+        for message, exc in cap._pending_errors:
+            cap._fail_soft(message, exc)
+        cap._pending_errors.clear()
         try:
             info = describe(self, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001
             cap._fail_soft(f"could not describe a write: {_one_line(exc)}", exc)
             return result
-        cap.record(self._df, **info)
+        cap.record(self._df, plan=plan, observed=observed, **info)
         return result
 
     wrapper.__spark_causal_original__ = original  # type: ignore[attr-defined]
@@ -265,7 +320,7 @@ def _patches() -> list[tuple[type, str, Callable[[Callable], Callable]]]:
 
     out: list[tuple[type, str, Callable[[Callable], Callable]]] = []
     for m in _V1_METHODS:
-        out.append((DataFrameWriter, m, lambda f, m=m: _hooked(f, _describe_v1(m))))
+        out.append((DataFrameWriter, m, lambda f, m=m: _hooked(f, _describe_v1(m), inline=True)))
     for m in _V2_METHODS:
         out.append((DataFrameWriterV2, m, lambda f, m=m: _hooked(f, _describe_v2(m))))
     out.append((SparkSession, "sql", _hooked_sql))

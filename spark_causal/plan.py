@@ -7,7 +7,7 @@ lists of JVM objects, strings and ints.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .errors import UnsupportedSessionError
 
@@ -89,6 +89,20 @@ def to_dataframe(spark: "SparkSession", plan: JObject) -> "DataFrame":
     jvm = spark.sparkContext._jvm
     jdf = jvm.org.apache.spark.sql.classic.Dataset.ofRows(jvm_session(spark), plan)
     return DataFrame(jdf, spark)
+
+
+def replace_writer_df(jwriter: JObject, jdf: JObject) -> Callable[[], None]:
+    """Make a JVM ``DataFrameWriter`` write ``jdf`` instead of its Dataset; returns the undo.
+
+    The classic writer keeps its Dataset in a private final field ``df`` and reads it only when the
+    write method runs, so swapping it (by reflection) lets the job's own write execute another plan
+    with the same rows, e.g. the plan with observation probes.
+    """
+    field = jwriter.getClass().getDeclaredField("df")
+    field.setAccessible(True)
+    before = field.get(jwriter)
+    field.set(jwriter, jdf)
+    return lambda: field.set(jwriter, before)
 
 
 def cls(obj: JObject) -> str:

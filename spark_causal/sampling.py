@@ -9,7 +9,6 @@ pass then yields all node values, selections and contributions; the driver holds
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,6 @@ HASH_BUCKETS = 1 << 20
 # Operators the driving path may cross; anything else ends the path (its result is the driving relation).
 _UNARY_THROUGH = {"Project", "Filter", "SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression",
                   "ResolvedHint", "Generate"}
-MAX_TOP_DISTINCT = 10_000  # a categorical column with more distinct values is an identifier: no top values
 
 
 @dataclass
@@ -220,6 +218,23 @@ def _rows(spark: Any, p: JObject) -> int:
     return int(P.to_dataframe(spark, p).count())
 
 
+def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = None) -> tuple[JObject, int | None]:
+    """The relation whose rows are the units of the segment that ``plan`` ends, and its row count when
+    known or counted (``known``: row counts by relation hashCode, from the job's own probes).
+
+    The largest relation gives the units; a sub-aggregate only drives a segment made of aggregates
+    (joined back to its own input, the input's rows are the units).
+    """
+    _, body = _segment_root(plan)
+    candidates = _driving_candidates(body)
+    known = known or {}
+    if len(candidates) == 1:
+        return candidates[0], known.get(int(candidates[0].hashCode()))
+    counts = [known[h] if (h := int(c.hashCode())) in known else _rows(spark, c) for c in candidates]
+    best = max(range(len(candidates)), key=lambda i: (P.cls(candidates[i]) != "Aggregate", counts[i]))
+    return candidates[best], counts[best]
+
+
 @dataclass
 class Provenance:
     """The rewritten segment plan as a DataFrame with node-id columns, before any collect."""
@@ -237,24 +252,16 @@ class Provenance:
 
 
 def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
-               seed: int, rows: int | None = None) -> Provenance:
+               seed: int, known: dict[int, int] | None = None) -> Provenance:
     """The provenance query of the segment that ``plan`` ends, sampled to about ``sample_size`` driving
-    rows (all rows when None). ``rows``, the driving relation's row count, saves a count when known."""
+    rows (all rows when None). ``known``, row counts by relation hashCode, saves counting them."""
     cat = _Catalyst(spark.sparkContext._jvm)
     walk = builder.walks[output]
     G = builder.graph
     agg, body = _segment_root(plan)
-    # the rows of the largest relation are the units; a sub-aggregate only drives a segment made of
-    # aggregates (joined back to its own input, the input's rows are the units)
-    candidates = _driving_candidates(body)
-    counted: dict[int, int] = {}
-    if len(candidates) > 1:
-        for i, cand in enumerate(candidates):
-            counted[i] = _rows(spark, cand)
-    best = max(range(len(candidates)), key=lambda i: (P.cls(candidates[i]) != "Aggregate", counted.get(i, 0)))
-    driving = candidates[best]
+    driving, counted = driving_relation(spark, plan, known)
     driving_name = _relation_table(driving, walk.env, G)
-    n_rows = rows if rows is not None else counted.get(best)
+    n_rows = counted
     if n_rows is None and sample_size is not None:
         n_rows = P.to_dataframe(spark, driving).count()
     rate = 1.0 if sample_size is None or not n_rows or sample_size >= n_rows else sample_size / n_rows
@@ -327,10 +334,10 @@ def segment_plans(plan: JObject) -> list[JObject]:
 
 
 def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, segment: str,
-                  sample_size: int, seed: int, rows: int | None = None) -> Segment:
+                  sample_size: int, seed: int, known: dict[int, int] | None = None) -> Segment:
     """The unit sample of one segment: one sampled provenance query, collected to the driver."""
     G = builder.graph
-    prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, rows=rows)
+    prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known)
     names, aggregates, rate = prov.names, prov.aggregates, prov.rate
     table = _to_pandas(prov.df)
     selections = [n for n in names if n in G and G.nodes[n]["kind"] == "selection"]
@@ -442,90 +449,3 @@ def _to_pandas(df: Any) -> pd.DataFrame:
             c = F.to_json(c)
         cols.append(c.alias(f.name))
     return df.select(cols).toPandas()
-
-
-def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, top_k: int = 10) -> list[dict]:
-    """Exact statistics of node columns of several relations ([(df, {column in df: node id})]).
-
-    Small jobs are dominated by Spark's per-job overhead, so everything is batched: one job computes
-    every relation's aggregates (single-row aggregates cross-joined), one grouped job the top values of
-    all categorical columns of all relations.
-    """
-    from pyspark.sql import functions as F
-
-    relations = [(df, m) for df, m in relations if m]
-    if not relations:
-        return []
-    rows_df = None
-    fields_of = []
-    for r, (df, mapping) in enumerate(relations):
-        fields = {f.name: f.dataType.simpleString() for f in df.schema.fields}
-        fields_of.append(fields)
-        aggs = [F.count(F.lit(1)).alias(f"r{r}_n")]
-        for i, col in enumerate(mapping):
-            c, dt, p = F.col(f"`{col}`"), fields[col], f"r{r}_"
-            aggs.append(F.sum(F.when(c.isNull(), 1).otherwise(0)).alias(f"{p}n{i}"))
-            if _numeric(dt):
-                x = c.cast("double")
-                aggs += [F.avg(x).alias(f"{p}m{i}"), F.stddev(x).alias(f"{p}s{i}"),
-                         F.min(c).cast("string").alias(f"{p}lo{i}"), F.max(c).cast("string").alias(f"{p}hi{i}")]
-            elif dt.startswith(("date", "timestamp")):
-                aggs += [F.min(c).cast("string").alias(f"{p}lo{i}"), F.max(c).cast("string").alias(f"{p}hi{i}")]
-            elif dt == "string":
-                aggs.append(F.approx_count_distinct(c).alias(f"{p}d{i}"))
-        one = df.agg(*aggs)
-        rows_df = one if rows_df is None else rows_df.crossJoin(one)
-    row = rows_df.collect()[0].asDict()
-    # top values only where they mean something: an identifier's "top values" would cost a big shuffle
-    categorical = [[c for i, c in enumerate(mapping) if fields_of[r][c] == "boolean" or
-                    (fields_of[r][c] == "string" and (row.get(f"r{r}_d{i}") or 0) <= MAX_TOP_DISTINCT)]
-                   for r, (_, mapping) in enumerate(relations)]
-    tops = _top_values([df for df, _ in relations], categorical, top_k)
-    out: list[dict] = []
-    for r, (df, mapping) in enumerate(relations):
-        for i, (col, nid) in enumerate(mapping.items()):
-            node = G.nodes[nid] if nid in G else {}
-            v = {key: row.get(f"r{r}_{key}{i}") for key in ("n", "m", "s", "lo", "hi")}
-            top = tops.get((r, col))
-            out.append({
-                "node": nid, "kind": node.get("kind"), "stage": node.get("stage") or node.get("table"),
-                "column": node.get("column", col), "dtype": fields_of[r][col], "count": int(row[f"r{r}_n"]),
-                "nulls": int(v["n"] or 0), "mean": _num(v["m"]), "std": _num(v["s"]),
-                "min": v["lo"], "max": v["hi"], "top": json.dumps(top) if top is not None else None,
-            })
-    return out
-
-
-def _top_values(frames: list[Any], columns: list[list[str]], k: int) -> dict[tuple[int, str], list]:
-    """Exact top-k values of the categorical columns of several relations, in one grouped query."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    parts = []
-    for r, (df, cols) in enumerate(zip(frames, columns, strict=True)):
-        if cols:
-            pairs = F.array(*[F.struct(F.lit(r).alias("r"), F.lit(i).alias("i"),
-                                       F.col(f"`{c}`").cast("string").alias("v")) for i, c in enumerate(cols)])
-            parts.append(df.select(F.explode(pairs).alias("e")).select("e.r", "e.i", "e.v"))
-    if not parts:
-        return {}
-    pairs_df = parts[0]
-    for p in parts[1:]:
-        pairs_df = pairs_df.unionByName(p)
-    counts = pairs_df.groupBy("r", "i", "v").count()
-    rank = F.row_number().over(Window.partitionBy("r", "i").orderBy(F.desc("count"), F.asc_nulls_last("v")))
-    out: dict[tuple[int, str], list] = {(r, c): [] for r, cols in enumerate(columns) for c in cols}
-    for row in counts.withColumn("k", rank).filter(F.col("k") <= k).orderBy("r", "i", "k").collect():
-        out[(row["r"], columns[row["r"]][row["i"]])].append([row["v"], int(row["count"])])
-    return out
-
-
-def _numeric(dt: str) -> bool:
-    return dt in ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean") or dt.startswith("decimal")
-
-
-def _num(v: Any) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return None if math.isnan(v) else v

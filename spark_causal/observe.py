@@ -1,0 +1,205 @@
+"""Statistics measured by the job's own write: ``CollectMetrics`` probes placed at stage boundaries.
+
+Why inline: exact per-stage statistics computed by separate queries cost a pass over the data per
+query, i.e. several times the job. A ``CollectMetrics`` node (what ``Dataset.observe`` builds) only
+aggregates the rows that flow through it while the job runs, and Spark hands the result to a
+registered ``Observation`` when the action ends. So the plan the job writes is rebuilt with probes:
+
+- over every source relation (its columns as read, all rows: the source's own statistics);
+- at the top of every chain of row-preserving operators (Project, Window, Sort, aliases ...), i.e. at
+  each stage boundary, for the columns defined in that chain (lower, if a Project drops one first);
+- at the top of the plan, for the output's columns.
+
+A probe stops Catalyst from pushing a Filter below it, which is why probes sit at the top of chains and
+over the scans themselves, never between a Filter and the relation it filters except at a source, whose
+statistics must see every row anyway. The rebuilt plan has the same rows; probes only add observations.
+"""
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import plan as P
+from .stats import column_aggregates, record
+
+JObject = Any
+
+# Unary operators whose output rows are their input rows: a chain of them is one stage's row set.
+ROW_PRESERVING = {"Project", "SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression",
+                  "RebalancePartitions", "ResolvedHint", "Window"}
+# Operators whose output is their children's attributes (some, filtered, reordered): a child's column is
+# needed only if the operator's parents need it. Everything else not projecting reads all child columns.
+_PASSING = ROW_PRESERVING - {"Project"} | {"Filter", "Join", "GlobalLimit", "LocalLimit", "Generate",
+                                          "Deduplicate", "Offset", "Tail"}
+_PROJECTING = {"Project", "Aggregate"}
+_counter = itertools.count()
+
+
+@dataclass
+class _Column:
+    expr_id: int
+    dtype: str
+    name: str
+    position: int | None = None  # the output column it is (its node id is the output's), else None
+
+
+@dataclass
+class _Probe:
+    observation: Any  # pyspark.sql.Observation
+    columns: list[_Column]
+    rows_of: list[int]  # hashCodes of the original plan nodes whose row count this probe counts
+
+
+@dataclass
+class Observed:
+    """A job's plan with probes, and how to read them back once the job's action has run."""
+
+    df: Any  # the DataFrame to write instead of the job's: same rows, plus observations
+    probes: list[_Probe] = field(default_factory=list)
+
+    def results(self) -> list[tuple[_Probe, dict]]:
+        """Each probe with its metrics; a probe the action did not complete is left out.
+
+        Spark completes a probe that the optimiser removed with an empty row. It removes a probe only
+        with a branch that it proved empty (``PropagateEmptyRelation``), so no row went through it:
+        that is a row count of 0.
+        """
+        out = []
+        for probe in self.probes:
+            jo = probe.observation._jo
+            if jo is None or not jo.future().isCompleted():
+                continue
+            out.append((probe, probe.observation.get if jo.getRow().size() else {"rows": 0}))
+        return out
+
+    def statistics(self, G: Any, env: dict[int, str], output_columns: list[str]) -> tuple[list[dict], dict[int, int]]:
+        """(stats rows, one per node, first probe wins; row counts by plan node hashCode)."""
+        stats: list[dict] = []
+        rows: dict[int, int] = {}
+        seen: set[str] = set()
+        for probe, m in self.results():
+            for h in probe.rows_of:
+                rows.setdefault(h, int(m["rows"]))
+            for i, col in enumerate(probe.columns):
+                # an output column is its output node and, if no lower probe measured it, its lineage node
+                # (a column defined in the top chain, or a source read straight into the output)
+                nids = [output_columns[col.position]] if col.position is not None else []
+                for nid in nids + [env.get(col.expr_id)]:
+                    if nid is not None and nid not in seen:
+                        seen.add(nid)
+                        stats.append(record(G, nid, col.name, col.dtype, m["rows"],
+                                            lambda k, p=f"c{i}_": m.get(p + k)))
+        missing = [c for c in output_columns if c not in seen]
+        if missing:
+            raise RuntimeError(f"inline statistics miss output columns {missing}")
+        return stats, rows
+
+
+class _Builder:
+    def __init__(self, spark: Any, root: JObject) -> None:
+        self.spark = spark
+        self.probes: list[_Probe] = []
+        self.used = _used(root)
+        self.tag = uuid.uuid4().hex[:8]
+
+    def probe(self, plan: JObject, columns: list[_Column], rows_of: list[int]) -> JObject:
+        """``plan`` under a CollectMetrics node measuring ``columns`` (and its row count)."""
+        from pyspark.sql import Column, Observation
+        from pyspark.sql import functions as F
+
+        jvm = self.spark.sparkContext._jvm
+        utils = jvm.org.apache.spark.sql.classic.ExpressionUtils
+        by_id = {P.expr_id(a): a for a in P.output(plan)}
+        metrics = [F.count(F.lit(1)).alias("rows")]
+        for i, col in enumerate(columns):
+            metrics += column_aggregates(Column(utils.column(by_id[col.expr_id])), col.dtype, f"c{i}_")
+        obs = Observation(f"spark_causal_{self.tag}_{next(_counter)}")
+        observed = P.to_dataframe(self.spark, plan).observe(obs, *metrics)
+        self.probes.append(_Probe(obs, columns, rows_of))
+        return observed._jdf.queryExecution().analyzed()
+
+    def rebuild(self, p: JObject, top: bool) -> tuple[JObject, list[_Column], list[int]]:
+        """(new plan, columns of the current chain not yet probed, hashCodes of the chain's nodes)."""
+        c = P.cls(p)
+        kids = P.children(p)
+        through = c in ROW_PRESERVING and len(kids) == 1
+        pending: list[_Column] = []
+        chain = [int(p.hashCode())]
+        new_kids = []
+        for ch in kids:
+            new, below, below_chain = self.rebuild(ch, top=not through)
+            if through:
+                keep = {P.expr_id(a) for a in P.output(p)}
+                dropped = [col for col in below if col.expr_id not in keep]
+                if dropped:  # a Project drops them: measure them just below it
+                    new = self.probe(new, dropped, below_chain)
+                pending = [col for col in below if col.expr_id in keep]
+                chain += below_chain
+            new_kids.append(new)
+        pending += self.defined(p, kids)
+        new_p = p.withNewChildren(_seq(self.spark, new_kids)) if kids else p
+        if top and (pending or c in P.LEAF_CLASSES):
+            return self.probe(new_p, pending, chain), [], chain
+        return new_p, pending, chain
+
+    def defined(self, p: JObject, kids: list[JObject]) -> list[_Column]:
+        """Columns ``p`` creates (renames of a column are the same node and are skipped)."""
+        inherited = {P.expr_id(a) for ch in kids for a in P.output(ch)}
+        if P.cls(p) == "Project":
+            inherited |= {P.expr_id(e) for e in P.seq(p.projectList())
+                          if P.cls(e) == "Alias" and P.cls(e.child()) == "AttributeReference"}
+        return [_Column(P.expr_id(a), P.dtype(a), P.name(a)) for a in P.output(p)
+                if P.expr_id(a) not in inherited and P.expr_id(a) in self.used]
+
+
+def observe(spark: Any, plan: JObject) -> Observed:
+    """The job's ``plan`` rebuilt with probes. ``plan`` must be the very plan object lineage walks
+    (``plan.analyzed``), so that the probes' exprIds are keys of the lineage env.
+
+    The top probe measures the output's columns by position; the columns the top chain defines are
+    among them, so it needs no others.
+    """
+    b = _Builder(spark, plan)
+    new, _, chain = b.rebuild(plan, top=False)
+    outs = [_Column(P.expr_id(a), P.dtype(a), P.name(a), position=i) for i, a in enumerate(P.output(plan))]
+    return Observed(df=P.to_dataframe(spark, b.probe(new, outs, chain)), probes=b.probes)
+
+
+def _used(root: JObject) -> set[int]:
+    """ExprIds of the columns the job needs: written, or read by an operator whose own output is needed.
+
+    Probes measure only those, so they never make a scan read a column the job prunes. Computed top
+    down like Catalyst's column pruning: a Project needs only the inputs of its needed outputs.
+    """
+    used: set[int] = set()
+    stack = [(root, {P.expr_id(a) for a in P.output(root)})]
+    while stack:
+        p, needed = stack.pop()
+        used |= needed
+        c = P.cls(p)
+        if c == "Project":
+            exprs = [e for e in P.seq(p.projectList()) if P.expr_id(e) in needed]
+        else:
+            exprs = P.seq(p.expressions())
+        info = P.inspect_exprs(exprs)
+        refs = {P.expr_id(a) for a in info.attrs}
+        stack.extend((sub, {P.expr_id(a) for a in P.output(sub)}) for sub in info.subqueries)
+        for ch in P.children(p):
+            out = {P.expr_id(a) for a in P.output(ch)}
+            if c in _PASSING:
+                stack.append((ch, out & (needed | refs)))
+            elif c in _PROJECTING:
+                stack.append((ch, out & refs))
+            else:  # Union, Distinct, an opaque operator ...: every input column
+                stack.append((ch, out))
+    return used
+
+
+def _seq(spark: Any, items: list) -> JObject:
+    jvm = spark.sparkContext._jvm
+    lst = jvm.java.util.ArrayList()
+    for x in items:
+        lst.add(x)
+    return jvm.scala.jdk.javaapi.CollectionConverters.asScala(lst).toSeq()

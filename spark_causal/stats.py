@@ -1,0 +1,132 @@
+"""Per-node column statistics (the stats contract of issue 3): which aggregates measure a column, and
+the stats row they make.
+
+One definition serves both ways of measuring, so the two cannot drift apart: inline, as the metrics of
+Catalyst ``CollectMetrics`` nodes placed in the job's own plan (``observe``), and as one separate
+aggregation job over relations when inline is not possible (``compute_stats``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable
+
+TOP_K = 10
+MAX_TOP_DISTINCT = 10_000  # a categorical column with more distinct values is an identifier: no top values
+_TOP_ASKED = 100  # more than TOP_K from the sketch, so the exact order below decides ties at the cut
+
+
+def column_aggregates(c: Any, dtype: str, prefix: str) -> list[Any]:
+    """Aggregate Columns measuring column ``c`` of Spark type ``dtype``, aliased ``prefix + key``.
+
+    All of them are plain, non-distinct aggregates so that they are legal inside ``observe``. Top values
+    come from the ``approx_top_k`` sketch, which keeps exact counts while the column has fewer distinct
+    values than it tracks; above ``MAX_TOP_DISTINCT`` (per ``approx_count_distinct``) they are dropped.
+    """
+    from pyspark.sql import functions as F
+
+    aggs = [F.count_if(c.isNull()).alias(f"{prefix}n")]
+    if is_numeric(dtype):
+        x = c.cast("double")
+        aggs += [F.avg(x).alias(f"{prefix}m"), F.stddev(x).alias(f"{prefix}s")]
+    if is_numeric(dtype) or dtype.startswith(("date", "timestamp")):
+        aggs += [F.min(c).cast("string").alias(f"{prefix}lo"), F.max(c).cast("string").alias(f"{prefix}hi")]
+    if dtype == "string":
+        aggs.append(F.approx_count_distinct(c).alias(f"{prefix}d"))
+    if is_categorical(dtype):
+        aggs.append(F.call_function("approx_top_k", c.cast("string"), F.lit(_TOP_ASKED),
+                                    F.lit(MAX_TOP_DISTINCT)).alias(f"{prefix}top"))
+    return aggs
+
+
+def record(G: Any, nid: str, column: str, dtype: str, rows: int, value: Callable[[str], Any]) -> dict:
+    """The stats row of node ``nid`` from the values of its ``column_aggregates`` (``value(key)``)."""
+    node = G.nodes[nid] if nid in G else {}
+    top = _top(dtype, value("top") if is_categorical(dtype) else None, value("d") if dtype == "string" else None)
+    return {
+        "node": nid, "kind": node.get("kind"), "stage": node.get("stage") or node.get("table"),
+        "column": node.get("column", column), "dtype": dtype, "count": int(rows or 0),
+        "nulls": int(value("n") or 0), "mean": _num(value("m")), "std": _num(value("s")),
+        "min": value("lo"), "max": value("hi"), "top": json.dumps(top) if top is not None else None,
+    }
+
+
+def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]]) -> list[dict]:
+    """Exact statistics of node columns of several relations ([(df, {column in df: node id})]), by an
+    extra job: the way for writes that cannot be observed inline (SQL statements, V2 writers).
+
+    Small jobs are dominated by Spark's per-job overhead, so every relation's single-row aggregate is
+    cross-joined into one job.
+    """
+    relations = [(df, m) for df, m in relations if m]
+    if not relations:
+        return []
+    from pyspark.sql import functions as F
+
+    rows_df = None
+    fields_of = []
+    for r, (df, mapping) in enumerate(relations):
+        fields = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+        fields_of.append(fields)
+        aggs = [F.count(F.lit(1)).alias(f"r{r}_n")]
+        for i, col in enumerate(mapping):
+            aggs += column_aggregates(F.col(f"`{col}`"), fields[col], f"r{r}_{i}_")
+        one = df.agg(*aggs)
+        rows_df = one if rows_df is None else rows_df.crossJoin(one)
+    row = rows_df.collect()[0].asDict()
+    return [record(G, nid, col, fields_of[r][col], row[f"r{r}_n"], lambda k, p=f"r{r}_{i}_": row.get(p + k))
+            for r, (_, mapping) in enumerate(relations) for i, (col, nid) in enumerate(mapping.items())]
+
+
+def is_numeric(dt: str) -> bool:
+    return dt in ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean") or dt.startswith("decimal")
+
+
+def is_categorical(dt: str) -> bool:
+    return dt in ("string", "boolean")
+
+
+def _top(dtype: str, sketch: list | None, distinct: int | None) -> list | None:
+    """Top values as ``[[value, count], ...]``: count descending, then value ascending, NULL last."""
+    if not is_categorical(dtype) or (distinct or 0) > MAX_TOP_DISTINCT:
+        return None
+    items = [(r[0], int(r[1])) for r in sketch or [] if int(r[1]) > 0]
+    items.sort(key=lambda vc: (-vc[1], vc[0] is None, vc[0] or ""))
+    return [[v, c] for v, c in items[:TOP_K]]
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def selection_stats(G: Any, table: Any, description: dict) -> list[dict]:
+    """Stats rows of a segment's selections, estimated from its unit sample (weighted).
+
+    A selection (a filter, a join match) is a 0/1 value per driving unit, not a column any operator
+    outputs, so no probe can count it; the sample holds it for every sampled unit, dropped or not.
+    ``count`` is the segment's driving rows, ``mean`` the share of units passing.
+    """
+    import numpy as np
+
+    weights = table["__weight__"].to_numpy(float) if len(table) else np.zeros(0)
+    rows = max(int(description.get("rows") or 0), 0)
+    out = []
+    for nid in description.get("selections", []):
+        s = table[nid].to_numpy(float)
+        total = weights.sum()
+        mean = float((weights * s).sum() / total) if total > 0 else None
+        std = float(np.sqrt(mean * (1 - mean) * rows / (rows - 1))) if mean is not None and rows > 1 else None
+        passed = round(rows * mean) if mean is not None else 0
+        values = {"n": 0, "m": mean, "s": std, "lo": _bool_text(s.min()) if len(s) else None,
+                  "hi": _bool_text(s.max()) if len(s) else None,
+                  "top": [("true", passed), ("false", rows - passed)]}
+        out.append(record(G, nid, nid.split(".", 1)[-1], "boolean", rows,
+                          lambda k, v=values: v.get(k)))
+    return out
+
+
+def _bool_text(x: float) -> str:
+    return "true" if x >= 1 else "false"

@@ -1,0 +1,135 @@
+"""Inline statistics: probes in the job's own plan measure exactly what a plain aggregation measures,
+and capturing a job no longer runs its plan a second time, unsampled."""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import importlib
+import json
+import math
+
+import pytest
+from pyspark.sql import functions as F
+
+import spark_causal
+from spark_causal import sampling
+from spark_causal.store import Store
+
+capture_module = importlib.import_module("spark_causal.capture")  # the package exports the function capture
+
+
+@pytest.fixture()
+def tables(spark, tmp_path):
+    orders = [
+        (1, 10, 5.0, float("nan"), "a", dt.date(2026, 1, 3), decimal.Decimal("1.25"), True),
+        (2, 10, None, 1.0, "b", dt.date(2026, 1, 1), decimal.Decimal("2.50"), False),
+        (3, 20, 7.5, 2.0, None, None, None, None),
+        (4, 30, 0.5, 3.0, "a", dt.date(2026, 1, 2), decimal.Decimal("-1.00"), True),
+        (5, 20, 12.0, 4.0, "a", dt.date(2026, 1, 5), decimal.Decimal("0.10"), True),
+        (6, 99, 9.0, None, "c", dt.date(2026, 1, 4), decimal.Decimal("3.00"), False),
+    ]
+    spark.createDataFrame(orders, "id long, cust int, amount double, y double, s string, d date, "
+                                  "dec decimal(10,2), b boolean").write.parquet(str(tmp_path / "orders"))
+    spark.createDataFrame([(10, "DE"), (20, "US"), (30, None)], "cust int, country string") \
+        .write.parquet(str(tmp_path / "customers"))
+    return spark.read.parquet(str(tmp_path / "orders")), spark.read.parquet(str(tmp_path / "customers"))
+
+
+def exact(df, column: str) -> dict:
+    """The contract's statistics of one column by plain Spark aggregation, independent of spark-causal."""
+    dtype = dict(df.dtypes)[column]
+    c = F.col(column)
+    aggs = [F.count(F.lit(1)).alias("count"), F.sum(c.isNull().cast("int")).alias("nulls")]
+    numeric = dtype in ("int", "bigint", "double", "boolean") or dtype.startswith("decimal")
+    if numeric:
+        aggs += [F.avg(c.cast("double")).alias("mean"), F.stddev(c.cast("double")).alias("std")]
+    if numeric or dtype in ("date", "timestamp"):
+        aggs += [F.min(c).cast("string").alias("min"), F.max(c).cast("string").alias("max")]
+    row = df.agg(*aggs).collect()[0].asDict()
+    out = {"count": row["count"], "nulls": row["nulls"] or 0, "mean": row.get("mean"), "std": row.get("std"),
+           "min": row.get("min"), "max": row.get("max"), "top": None}
+    for k in ("mean", "std"):
+        if out[k] is not None and math.isnan(out[k]):
+            out[k] = None
+    if dtype in ("string", "boolean"):
+        counts = df.groupBy(c.cast("string").alias("v")).count().collect()
+        ranked = sorted(((r["v"], r["count"]) for r in counts), key=lambda vc: (-vc[1], vc[0] is None, vc[0] or ""))
+        out["top"] = [[v, n] for v, n in ranked[:10]]
+    return out
+
+
+def assert_matches(record: dict, expected: dict) -> None:
+    got = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}  # parquet: NULL -> NaN
+    got["top"] = json.loads(got["top"]) if got["top"] else None
+    for key, want in expected.items():
+        if isinstance(want, float):
+            assert got[key] == pytest.approx(want, rel=1e-12), key
+        else:
+            assert got[key] == want, (key, got[key], want)
+
+
+def test_inline_stats_equal_a_plain_aggregation(spark, tables, tmp_path):
+    orders, customers = tables
+    stage = orders.filter(F.col("amount") > 1).join(customers, "cust").withColumn("x", F.col("amount") * 2)
+    report = stage.groupBy("country").agg(F.sum("x").alias("total"), F.min("d").alias("first_day"),
+                                          F.sum("y").alias("ys"), F.max("s").alias("smax"),
+                                          F.sum("dec").alias("decs"), F.count_if("b").alias("nb"))
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=0) as cap:
+        report.write.parquet(str(tmp_path / "report"))
+    assert not cap.errors  # only columns the job reads are measured: the scan reads no more than before
+    stats = {s["node"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")}
+    for col in ("amount", "y", "s", "d", "dec", "b", "cust"):
+        assert_matches(stats[f"orders.{col}"], exact(orders, col))
+    assert_matches(stats["customers.country"], exact(customers, "country"))
+    x = next(s for s in stats.values() if s["column"] == "x" and s["kind"] == "stage")
+    assert_matches(x, exact(stage, "x"))
+    written = spark.read.parquet(str(tmp_path / "report"))
+    for col in ("country", "total", "first_day", "smax", "decs"):
+        assert_matches(stats[f"report.{col}"], exact(written, col))
+    y = stats["orders.y"]  # NaN is a value, not a NULL; it makes the mean undefined
+    assert y["count"] == 6 and y["nulls"] == 1 and math.isnan(y["mean"])
+
+
+def test_capture_does_not_run_the_plan_again_unsampled(spark, tables, tmp_path, monkeypatch):
+    """The only extra Spark work of a captured V1 write is the sampled pass: no unsampled provenance, no
+    extra statistics job, no count of the driving table. Counted in Spark jobs and in calls."""
+    orders, _ = tables
+    calls: list = []
+    real = sampling.provenance
+    monkeypatch.setattr(sampling, "provenance", lambda *a, **k: calls.append(k) or real(*a, **k))
+    monkeypatch.setattr(capture_module, "compute_stats", lambda *a, **k: pytest.fail("extra statistics pass"))
+    job = orders.filter(F.col("amount") > 1).withColumn("x", F.col("amount") * 2).groupBy("s").agg(F.sum("x").alias("t"))
+    sc = spark.sparkContext
+
+    def jobs(group: str, block) -> int:
+        sc.setJobGroup(group, group)
+        try:
+            block()
+        finally:
+            sc.setLocalProperty("spark.jobGroup.id", None)
+        return len(sc.statusTracker().getJobIdsForGroup(group))
+
+    plain = jobs("plain", lambda: job.write.parquet(str(tmp_path / "plain")))
+
+    def captured() -> None:
+        with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=3):
+            job.write.parquet(str(tmp_path / "captured"))
+
+    sampled = jobs("captured", captured) - plain
+    assert [k["sample_size"] for k in calls] == [3] and 6 in calls[0]["known"].values()  # driving rows from the probes
+    assert 1 <= sampled <= 2  # the sampled pass (toPandas), nothing that re-reads the data in full
+    assert Store(str(tmp_path / "s")).meta("r")["status"] == "succeeded"
+
+
+def test_probes_that_cannot_be_built_leave_the_write_alone(spark, tables, tmp_path, monkeypatch):
+    orders, _ = tables
+    monkeypatch.setattr(capture_module, "observe", lambda *a, **k: 1 / 0)
+    df = orders.withColumn("z", F.col("id") + 1)
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=0) as cap:
+        df.write.parquet(str(tmp_path / "out"))
+    written = spark.read.parquet(str(tmp_path / "out"))
+    assert written.exceptAll(df).count() == 0 and df.exceptAll(written).count() == 0  # NaN-safe equality
+    assert any("inline statistics could not be set up" in e for e in cap.errors)
+    stats = {s["node"] for s in cap.stats}  # measured by the extra pass instead
+    assert {"out.z", "orders.id"} <= stats
+    assert Store(str(tmp_path / "s")).meta("r")["status"] == "incomplete"
