@@ -167,9 +167,15 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     warnings = list(result.warnings)
     notes: list[dict] = []
     demoted: set[str] = set()
+    own_code = {cc.get("node") for cc in result.code_changes}
     for item in result.attributions:
         agg_node = _upstream_aggregate(c.graph, item.node, others) if _significant_item(item) else None
         if agg_node is None:
+            order.append(item)
+            continue
+        if item.node in own_code:  # its own expression changed: that is a cause in itself, not a relay
+            warnings.append(f"{item.node} changed its code; not drilled down into {agg_node}, whose change "
+                            "may carry part of its contribution")
             order.append(item)
             continue
         fn = str(others[agg_node].get("fn", "sum")).lower()
