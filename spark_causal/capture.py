@@ -179,8 +179,9 @@ class Capture:
         Returns (the plan probes and lineage share, the probes or None, a function restoring the writer).
         Anything failing here leaves the writer as it was: the job writes exactly what it would have.
         """
-        plan = P.analyzed(writer._df)
+        plan = None  # not analysable here: record() tries again after the write, and reports why
         try:
+            plan = P.analyzed(writer._df)
             observed = observe(self.spark or writer._df.sparkSession, plan)
             restore = P.replace_writer_df(writer._jwrite, observed.df._jdf)
         except Exception as exc:  # noqa: BLE001 - reported once the job's write has run

@@ -139,7 +139,7 @@ class _Builder:
                 chain += below_chain
             new_kids.append(new)
         pending += self.defined(p, kids)
-        new_p = p.withNewChildren(_seq(self.spark, new_kids)) if kids else p
+        new_p = p.withNewChildren(P.scala_seq(new_kids)) if kids else p
         if top and (pending or c in P.LEAF_CLASSES):
             return self.probe(new_p, pending, chain), [], chain
         return new_p, pending, chain
@@ -196,10 +196,3 @@ def _used(root: JObject) -> set[int]:
                 stack.append((ch, out))
     return used
 
-
-def _seq(spark: Any, items: list) -> JObject:
-    jvm = spark.sparkContext._jvm
-    lst = jvm.java.util.ArrayList()
-    for x in items:
-        lst.add(x)
-    return jvm.scala.jdk.javaapi.CollectionConverters.asScala(lst).toSeq()

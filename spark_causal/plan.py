@@ -119,6 +119,17 @@ def seq(s: JObject) -> list[JObject]:
     return out
 
 
+def scala_seq(items: list) -> JObject:
+    """A Python list of JVM objects as a Scala ``Seq`` (what Catalyst constructors take)."""
+    from pyspark import SparkContext
+
+    jvm = SparkContext._jvm
+    lst = jvm.java.util.ArrayList()
+    for x in items:
+        lst.add(x)
+    return jvm.scala.jdk.javaapi.CollectionConverters.asScala(lst).toSeq()
+
+
 def children(node: JObject) -> list[JObject]:
     return seq(node.children())
 

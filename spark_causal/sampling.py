@@ -37,13 +37,9 @@ class _Catalyst:
     def __post_init__(self) -> None:
         self.E = self.jvm.org.apache.spark.sql.catalyst.expressions
         self.L = self.jvm.org.apache.spark.sql.catalyst.plans.logical
-        self.conv = self.jvm.scala.jdk.javaapi.CollectionConverters
 
     def seq(self, items: list) -> JObject:
-        lst = self.jvm.java.util.ArrayList()
-        for x in items:
-            lst.add(x)
-        return self.conv.asScala(lst).toSeq()
+        return P.scala_seq(items)
 
     def alias(self, expr: JObject, name: str) -> JObject:
         return self.E.Alias(expr, name, self.E.NamedExpression.newExprId(), self.seq([]),
