@@ -870,6 +870,34 @@ def _row_variance(r: "_Run") -> float:
     return best
 
 
+def _bootstrap_clusters(r: "_Run", contrib: np.ndarray) -> np.ndarray | None:
+    """The clusters a bootstrap of run ``r`` resamples whole: those of the key that clusters the
+    units' contributions most, when it inflates their variance by over 20%; else None (units)."""
+    z = r.w * contrib
+    z = z - z.mean()
+    iid = float((z * z).sum())
+    best, pick = 1.2 * iid, None
+    for g in r.groups:
+        ss = _clustered_ss(z, [g])
+        if ss > best:
+            best, pick = ss, g
+    return pick
+
+
+def _resample(n: int, clusters: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Positions of a bootstrap resample of n units: units drawn with replacement, or whole clusters
+    (as many draws as there are clusters) when units cluster."""
+    if clusters is None:
+        return rng.integers(0, n, n)
+    order = np.argsort(clusters, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(clusters[order])) + 1]
+    sizes = np.diff(np.r_[starts, n])
+    pick = rng.integers(0, len(starts), len(starts))
+    first = np.repeat(starts[pick], sizes[pick])
+    within = np.arange(len(first)) - np.repeat(np.cumsum(sizes[pick]) - sizes[pick], sizes[pick])
+    return order[first + within]
+
+
 def _cluster_codes(key: np.ndarray) -> np.ndarray:
     """Cluster index of each unit by its key value; a unit without a key (NULL) is a cluster alone."""
     null = np.isnan(key)
@@ -2171,9 +2199,10 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     boots: dict[str, list[float]] = {p: [] for p in players}
     boots["__volume__"] = []
     n_boot = cfg.n_bootstrap if (players or agg != "mean") else 0
+    clusters_b, clusters_c = _bootstrap_clusters(b, cb_), _bootstrap_clusters(c, cc_)
     for _ in range(n_boot):
-        ib = rng.integers(0, b.n, b.n)
-        ic = rng.integers(0, c.n, c.n)
+        ib = _resample(b.n, clusters_b, rng)
+        ic = _resample(c.n, clusters_c, rng)
         mb2 = _metric_from(spec, cb_[ib], db_[ib], b.w[ib])
         mc2 = _metric_from(spec, cc_[ic], dc_[ic], c.w[ic])
         boots["__volume__"].append((c.N - b.N) * (mb2 + mc2) / 2 if agg != "mean" else 0.0)

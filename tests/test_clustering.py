@@ -9,7 +9,7 @@ import pytest
 from pyspark.sql import functions as F
 
 import spark_causal
-from spark_causal.attribution import _design_effect, _Run, _row_variance
+from spark_causal.attribution import _design_effect, _resample, _Run, _row_variance
 
 
 def _run(groups: list[np.ndarray], n: int, w: float = 1.0) -> _Run:
@@ -38,6 +38,20 @@ def test_row_variance_is_the_sum_of_squared_cluster_sizes():
         keep = rng.random(400) < 0.5
         est.append(_row_variance(_run([clusters[keep]], int(keep.sum()), 2.0)))
     assert np.mean(est) == pytest.approx(1600, rel=0.1)
+
+
+def test_cluster_bootstrap_draws_whole_clusters():
+    rng = np.random.default_rng(2)
+    clusters = np.array([2, 0, 2, 1, 1, 1, 0, 3, 3, 3])
+    sizes = np.bincount(clusters)
+    for _ in range(20):
+        idx = _resample(len(clusters), clusters, rng)
+        drawn = clusters[idx]
+        # every cluster drawn comes with all its units, as many times as it was drawn
+        counts = np.bincount(drawn, minlength=len(sizes))
+        assert np.all(counts % sizes == 0)
+        assert (counts // sizes).sum() == len(sizes)
+    assert len(_resample(7, None, rng)) == 7
 
 
 def _write(spark, folder, seed: int, *, vip_share: float = 0.3) -> None:
