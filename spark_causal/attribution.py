@@ -758,13 +758,16 @@ def _pure(node: str, graph: nx.DiGraph, sampled: set[str]) -> bool:
 
 
 def _many_keys(keys: list[str], b: "_Run", c: "_Run") -> bool:
-    """True when the join keys take so many values that a typical key has only a few units."""
-    pooled = np.stack([np.concatenate([b.values[k], c.values[k]]).astype(float) for k in keys], axis=1)
-    pooled = pooled[~np.isnan(pooled).any(axis=1)]
-    if len(pooled) == 0:
-        return False
-    distinct = len(np.unique(pooled, axis=0))
-    return distinct >= 50 and len(pooled) / distinct < 20
+    """True when, in each run, the join keys take so many values that a typical key has only a few
+    units. Counted per run: two runs over the same key range (customer ids 0..1999) would otherwise
+    look twice as well covered as either is."""
+    for r in (b, c):
+        vals = np.stack([r.values[k].astype(float) for k in keys], axis=1)
+        vals = vals[~np.isnan(vals).any(axis=1)]
+        distinct = len(np.unique(vals, axis=0)) if len(vals) else 0
+        if distinct < 50 or len(vals) / distinct >= 20:
+            return False
+    return True
 
 
 def _kish(w: np.ndarray) -> float:
@@ -898,6 +901,11 @@ def _resample(n: int, clusters: np.ndarray | None, rng: np.random.Generator) -> 
     return order[first + within]
 
 
+def _same(x: np.ndarray, value: float) -> np.ndarray:
+    """x == value, with NULL (NaN) equal to NULL."""
+    return np.isnan(x) if np.isnan(value) else x == value
+
+
 def _cluster_codes(key: np.ndarray) -> np.ndarray:
     """Cluster index of each unit by its key value; a unit without a key (NULL) is a cluster alone."""
     null = np.isnan(key)
@@ -1009,6 +1017,10 @@ class _RootSpec:
     name: str
     discrete: bool
     cond: list[str]
+    # other discrete columns before it in the chain: its change test also looks within their groups,
+    # so a change confined to one group (one channel's amounts) is seen even when the column is not
+    # modelled as depending on that group
+    split: list[str] = field(default_factory=list)
 
 
 class _RootModel:
@@ -1017,6 +1029,7 @@ class _RootModel:
 
     def __init__(self, spec: _RootSpec, b: _Run, c: _Run, discrete: dict[str, bool], cfg, rng) -> None:
         self.spec = spec
+        self.min_cell = cfg.min_cell
         self.enc = []
         for col in spec.cond:
             pooled = np.concatenate([b.values[col], c.values[col]])
@@ -1133,19 +1146,30 @@ class _RootModel:
             if mb.sum() < 2 or mc.sum() < 2:
                 continue
             share = 0.5 * (b.w[mb].sum() / b.w.sum() + c.w[mc].sum() / c.w.sum())
-            if self.spec.discrete:
-                kb, kc = _codes(xb[mb], self.value_cats) + 1, _codes(xc[mc], self.value_cats) + 1
-                p = _weighted_chi2(kb, b.w[mb], kc, c.w[mc], deff)
-                k = int(max(kb.max(), kc.max())) + 1
-                fb = np.bincount(kb, weights=b.w[mb], minlength=k)
-                fc = np.bincount(kc, weights=c.w[mc], minlength=k)
-                effect += share * 0.5 * float(np.abs(fb / fb.sum() - fc / fc.sum()).sum())
-            else:
-                p = _weighted_ks(xb[mb], b.w[mb], xc[mc], c.w[mc], deff)
+            p, eff = self._compare(xb[mb], b.w[mb], xc[mc], c.w[mc], deff)
+            effect += share * eff
             ps.append(p)
+        min_cell = 2 * self.min_cell  # a group and the rest, in both runs
+        for col in self.spec.split:  # groups of the other discrete columns, each tested on its own
+            gb, gc = b.values[col], c.values[col]
+            for g in np.unique(np.concatenate([gb, gc])):
+                mb, mc = _same(gb, g), _same(gc, g)
+                if min(mb.sum(), mc.sum()) >= min_cell and min((~mb).sum(), (~mc).sum()) >= min_cell:
+                    ps.append(self._compare(xb[mb], b.w[mb], xc[mc], c.w[mc], deff)[0])
         if not ps:
             return 1.0, 0.0
         return float(min(1.0, min(ps) * len(ps))), effect
+
+    def _compare(self, xb, wb, xc, wc, deff: float) -> tuple[float, float]:
+        """(p-value that two weighted samples of this column differ, the discrete effect size)."""
+        if not self.spec.discrete:
+            return _weighted_ks(xb, wb, xc, wc, deff), 0.0
+        kb, kc = _codes(xb, self.value_cats) + 1, _codes(xc, self.value_cats) + 1
+        k = int(max(kb.max(), kc.max())) + 1
+        fb = np.bincount(kb, weights=wb, minlength=k)
+        fc = np.bincount(kc, weights=wc, minlength=k)
+        return (_weighted_chi2(kb, wb, kc, wc, deff),
+                0.5 * float(np.abs(fb / fb.sum() - fc / fc.sum()).sum()))
 
 
 # ============================================================================ the segment model
@@ -2060,7 +2084,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             rho = [t for t in rho if t[0] >= max(0.05, 4 / math.sqrt(b.n + c.n))]
             if rho:
                 cond.append(max(rho)[1])
-        roots.append(_RootSpec(x, discrete[x], cond))
+        roots.append(_RootSpec(x, discrete[x], cond, [d for d in disc_before if d not in cond]))
         (disc_before if discrete[x] else num_before).append(x)
     spec.roots = roots
     spec.discrete = discrete
