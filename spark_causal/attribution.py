@@ -758,16 +758,16 @@ def _pure(node: str, graph: nx.DiGraph, sampled: set[str]) -> bool:
 
 
 def _many_keys(keys: list[str], b: "_Run", c: "_Run") -> bool:
-    """True when, in each run, the join keys take so many values that a typical key has only a few
-    units. Counted per run: two runs over the same key range (customer ids 0..1999) would otherwise
-    look twice as well covered as either is."""
-    for r in (b, c):
-        vals = np.stack([r.values[k].astype(float) for k in keys], axis=1)
-        vals = vals[~np.isnan(vals).any(axis=1)]
-        distinct = len(np.unique(vals, axis=0)) if len(vals) else 0
-        if distinct < 50 or len(vals) / distinct >= 20:
-            return False
-    return True
+    """True when the join keys take so many values that a typical key has only a few units.
+
+    Counted over both runs pooled: a key seen in both runs (the same customer ids) is an entity whose
+    looked-up value can be compared between them, and pooling counts it twice as often."""
+    pooled = np.stack([np.concatenate([b.values[k], c.values[k]]).astype(float) for k in keys], axis=1)
+    pooled = pooled[~np.isnan(pooled).any(axis=1)]
+    if len(pooled) == 0:
+        return False
+    distinct = len(np.unique(pooled, axis=0))
+    return distinct >= 50 and len(pooled) / distinct < 20
 
 
 def _kish(w: np.ndarray) -> float:
