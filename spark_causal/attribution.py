@@ -1832,8 +1832,14 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         if isinstance(rows, (int, float)) and rows > 0 and w.sum() > 0:
             # the driving rows are counted exactly: weights that add up to them remove the sample
             # size's own noise (a 0.2% sample of 10M rows misstates the rows by ~0.7%) from the
-            # metric and from the volume term, which then compares true row counts
-            w = w * (float(rows) / float(w.sum()))
+            # metric and from the volume term, which then compares true row counts. A count the
+            # sample contradicts (a stale catalog statistic) is not trusted.
+            q = min(1.0, len(t) / float(w.sum()))
+            if abs(w.sum() - rows) <= 6 * math.sqrt(rows * (1 - q) / q) + 1:
+                w = w * (float(rows) / float(w.sum()))
+            else:
+                warnings.append(f"{seg.description.get('id')}: the sample implies {w.sum():,.0f} driving "
+                                f"rows, not the {rows:,} recorded; the sample's own count is used")
         col = f"__contrib__:{target}"
         rec = (pd.to_numeric(t[col], errors="coerce").fillna(0.0).to_numpy(float)
                if col in t.columns else None)

@@ -132,6 +132,20 @@ def test_weighted_samples():
     assert res.details["units"]["baseline"] < 8000 * 0.6
 
 
+def test_weights_add_up_to_the_counted_rows_unless_the_sample_contradicts_them():
+    g, b, c = make_pair("aa", 11, n=8000, sample_frac=0.4)
+    res = attribute_samples(g, b, c, TARGET, config=FAST)
+    rows = b.segments["report.seg0"].description["rows"]
+    assert res.details["rows"]["baseline"] == pytest.approx(rows)
+    assert not res.significant
+    # a recorded count far from what the sample implies (a stale statistic) is not trusted
+    seg = b.segments["report.seg0"]
+    seg.description["rows"] = rows * 2
+    res = attribute_samples(g, b, c, TARGET, config=FAST)
+    assert res.details["rows"]["baseline"] == pytest.approx(rows, rel=0.05)
+    assert any("driving rows" in w for w in res.warnings), res.warnings
+
+
 def test_deterministic_given_seed():
     a = _run("currency_mix").to_dict()
     b = _run("currency_mix").to_dict()
