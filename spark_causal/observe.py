@@ -109,8 +109,7 @@ class _Builder:
         from pyspark.sql import Column, Observation
         from pyspark.sql import functions as F
 
-        jvm = self.spark.sparkContext._jvm
-        utils = jvm.org.apache.spark.sql.classic.ExpressionUtils
+        utils = P.jclass("org.apache.spark.sql.classic.ExpressionUtils")
         by_id = {P.expr_id(a): a for a in P.output(plan)}
         metrics = [F.count(F.lit(1)).alias("rows")]
         for i, col in enumerate(columns):

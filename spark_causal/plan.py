@@ -86,8 +86,7 @@ def to_dataframe(spark: "SparkSession", plan: JObject) -> "DataFrame":
     """Materialise any logical plan as a DataFrame (``Dataset.ofRows``) without running it."""
     from pyspark.sql import DataFrame
 
-    jvm = spark.sparkContext._jvm
-    jdf = jvm.org.apache.spark.sql.classic.Dataset.ofRows(jvm_session(spark), plan)
+    jdf = jclass("org.apache.spark.sql.classic.Dataset").ofRows(jvm_session(spark), plan)
     return DataFrame(jdf, spark)
 
 
@@ -121,13 +120,31 @@ def seq(s: JObject) -> list[JObject]:
 
 def scala_seq(items: list) -> JObject:
     """A Python list of JVM objects as a Scala ``Seq`` (what Catalyst constructors take)."""
+    lst = jclass("java.util.ArrayList")()
+    for x in items:
+        lst.add(x)
+    return jclass("scala.jdk.javaapi.CollectionConverters").asScala(lst).toSeq()
+
+
+_classes: dict[str, tuple[Any, JObject]] = {}
+
+
+def jclass(name: str) -> JObject:
+    """The JVM class ``name`` (dotted; a Scala object's class ends in ``$``), resolved once per JVM.
+
+    Resolving ``jvm.a.b.C`` costs a py4j round trip per name part, several times a call on the class
+    itself, and rewriting a plan builds hundreds of Catalyst objects: cached, only the calls remain.
+    """
     from pyspark import SparkContext
 
     jvm = SparkContext._jvm
-    lst = jvm.java.util.ArrayList()
-    for x in items:
-        lst.add(x)
-    return jvm.scala.jdk.javaapi.CollectionConverters.asScala(lst).toSeq()
+    hit = _classes.get(name)
+    if hit is None or hit[0] is not jvm:
+        target = jvm
+        for part in name.split("."):
+            target = getattr(target, part)
+        hit = _classes[name] = (jvm, target)
+    return hit[1]
 
 
 def children(node: JObject) -> list[JObject]:

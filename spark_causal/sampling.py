@@ -28,31 +28,34 @@ _UNARY_THROUGH = {"Project", "Filter", "SubqueryAlias", "View", "Sort", "Reparti
                   "ResolvedHint", "Generate"}
 
 
-@dataclass
+class _Package:
+    """A JVM package whose classes resolve once (``plan.jclass``), not at every constructor call."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, cls: str) -> JObject:
+        return P.jclass(f"{self.name}.{cls}")
+
+
 class _Catalyst:
-    """Constructors of the Catalyst classes the rewrite needs, bound to one JVM."""
+    """Constructors of the Catalyst classes the rewrite needs."""
 
-    jvm: Any
-
-    def __post_init__(self) -> None:
-        self.E = self.jvm.org.apache.spark.sql.catalyst.expressions
-        self.L = self.jvm.org.apache.spark.sql.catalyst.plans.logical
+    E = _Package("org.apache.spark.sql.catalyst.expressions")
+    L = _Package("org.apache.spark.sql.catalyst.plans.logical")
 
     def seq(self, items: list) -> JObject:
         return P.scala_seq(items)
 
     def alias(self, expr: JObject, name: str) -> JObject:
         return self.E.Alias(expr, name, self.E.NamedExpression.newExprId(), self.seq([]),
-                            self.jvm.scala.Option.empty(), self.seq([]))
+                            P.jclass("scala.Option").empty(), self.seq([]))
 
     def lit(self, value: Any) -> JObject:
         return getattr(self.E, "Literal$").__getattr__("MODULE$").apply(value)
 
     def project(self, exprs: list, child: JObject) -> JObject:
         return self.L.Project(self.seq(exprs), child)
-
-    def attrs(self, plan: JObject) -> list:
-        return P.output(plan)
 
 
 @dataclass
@@ -127,7 +130,7 @@ class _Rewriter:
         marker = self.c.alias(self.c.lit(True), "__match")
         new_other = self.c.project(P.output(other) + [marker], other)
         L = self.c.L
-        jt = self.c.jvm.org.apache.spark.sql.catalyst.plans.JoinType.apply("leftouter" if drive_left else "rightouter")
+        jt = P.jclass("org.apache.spark.sql.catalyst.plans.JoinType").apply("leftouter" if drive_left else "rightouter")
         pair = (new_driving, new_other) if drive_left else (new_other, new_driving)
         joined = L.Join(pair[0], pair[1], jt, p.condition(), L.JoinHint.NONE())
         match_attr = [a for a in P.output(new_other) if P.expr_id(a) == P.expr_id(marker)][0]
@@ -251,7 +254,7 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
                seed: int, known: dict[int, int] | None = None) -> Provenance:
     """The provenance query of the segment that ``plan`` ends, sampled to about ``sample_size`` driving
     rows (all rows when None). ``known``, row counts by relation hashCode, saves counting them."""
-    cat = _Catalyst(spark.sparkContext._jvm)
+    cat = _Catalyst()
     walk = builder.walks[output]
     G = builder.graph
     agg, body = _segment_root(plan)

@@ -19,16 +19,22 @@ _TOP_ASKED = 100  # more than TOP_K from the sketch, so the exact order below de
 def column_aggregates(c: Any, dtype: str, prefix: str) -> list[Any]:
     """Aggregate Columns measuring column ``c`` of Spark type ``dtype``, aliased ``prefix + key``.
 
-    All of them are plain, non-distinct aggregates so that they are legal inside ``observe``. Top values
-    come from the ``approx_top_k`` sketch, which keeps exact counts while the column has fewer distinct
-    values than it tracks; above ``MAX_TOP_DISTINCT`` (per ``approx_count_distinct``) they are dropped.
+    All of them are plain, non-distinct aggregates so that they are legal inside ``observe``. Inline, each
+    one is evaluated for every row the job moves, so each contract value comes from the fewest buffer
+    updates that keep it exact: NULLs are the rows minus ``count(c)`` (no per-row ``isNull`` column), and
+    the mean is ``sum / count``, the very division Spark's ``avg`` of a double makes, without ``avg``'s
+    second count. The standard deviation keeps ``stddev``'s running (Welford) update: a sum of squares
+    would be cheaper but loses the variance of columns whose mean is large against their spread.
+
+    Top values come from the ``approx_top_k`` sketch, which keeps exact counts while the column has fewer
+    distinct values than it tracks; above ``MAX_TOP_DISTINCT`` (per ``approx_count_distinct``) they are dropped.
     """
     from pyspark.sql import functions as F
 
-    aggs = [F.count_if(c.isNull()).alias(f"{prefix}n")]
+    aggs = [F.count(c).alias(f"{prefix}v")]
     if is_numeric(dtype):
         x = c.cast("double")
-        aggs += [F.avg(x).alias(f"{prefix}m"), F.stddev(x).alias(f"{prefix}s")]
+        aggs += [F.sum(x).alias(f"{prefix}sum"), F.stddev(x).alias(f"{prefix}s")]
     if is_numeric(dtype) or dtype.startswith(("date", "timestamp")):
         aggs += [F.min(c).cast("string").alias(f"{prefix}lo"), F.max(c).cast("string").alias(f"{prefix}hi")]
     if dtype == "string":
@@ -41,13 +47,23 @@ def column_aggregates(c: Any, dtype: str, prefix: str) -> list[Any]:
 
 def record(G: Any, nid: str, column: str, dtype: str, rows: int, value: Callable[[str], Any]) -> dict:
     """The stats row of node ``nid`` from the values of its ``column_aggregates`` (``value(key)``)."""
-    node = G.nodes[nid] if nid in G else {}
+    rows = int(rows or 0)
+    valued = int(value("v") or 0)  # non-NULL values (NaN is a value)
+    total = value("sum") if is_numeric(dtype) else None
     top = _top(dtype, value("top") if is_categorical(dtype) else None, value("d") if dtype == "string" else None)
+    return _row(G, nid, column, dtype, rows, nulls=rows - valued,
+                mean=float(total) / valued if total is not None and valued else None,
+                std=value("s"), lo=value("lo"), hi=value("hi"), top=top)
+
+
+def _row(G: Any, nid: str, column: str, dtype: str, rows: int, *, nulls: int, mean: Any, std: Any, lo: Any,
+         hi: Any, top: list | None) -> dict:
+    node = G.nodes[nid] if nid in G else {}
     return {
         "node": nid, "kind": node.get("kind"), "stage": node.get("stage") or node.get("table"),
-        "column": node.get("column", column), "dtype": dtype, "count": int(rows or 0),
-        "nulls": int(value("n") or 0), "mean": _num(value("m")), "std": _num(value("s")),
-        "min": value("lo"), "max": value("hi"), "top": json.dumps(top) if top is not None else None,
+        "column": node.get("column", column), "dtype": dtype, "count": rows, "nulls": nulls,
+        "mean": _num(mean), "std": _num(std), "min": lo, "max": hi,
+        "top": json.dumps(top) if top is not None else None,
     }
 
 
@@ -120,11 +136,9 @@ def selection_stats(G: Any, table: Any, description: dict) -> list[dict]:
         mean = float((weights * s).sum() / total) if total > 0 else None
         std = float(np.sqrt(mean * (1 - mean) * rows / (rows - 1))) if mean is not None and rows > 1 else None
         passed = round(rows * mean) if mean is not None else 0
-        values = {"n": 0, "m": mean, "s": std, "lo": _bool_text(s.min()) if len(s) else None,
-                  "hi": _bool_text(s.max()) if len(s) else None,
-                  "top": [("true", passed), ("false", rows - passed)]}
-        out.append(record(G, nid, nid.split(".", 1)[-1], "boolean", rows,
-                          lambda k, v=values: v.get(k)))
+        out.append(_row(G, nid, nid.split(".", 1)[-1], "boolean", rows, nulls=0, mean=mean, std=std,
+                        lo=_bool_text(s.min()) if len(s) else None, hi=_bool_text(s.max()) if len(s) else None,
+                        top=_top("boolean", [("true", passed), ("false", rows - passed)], None)))
     return out
 
 

@@ -21,15 +21,15 @@ capture_module = importlib.import_module("spark_causal.capture")  # the package 
 @pytest.fixture()
 def tables(spark, tmp_path):
     orders = [
-        (1, 10, 5.0, float("nan"), "a", dt.date(2026, 1, 3), decimal.Decimal("1.25"), True),
-        (2, 10, None, 1.0, "b", dt.date(2026, 1, 1), decimal.Decimal("2.50"), False),
-        (3, 20, 7.5, 2.0, None, None, None, None),
-        (4, 30, 0.5, 3.0, "a", dt.date(2026, 1, 2), decimal.Decimal("-1.00"), True),
-        (5, 20, 12.0, 4.0, "a", dt.date(2026, 1, 5), decimal.Decimal("0.10"), True),
-        (6, 99, 9.0, None, "c", dt.date(2026, 1, 4), decimal.Decimal("3.00"), False),
+        (1, 10, 5.0, float("nan"), "a", dt.date(2026, 1, 3), decimal.Decimal("1.25"), True, 1767225600000),
+        (2, 10, None, 1.0, "b", dt.date(2026, 1, 1), decimal.Decimal("2.50"), False, 1767225601001),
+        (3, 20, 7.5, 2.0, None, None, None, None, 1767225602004),
+        (4, 30, 0.5, 3.0, "a", dt.date(2026, 1, 2), decimal.Decimal("-1.00"), True, 1767225603009),
+        (5, 20, 12.0, 4.0, "a", dt.date(2026, 1, 5), decimal.Decimal("0.10"), True, 1767225604016),
+        (6, 99, 9.0, None, "c", dt.date(2026, 1, 4), decimal.Decimal("3.00"), False, 1767225605025),
     ]
     spark.createDataFrame(orders, "id long, cust int, amount double, y double, s string, d date, "
-                                  "dec decimal(10,2), b boolean").write.parquet(str(tmp_path / "orders"))
+                                  "dec decimal(10,2), b boolean, ms long").write.parquet(str(tmp_path / "orders"))
     spark.createDataFrame([(10, "DE"), (20, "US"), (30, None)], "cust int, country string") \
         .write.parquet(str(tmp_path / "customers"))
     return spark.read.parquet(str(tmp_path / "orders")), spark.read.parquet(str(tmp_path / "customers"))
@@ -73,12 +73,13 @@ def test_inline_stats_equal_a_plain_aggregation(spark, tables, tmp_path):
     stage = orders.filter(F.col("amount") > 1).join(customers, "cust").withColumn("x", F.col("amount") * 2)
     report = stage.groupBy("country").agg(F.sum("x").alias("total"), F.min("d").alias("first_day"),
                                           F.sum("y").alias("ys"), F.max("s").alias("smax"),
-                                          F.sum("dec").alias("decs"), F.count_if("b").alias("nb"))
+                                          F.sum("dec").alias("decs"), F.count_if("b").alias("nb"),
+                                          F.max("ms").alias("last_ms"))
     with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=0) as cap:
         report.write.parquet(str(tmp_path / "report"))
     assert not cap.errors  # only columns the job reads are measured: the scan reads no more than before
     stats = {s["node"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")}
-    for col in ("amount", "y", "s", "d", "dec", "b", "cust"):
+    for col in ("amount", "y", "s", "d", "dec", "b", "cust", "ms"):  # ms: a large mean against its spread
         assert_matches(stats[f"orders.{col}"], exact(orders, col))
     assert_matches(stats["customers.country"], exact(customers, "country"))
     x = next(s for s in stats.values() if s["column"] == "x" and s["kind"] == "stage")
