@@ -901,6 +901,20 @@ def _resample(n: int, clusters: np.ndarray | None, rng: np.random.Generator) -> 
     return order[first + within]
 
 
+def _large_groups(gb: np.ndarray, gc: np.ndarray, min_units: int, most: int = 20) -> list[float]:
+    """Values of a discrete column that are worth a test of their own: at most ``most`` of them, the
+    largest, each with ``min_units`` units in both runs and leaving as many outside it."""
+    sizes = []
+    vb, nb = np.unique(np.where(np.isnan(gb), np.inf, gb), return_counts=True)
+    vc, nc = np.unique(np.where(np.isnan(gc), np.inf, gc), return_counts=True)
+    count_c = dict(zip(vc.tolist(), nc.tolist()))
+    for v, k in zip(vb.tolist(), nb.tolist()):
+        kc = count_c.get(v, 0)
+        if min(k, kc) >= min_units and min(len(gb) - k, len(gc) - kc) >= min_units:
+            sizes.append((k + kc, v))
+    return [np.nan if np.isinf(v) else v for _, v in sorted(sizes, reverse=True)[:most]]
+
+
 def _same(x: np.ndarray, value: float) -> np.ndarray:
     """x == value, with NULL (NaN) equal to NULL."""
     return np.isnan(x) if np.isnan(value) else x == value
@@ -1152,10 +1166,9 @@ class _RootModel:
         min_cell = 2 * self.min_cell  # a group and the rest, in both runs
         for col in self.spec.split:  # groups of the other discrete columns, each tested on its own
             gb, gc = b.values[col], c.values[col]
-            for g in np.unique(np.concatenate([gb, gc])):
+            for g in _large_groups(gb, gc, min_cell):
                 mb, mc = _same(gb, g), _same(gc, g)
-                if min(mb.sum(), mc.sum()) >= min_cell and min((~mb).sum(), (~mc).sum()) >= min_cell:
-                    ps.append(self._compare(xb[mb], b.w[mb], xc[mc], c.w[mc], deff)[0])
+                ps.append(self._compare(xb[mb], b.w[mb], xc[mc], c.w[mc], deff)[0])
         if not ps:
             return 1.0, 0.0
         return float(min(1.0, min(ps) * len(ps))), effect
