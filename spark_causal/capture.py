@@ -134,11 +134,12 @@ class Capture:
             if mapping:
                 relations.append((prov.df, mapping))
                 counted.setdefault(prov.driving_hash, next(iter(mapping)))
+        partitions = P.partition_filters(plan)
         for leaf in _leaves(plan):
             if int(leaf.hashCode()) in counted:
                 continue
             mapping = {P.name(a): walk.env[P.expr_id(a)] for a in P.output(leaf) if P.expr_id(a) in walk.env}
-            relations.append((P.to_dataframe(self.spark, leaf), mapping))
+            relations.append((P.to_dataframe(self.spark, P.restrict(leaf, partitions)), mapping))
         out_df = _read_back(self.spark, path=path, table=table, fmt=fmt) or P.to_dataframe(self.spark, plan)
         cols = self.graph.graph["outputs"][output]["columns"]
         relations.append((out_df, dict(zip(out_df.columns, cols))))

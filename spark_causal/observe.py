@@ -102,6 +102,7 @@ class _Builder:
         self.spark = spark
         self.probes: list[_Probe] = []
         self.used = _used(root)
+        self.partitions = P.partition_filters(root)  # kept right over their relations: partition pruning
         self.tag = uuid.uuid4().hex[:8]
 
     def probe(self, plan: JObject, columns: list[_Column], rows_of: list[int]) -> JObject:
@@ -138,7 +139,7 @@ class _Builder:
                 chain += below_chain
             new_kids.append(new)
         pending += self.defined(p, kids)
-        new_p = p.withNewChildren(P.scala_seq(new_kids)) if kids else p
+        new_p = p.withNewChildren(P.scala_seq(new_kids)) if kids else P.restrict(p, self.partitions)
         if top and (pending or c in P.LEAF_CLASSES):
             return self.probe(new_p, pending, chain), [], chain
         return new_p, pending, chain

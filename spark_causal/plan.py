@@ -350,3 +350,84 @@ def unwrap_write(plan: JObject) -> tuple[JObject, str | None, str | None] | None
         return None
     table, path = write_command_target(plan)
     return normalize(query), table, path
+
+
+# Nodes a Filter's attributes pass through unchanged on their way down to a relation.
+_TRANSPARENT = {"SubqueryAlias", "View", "Project"}
+
+
+def partition_filters(plan: JObject) -> dict[int, JObject]:
+    """The partition predicates of each partitioned file relation (by hashCode) that a Filter applies.
+
+    Why: Spark reads only the partitions a filter on partition columns selects (partition pruning), and
+    only when that filter sits right over the relation. Capture puts probes over relations and turns
+    filters into 0/1 selection columns; without these predicates kept at the relation, a job reading one
+    day of a year-partitioned table would be observed and sampled over the whole year. The partitions
+    read are what the run's source *is*, so the predicates stay filters, never selections.
+    Only deterministic conjuncts on partition columns alone count; a relation read under different
+    partition predicates in two places is left unrestricted.
+    """
+    found: dict[int, list[JObject]] = {}
+    conflict: set[int] = set()
+    stack = [plan]
+    while stack:
+        p = stack.pop()
+        stack.extend(children(p))
+        if cls(p) != "Filter":
+            continue
+        leaf = children(p)[0]
+        while cls(leaf) in _TRANSPARENT:
+            leaf = children(leaf)[0]
+        parts = _partition_ids(leaf)
+        if not parts:
+            continue
+        visible = {expr_id(a) for a in output(children(p)[0])}
+        keep = []
+        for e in _conjuncts(p.condition()):
+            info = inspect_expr(e)
+            ids = {expr_id(a) for a in info.attrs}
+            if ids and ids <= parts & visible and not info.subqueries and e.deterministic():
+                keep.append(e)
+        h = int(leaf.hashCode())
+        if not keep:
+            continue
+        if h in found and [sql(e) for e in found[h]] != [sql(e) for e in keep]:
+            conflict.add(h)
+        found[h] = keep
+    out = {}
+    for h, conds in found.items():
+        if h in conflict:
+            continue
+        cond = conds[0]
+        for e in conds[1:]:
+            cond = jclass("org.apache.spark.sql.catalyst.expressions.And")(cond, e)
+        out[h] = cond
+    return out
+
+
+def restrict(leaf: JObject, filters: dict[int, JObject]) -> JObject:
+    """``leaf`` under its partition predicates from ``partition_filters``, if it has any."""
+    cond = filters.get(int(leaf.hashCode()))
+    if cond is None:
+        return leaf
+    return jclass("org.apache.spark.sql.catalyst.plans.logical.Filter")(cond, leaf)
+
+
+def _partition_ids(leaf: JObject) -> set[int]:
+    """ExprIds of the partition columns of a file relation (or a Hive table), else empty."""
+    try:
+        if cls(leaf) == "LogicalRelation":
+            names = {str(n).lower() for n in leaf.relation().partitionSchema().fieldNames()}
+        elif cls(leaf) == "HiveTableRelation":
+            names = {name(a).lower() for a in seq(leaf.partitionCols())}
+        else:
+            return set()
+    except Exception:  # noqa: BLE001 - not a file relation we know: no partition columns
+        return set()
+    return {expr_id(a) for a in output(leaf) if name(a).lower() in names}
+
+
+def _conjuncts(cond: JObject) -> list[JObject]:
+    if cls(cond) == "And":
+        return _conjuncts(cond.left()) + _conjuncts(cond.right())
+    return [cond]

@@ -217,9 +217,11 @@ def _rows(spark: Any, p: JObject) -> int:
     return int(P.to_dataframe(spark, p).count())
 
 
-def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = None) -> tuple[JObject, int | None]:
+def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = None,
+                     partitions: dict[int, JObject] | None = None) -> tuple[JObject, int | None]:
     """The relation whose rows are the units of the segment that ``plan`` ends, and its row count when
-    known or counted (``known``: row counts by relation hashCode, from the job's own probes).
+    known or counted (``known``: row counts by relation hashCode, from the job's own probes; a relation
+    counts only its partitions the job reads, ``plan.partition_filters``).
 
     The largest relation gives the units; a sub-aggregate only drives a segment made of aggregates
     (joined back to its own input, the input's rows are the units).
@@ -229,7 +231,8 @@ def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = N
     known = known or {}
     if len(candidates) == 1:
         return candidates[0], known.get(int(candidates[0].hashCode()))
-    counts = [known[h] if (h := int(c.hashCode())) in known else _rows(spark, c) for c in candidates]
+    counts = [known[h] if (h := int(c.hashCode())) in known else _rows(spark, P.restrict(c, partitions or {}))
+              for c in candidates]
     best = max(range(len(candidates)), key=lambda i: (P.cls(candidates[i]) != "Aggregate", counts[i]))
     return candidates[best], counts[best]
 
@@ -258,16 +261,18 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
     walk = builder.walks[output]
     G = builder.graph
     agg, body = _segment_root(plan)
-    driving, counted = driving_relation(spark, plan, known)
+    partitions = P.partition_filters(plan)  # the partitions the job reads are the source: kept as filters
+    driving, counted = driving_relation(spark, plan, known, partitions)
     driving_name = _relation_table(driving, walk.env, G)
     n_rows = counted
     if n_rows is None and sample_size is not None:
-        n_rows = P.to_dataframe(spark, driving).count()
+        n_rows = P.to_dataframe(spark, P.restrict(driving, partitions)).count()
     rate = 1.0 if sample_size is None or not n_rows or sample_size >= n_rows else sample_size / n_rows
     threshold = int(math.ceil(rate * HASH_BUCKETS))
 
     def sample_pred(leaf: JObject, rw: _Rewriter) -> JObject:
         E = cat.E
+        leaf = P.restrict(leaf, partitions)
         h = E.XxHash64(cat.seq(P.output(leaf)), seed)
         unit = rw.add(h, UNIT)
         with_unit = cat.project(P.output(leaf) + [unit], leaf)
