@@ -928,14 +928,14 @@ def _cluster_codes(key: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _design_effect(scores: list[tuple[np.ndarray, np.ndarray, "_Run"]]) -> float:
-    """Design effect of a statistic over both runs: [(scores n x k, weights, run)] -> ratio >= 1 of
+def _design_effect(scores: list[tuple[np.ndarray, "_Run"]]) -> float:
+    """Design effect of a statistic over both runs: [(per-unit scores n x k, run)] -> ratio >= 1 of
     the cluster-robust to the independent-units variance of the weighted score means."""
     iid = robust = 0.0
-    for s, w, run in scores:
+    for s, run in scores:
         if not len(s):
             continue
-        s = s.reshape(len(s), -1)
+        s, w = s.reshape(len(s), -1), run.w
         z = w[:, None] * (s - np.average(s, axis=0, weights=w))
         iid += float((z * z).sum())
         robust += _clustered_ss(z, run.groups)
@@ -1140,11 +1140,12 @@ class _RootModel:
         if self.spec.discrete:
             kb, kc = _codes(xb, self.value_cats), _codes(xc, self.value_cats)
             common = np.argsort(-np.bincount(np.concatenate([kb, kc]) + 1))[:20] - 1
-            scores = [((k[:, None] == common[None, :]).astype(float), r.w, r) for k, r in ((kb, b), (kc, c))]
+            scores = [((k[:, None] == common[None, :]).astype(float), r) for k, r in ((kb, b), (kc, c))]
         else:
-            pooled = np.sort(np.where(np.isnan(np.concatenate([xb, xc])), np.inf, np.concatenate([xb, xc])))
-            scores = [(np.searchsorted(pooled, np.where(np.isnan(x), np.inf, x), side="right") / len(pooled),
-                       r.w, r) for x, r in ((xb, b), (xc, c))]
+            def last(x):  # NULL ranks last, as in the KS test
+                return np.where(np.isnan(x), np.inf, x)
+            pooled = np.sort(last(np.concatenate([xb, xc])))
+            scores = [(np.searchsorted(pooled, last(x), side="right") / len(pooled), r) for x, r in ((xb, b), (xc, c))]
         return _design_effect(scores)
 
     def test_effect(self, b: _Run, c: _Run) -> tuple[float, float]:

@@ -383,14 +383,14 @@ def partition_filters(plan: JObject) -> dict[int, JObject]:
             continue
         visible = {expr_id(a) for a in output(children(p)[0])}
         keep = []
-        for e in _conjuncts(p.condition()):
+        for e in conjuncts(p.condition()):
             info = inspect_expr(e)
             ids = {expr_id(a) for a in info.attrs}
             if ids and ids <= parts & visible and not info.subqueries and e.deterministic():
                 keep.append(e)
-        h = int(leaf.hashCode())
         if not keep:
             continue
+        h = int(leaf.hashCode())
         if h in found and [sql(e) for e in found[h]] != [sql(e) for e in keep]:
             conflict.add(h)
         found[h] = keep
@@ -427,7 +427,8 @@ def _partition_ids(leaf: JObject) -> set[int]:
     return {expr_id(a) for a in output(leaf) if name(a).lower() in names}
 
 
-def _conjuncts(cond: JObject) -> list[JObject]:
+def conjuncts(cond: JObject) -> list[JObject]:
+    """The parts of a condition joined by AND, left to right."""
     if cls(cond) == "And":
-        return _conjuncts(cond.left()) + _conjuncts(cond.right())
+        return conjuncts(cond.left()) + conjuncts(cond.right())
     return [cond]

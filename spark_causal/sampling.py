@@ -153,14 +153,8 @@ class _Rewriter:
         cond = P.option(p.condition())
         right_ids = {P.expr_id(a) for a in P.output(p.right())}
         keys: list = []
-        stack = [cond] if cond is not None else []
-        while stack:
-            e = stack.pop()
-            c = P.cls(e)
-            if c == "And":
-                stack.extend(P.children(e))
-                continue
-            if c not in ("EqualTo", "EqualNullSafe"):
+        for e in P.conjuncts(cond) if cond is not None else []:
+            if P.cls(e) not in ("EqualTo", "EqualNullSafe"):
                 raise _Unsupported(f"semi join on {P.sql(e)}")
             for side in P.children(e):
                 refs = {P.expr_id(a) for a in P.inspect_expr(side).attrs}

@@ -22,9 +22,9 @@ def test_design_effect_is_one_for_independent_units_and_the_cluster_size_for_sha
     independent = rng.normal(size=4000)
     shared = rng.normal(size=500)[clusters]
     r = _run([clusters], 4000)
-    assert _design_effect([(independent, r.w, r)]) == pytest.approx(1.0, abs=0.2)
-    assert _design_effect([(shared, r.w, r)]) == pytest.approx(8.0, rel=0.15)
-    assert _design_effect([(shared, r.w, _run([], 4000))]) == 1.0  # no key: independent units
+    assert _design_effect([(independent, r)]) == pytest.approx(1.0, abs=0.2)
+    assert _design_effect([(shared, r)]) == pytest.approx(8.0, rel=0.15)
+    assert _design_effect([(shared, _run([], 4000))]) == 1.0  # no key: independent units
 
 
 def test_row_variance_is_the_sum_of_squared_cluster_sizes():
