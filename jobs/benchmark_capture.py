@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--sample-size", type=int, default=20_000)
     args = ap.parse_args()
     spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
              .config("spark.driver.memory", "4g").config("spark.sql.shuffle.partitions", "8").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     print(f"{'rows':>12} {'plain s':>9} {'captured s':>11} {'ratio':>6} {'rows to driver':>15} "

@@ -94,10 +94,13 @@ class Capture:
             return
         rows = None
         if observed is not None:
-            try:
-                found, rows = observed.statistics(self.graph, self.builder.walks[used].env,
-                                                  self.graph.graph["outputs"][used]["columns"])
+            try:  # sources measured apart come first: their columns' stats are over every row read
+                env = self.builder.walks[used].env
+                reread, source_rows = observed.reread(self.spark, self.graph, env)
+                self._add_stats(reread)
+                found, rows = observed.statistics(self.graph, env, self.graph.graph["outputs"][used]["columns"])
                 self._add_stats(found)
+                rows.update(source_rows)
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"inline statistics of output {used!r} failed: {_one_line(exc)}", exc)
                 rows = None

@@ -290,6 +290,16 @@ def relation_name(leaf: JObject) -> str | None:
     return None
 
 
+def columnar_file(leaf: JObject) -> bool:
+    """Whether ``leaf`` reads Parquet or ORC files (Delta tables included): a relation that is cheap to
+    read again for its statistics, because a re-read decodes only the columns asked for, vectorised."""
+    if cls(leaf) != "LogicalRelation":
+        return False
+    fmt = call(leaf.relation(), "fileFormat")
+    name = str(fmt.getClass().getSimpleName()) if fmt is not None else ""
+    return "Parquet" in name or "Orc" in name
+
+
 def path_table_name(path: str) -> str:
     """``s3://b/warehouse/orders/date=2026-11-24/part.parquet`` -> ``orders``.
 

@@ -8,10 +8,12 @@ import importlib
 import json
 import math
 
+import networkx as nx
 import pytest
 from pyspark.sql import functions as F
 
 import spark_causal
+from spark_causal import observe as observe_module
 from spark_causal import sampling
 from spark_causal.store import Store
 
@@ -116,9 +118,20 @@ def test_capture_does_not_run_the_plan_again_unsampled(spark, tables, tmp_path, 
         with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=3):
             job.write.parquet(str(tmp_path / "captured"))
 
+    real_reread = observe_module.Observed.reread
+
+    def reread(self, *a):  # the sources' own statistics, a separate aggregation: its jobs counted apart
+        sc.setJobGroup("reread", "reread")
+        try:
+            return real_reread(self, *a)
+        finally:
+            sc.setJobGroup("captured", "captured")
+
+    monkeypatch.setattr(observe_module.Observed, "reread", reread)
     sampled = jobs("captured", captured) - plain
-    assert [k["sample_size"] for k in calls] == [3] and 6 in calls[0]["known"].values()  # driving rows from the probes
+    assert [k["sample_size"] for k in calls] == [3] and 6 in calls[0]["known"].values()  # driving rows from the reread
     assert 1 <= sampled <= 2  # the sampled pass (toPandas), nothing that re-reads the data in full
+    assert len(sc.statusTracker().getJobIdsForGroup("reread")) <= 5  # aggregates (2 jobs with AQE), top values (3)
     assert Store(str(tmp_path / "s")).meta("r")["status"] == "succeeded"
 
 
@@ -134,3 +147,29 @@ def test_probes_that_cannot_be_built_leave_the_write_alone(spark, tables, tmp_pa
     stats = {s["node"] for s in cap.stats}  # measured by the extra pass instead
     assert {"out.z", "orders.id"} <= stats
     assert Store(str(tmp_path / "s")).meta("r")["status"] == "incomplete"
+
+
+def test_reread_top_values_are_exact_and_identifiers_get_none(spark, tmp_path, monkeypatch):
+    """Sources read again for their statistics: exact top values (NULL a value), booleans included, and
+    a column with more than MAX_TOP_DISTINCT values has none, whether the prefix check or the full
+    grouping finds it (the prefix rows made small so both paths run on small data)."""
+    from spark_causal import stats as stats_module
+
+    monkeypatch.setattr(stats_module, "_PREFIX_BYTES", -1)  # always check the prefix
+    monkeypatch.setattr(stats_module, "_PREFIX_ROWS", 12_000)
+    n = 22_000  # 'key': 22,000 values, 12,000 in the prefix; 'late': 12,001 values, 2,001 in the prefix
+    # 'late' repeats one value over the first 10,000 rows (a prefix that hides its spread), then is unique
+    df = (spark.range(n).repartition(1).sortWithinPartitions("id")
+          .withColumn("key", F.concat(F.lit("k"), F.col("id").cast("string")))
+          .withColumn("cat", F.when(F.col("id") % 7 == 0, F.lit(None)).otherwise((F.col("id") % 3).cast("string")))
+          .withColumn("flag", F.col("id") % 4 == 0)
+          .withColumn("late", F.when(F.col("id") < 10_000, F.lit("x")).otherwise(F.col("id").cast("string"))))
+    df.write.parquet(str(tmp_path / "t"))
+    t = spark.read.parquet(str(tmp_path / "t"))
+    got = {s["column"]: s for s in stats_module.compute_stats(
+        nx.DiGraph(), [(t, {c: c for c in ("id", "key", "cat", "flag", "late")})], reread=True)}
+    for col in ("cat", "flag"):
+        assert json.loads(got[col]["top"]) == exact(t, col)["top"]
+    assert stats_module.MAX_TOP_DISTINCT == 10_000
+    assert got["key"]["top"] is None and got["late"]["top"] is None
+    assert got["id"]["mean"] == pytest.approx((n - 1) / 2) and got["cat"]["nulls"] == n // 7 + 1
