@@ -99,45 +99,53 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, reread
         rows_df = one if rows_df is None else rows_df.crossJoin(one)
     row = rows_df.collect()[0].asDict()
     if reread:
-        for r, (df, mapping) in enumerate(relations):
-            cats = [(i, col) for i, col in enumerate(mapping) if is_categorical(fields_of[r][col])]
-            for (i, _), (top, distinct) in zip(cats, exact_top(df, [col for _, col in cats])):
+        cats = [[(i, col) for i, col in enumerate(mapping) if is_categorical(fields_of[r][col])]
+                for r, (_, mapping) in enumerate(relations)]
+        tops = exact_top([(df, [col for _, col in cats[r]]) for r, (df, _) in enumerate(relations)])
+        for r, found in enumerate(tops):
+            for (i, _), (top, distinct) in zip(cats[r], found):
                 row[f"r{r}_{i}_top"], row[f"r{r}_{i}_d"] = top, distinct
     return [record(G, nid, col, fields_of[r][col], row[f"r{r}_n"], lambda k, p=f"r{r}_{i}_": row.get(p + k))
             for r, (_, mapping) in enumerate(relations) for i, (col, nid) in enumerate(mapping.items())]
 
 
-def exact_top(df: Any, columns: list[str]) -> list[tuple[list, int]]:
-    """Per column of ``df``: its most frequent values as ``[(value as text, count)]`` and its number of
-    distinct values, counted exactly by one grouping-sets job over all the columns.
+def exact_top(relations: list[tuple[Any, list[str]]]) -> list[list[tuple[list, int]]]:
+    """Per relation (df, its columns), per column: its most frequent values as ``[(value as text, count)]``
+    and its number of distinct values, counted exactly by one grouping-sets job over all of them.
 
     A column with more than ``MAX_TOP_DISTINCT`` distinct values among the first ``_PREFIX_ROWS`` rows has
     more overall, so it gets no top values and is not grouped: grouping an identifier of 10M values
     costs ~8 s where the job took ~3 s. The prefix only saves work (so a relation of a few MB is grouped
     without it, saving its jobs); every count is over all rows.
     """
-    if not columns:
-        return []
+    from functools import reduce
+
     from pyspark.sql import functions as F
 
-    keys = [f"k{i}" for i in range(len(columns))]
-    base = df.select([F.col(f"`{c}`").cast("string").alias(k) for c, k in zip(columns, keys)])
-    small = keys
-    if int(str(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes())) > _PREFIX_BYTES:
-        prefix = base.limit(_PREFIX_ROWS).agg(*[F.count_distinct(k).alias(k) for k in keys]).first()
-        small = [k for k in keys if prefix[k] <= MAX_TOP_DISTINCT]
-    out = {k: ([], MAX_TOP_DISTINCT + 1) for k in keys}
-    if small:
-        m = len(small)
-        grouped = base.groupingSets([[k] for k in small], *small).agg(
-            F.count(F.lit(1)).alias("n"), F.grouping_id().alias("gid"))
-        value = F.coalesce(*[F.col(k) for k in small])  # the one key a grouping set keeps (NULL a value too)
-        for r in grouped.groupBy("gid").agg(F.count(F.lit(1)).alias("d"), F.max_by(
-                F.struct(value.alias("v"), F.col("n")), "n", _TOP_ASKED).alias("top")).collect():
-            # grouping_id sets the bit of every key left out of the set, the first key's bit highest
-            k = next(k for j, k in enumerate(small) if r["gid"] == (1 << m) - 1 - (1 << (m - 1 - j)))
-            out[k] = ([(t["v"], t["n"]) for t in r["top"]], int(r["d"]))
-    return [out[k] for k in keys]
+    out = [[([], MAX_TOP_DISTINCT + 1) for _ in cols] for _, cols in relations]
+    parts = []
+    for r, (df, columns) in enumerate(relations):
+        keys = [f"k{i}" for i in range(len(columns))]
+        base = df.select([F.col(f"`{c}`").cast("string").alias(k) for c, k in zip(columns, keys)])
+        if keys and int(str(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes())) > _PREFIX_BYTES:
+            prefix = base.limit(_PREFIX_ROWS).agg(*[F.count_distinct(k).alias(k) for k in keys]).first()
+            keys = [k for k in keys if prefix[k] <= MAX_TOP_DISTINCT]
+        if not keys:
+            continue
+        m = len(keys)
+        # grouping_id sets the bit of every key left out of a set, the first key's bit highest
+        column = F.lit(None)
+        for j, k in enumerate(keys):
+            column = F.when(F.col("gid") == (1 << m) - 1 - (1 << (m - 1 - j)), F.lit(int(k[1:]))).otherwise(column)
+        grouped = base.groupingSets([[k] for k in keys], *keys).agg(F.count(F.lit(1)).alias("n"),
+                                                                    F.grouping_id().alias("gid"))
+        parts.append(grouped.select(F.lit(r).alias("r"), column.alias("i"),  # the one key a set keeps
+                                    F.coalesce(*[F.col(k) for k in keys]).alias("v"), "n"))
+    if parts:
+        for row in reduce(lambda a, b: a.unionByName(b), parts).groupBy("r", "i").agg(
+                F.count(F.lit(1)).alias("d"), F.max_by(F.struct("v", "n"), "n", _TOP_ASKED).alias("top")).collect():
+            out[row["r"]][row["i"]] = ([(t["v"], t["n"]) for t in row["top"]], int(row["d"]))
+    return out
 
 
 def is_numeric(dt: str) -> bool:
