@@ -300,6 +300,11 @@ def columnar_file(leaf: JObject) -> bool:
     return "Parquet" in name or "Orc" in name
 
 
+def size_in_bytes(plan: JObject) -> int:
+    """Catalyst's size estimate of a plan's output (for a file relation, its files' total size)."""
+    return int(str(plan.stats().sizeInBytes()))
+
+
 def path_table_name(path: str) -> str:
     """``s3://b/warehouse/orders/date=2026-11-24/part.parquet`` -> ``orders``.
 

@@ -11,10 +11,12 @@ import json
 import math
 from typing import Any, Callable
 
+from . import plan as P
+
 TOP_K = 10
 MAX_TOP_DISTINCT = 10_000  # a categorical column with more distinct values is an identifier: no top values
 _TOP_ASKED = 100  # more than TOP_K from the sketch, so the exact order below decides ties at the cut
-_PREFIX_ROWS = 100_000  # rows read to rule out grouping a column with too many values (``exact_top``)
+_PREFIX_ROWS = 100_000  # rows read to rule out grouping a column with too many values (``_top_values``)
 _PREFIX_BYTES = 8 << 20  # relations smaller than this are grouped without the prefix check
 
 
@@ -30,7 +32,7 @@ def column_aggregates(c: Any, dtype: str, prefix: str, sketches: bool = True) ->
 
     Top values come from the ``approx_top_k`` sketch, which keeps exact counts while the column has fewer
     distinct values than it tracks; above ``MAX_TOP_DISTINCT`` (per ``approx_count_distinct``) they are dropped.
-    Without ``sketches`` they are left to ``exact_top`` (both sketches are imperative aggregates, which
+    Without ``sketches`` they are left to ``_top_values`` (both sketches are imperative aggregates, which
     take a whole aggregation query off Spark's generated code).
     """
     from pyspark.sql import functions as F
@@ -77,17 +79,20 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, reread
     sources cheap to read again (``reread``: columnar files, ``plan.columnar_file``).
 
     Small jobs are dominated by Spark's per-job overhead, so every relation's single-row aggregate is
-    cross-joined into one job. With ``reread`` that job has no sketch, so Spark runs it as generated
-    code, and top values are counted exactly by a second job (``exact_top``): reading a relation twice
-    costs less than one slow pass. Measured at 10M rows of 5 columns, 2 cores: the sketched query
-    4.7 s, the generated one 1.2 s, exact top values of a 4-valued string 0.5 s.
+    one branch of a single union query. With ``reread`` the aggregates have no sketch, so Spark runs
+    them as generated code, and top values are counted exactly by grouping (``_top_values``, more
+    branches of the same query): reading a relation twice costs less than one slow pass. Measured at
+    10M rows of 5 columns, 2 cores: the sketched aggregate 4.7 s, the generated one 1.2 s, exact top
+    values of a 4-valued string 0.5 s.
     """
     relations = [(df, m) for df, m in relations if m]
     if not relations:
         return []
+    from functools import reduce
+
     from pyspark.sql import functions as F
 
-    rows_df = None
+    parts = []
     fields_of = []
     for r, (df, mapping) in enumerate(relations):
         fields = {f.name: f.dataType.simpleString() for f in df.schema.fields}
@@ -95,57 +100,66 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, reread
         aggs = [F.count(F.lit(1)).alias(f"r{r}_n")]
         for i, col in enumerate(mapping):
             aggs += column_aggregates(F.col(f"`{col}`"), fields[col], f"r{r}_{i}_", sketches=not reread)
-        one = df.agg(*aggs)
-        rows_df = one if rows_df is None else rows_df.crossJoin(one)
-    row = rows_df.collect()[0].asDict()
+        parts.append(df.agg(*aggs))
+    row: dict[str, Any] = {}
     if reread:
         cats = [[(i, col) for i, col in enumerate(mapping) if is_categorical(fields_of[r][col])]
                 for r, (_, mapping) in enumerate(relations)]
-        tops = exact_top([(df, [col for _, col in cats[r]]) for r, (df, _) in enumerate(relations)])
-        for r, found in enumerate(tops):
-            for (i, _), (top, distinct) in zip(cats[r], found):
-                row[f"r{r}_{i}_top"], row[f"r{r}_{i}_d"] = top, distinct
-    return [record(G, nid, col, fields_of[r][col], row[f"r{r}_n"], lambda k, p=f"r{r}_{i}_": row.get(p + k))
+        grouped, skipped = _top_values([(df, [col for _, col in cats[r]]) for r, (df, _) in enumerate(relations)])
+        for r, found in enumerate(cats):
+            for j, (i, _) in enumerate(found):  # a column grouped but absent had no rows at all
+                row[f"r{r}_{i}_top"], row[f"r{r}_{i}_d"] = [], MAX_TOP_DISTINCT + 1 if (r, j) in skipped else 0
+        parts += [grouped] if grouped is not None else []
+    for got in reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts).collect():
+        values = got.asDict()
+        if values.get("top_r") is not None:  # a top-values row: relation, column, distinct values, top
+            r, i = values["top_r"], cats[values["top_r"]][values["top_i"]][0]
+            row[f"r{r}_{i}_top"] = [(t["v"], t["n"]) for t in values["top"]]
+            row[f"r{r}_{i}_d"] = int(values["top_d"])
+        else:
+            row.update((k, v) for k, v in values.items() if v is not None and not k.startswith("top"))
+    return [record(G, nid, col, fields_of[r][col], row.get(f"r{r}_n"), lambda k, p=f"r{r}_{i}_": row.get(p + k))
             for r, (_, mapping) in enumerate(relations) for i, (col, nid) in enumerate(mapping.items())]
 
 
-def exact_top(relations: list[tuple[Any, list[str]]]) -> list[list[tuple[list, int]]]:
-    """Per relation (df, its columns), per column: its most frequent values as ``[(value as text, count)]``
-    and its number of distinct values, counted exactly by one grouping-sets job over all of them.
+def _top_values(relations: list[tuple[Any, list[str]]]) -> tuple[Any, set[tuple[int, int]]]:
+    """(a query of every relation's (df, columns) most frequent values, exact, one row per column:
+    ``top_r`` relation, ``top_i`` column, ``top_d`` distinct values, ``top`` [(v as text, n)] by count;
+    the (relation, column) positions it leaves out as having too many distinct values).
 
     A column with more than ``MAX_TOP_DISTINCT`` distinct values among the first ``_PREFIX_ROWS`` rows has
     more overall, so it gets no top values and is not grouped: grouping an identifier of 10M values
     costs ~8 s where the job took ~3 s. The prefix only saves work (so a relation of a few MB is grouped
-    without it, saving its jobs); every count is over all rows.
+    without it, saving its job); every count is over all rows.
     """
     from functools import reduce
 
     from pyspark.sql import functions as F
 
-    out = [[([], MAX_TOP_DISTINCT + 1) for _ in cols] for _, cols in relations]
+    skipped: set[tuple[int, int]] = set()
     parts = []
     for r, (df, columns) in enumerate(relations):
         keys = [f"k{i}" for i in range(len(columns))]
         base = df.select([F.col(f"`{c}`").cast("string").alias(k) for c, k in zip(columns, keys)])
-        if keys and int(str(df._jdf.queryExecution().optimizedPlan().stats().sizeInBytes())) > _PREFIX_BYTES:
+        if keys and P.size_in_bytes(df._jdf.queryExecution().optimizedPlan()) > _PREFIX_BYTES:
             prefix = base.limit(_PREFIX_ROWS).agg(*[F.count_distinct(k).alias(k) for k in keys]).first()
+            skipped |= {(r, int(k[1:])) for k in keys if prefix[k] > MAX_TOP_DISTINCT}
             keys = [k for k in keys if prefix[k] <= MAX_TOP_DISTINCT]
         if not keys:
             continue
         m = len(keys)
         # grouping_id sets the bit of every key left out of a set, the first key's bit highest
-        column = F.lit(None)
+        which = F.lit(None)
         for j, k in enumerate(keys):
-            column = F.when(F.col("gid") == (1 << m) - 1 - (1 << (m - 1 - j)), F.lit(int(k[1:]))).otherwise(column)
+            which = F.when(F.col("gid") == (1 << m) - 1 - (1 << (m - 1 - j)), F.lit(int(k[1:]))).otherwise(which)
         grouped = base.groupingSets([[k] for k in keys], *keys).agg(F.count(F.lit(1)).alias("n"),
                                                                     F.grouping_id().alias("gid"))
-        parts.append(grouped.select(F.lit(r).alias("r"), column.alias("i"),  # the one key a set keeps
+        parts.append(grouped.select(F.lit(r).alias("top_r"), which.alias("top_i"),  # the one key a set keeps
                                     F.coalesce(*[F.col(k) for k in keys]).alias("v"), "n"))
-    if parts:
-        for row in reduce(lambda a, b: a.unionByName(b), parts).groupBy("r", "i").agg(
-                F.count(F.lit(1)).alias("d"), F.max_by(F.struct("v", "n"), "n", _TOP_ASKED).alias("top")).collect():
-            out[row["r"]][row["i"]] = ([(t["v"], t["n"]) for t in row["top"]], int(row["d"]))
-    return out
+    if not parts:
+        return None, skipped
+    return reduce(lambda a, b: a.unionByName(b), parts).groupBy("top_r", "top_i").agg(
+        F.count(F.lit(1)).alias("top_d"), F.max_by(F.struct("v", "n"), "n", _TOP_ASKED).alias("top")), skipped
 
 
 def is_numeric(dt: str) -> bool:

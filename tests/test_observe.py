@@ -70,7 +70,11 @@ def assert_matches(record: dict, expected: dict) -> None:
             assert got[key] == want, (key, got[key], want)
 
 
-def test_inline_stats_equal_a_plain_aggregation(spark, tables, tmp_path):
+@pytest.mark.parametrize("reread", [False, True], ids=["probes", "reread"])
+def test_inline_stats_equal_a_plain_aggregation(spark, tables, tmp_path, monkeypatch, reread):
+    """Probes measure small sources; Parquet sources over REREAD_BYTES are read again after the write
+    (made 0 here): both give the exact statistics."""
+    monkeypatch.setattr(observe_module, "REREAD_BYTES", -1 if reread else 1 << 60)
     orders, customers = tables
     stage = orders.filter(F.col("amount") > 1).join(customers, "cust").withColumn("x", F.col("amount") * 2)
     report = stage.groupBy("country").agg(F.sum("x").alias("total"), F.min("d").alias("first_day"),
@@ -101,6 +105,7 @@ def test_capture_does_not_run_the_plan_again_unsampled(spark, tables, tmp_path, 
     real = sampling.provenance
     monkeypatch.setattr(sampling, "provenance", lambda *a, **k: calls.append(k) or real(*a, **k))
     monkeypatch.setattr(capture_module, "compute_stats", lambda *a, **k: pytest.fail("extra statistics pass"))
+    monkeypatch.setattr(observe_module, "REREAD_BYTES", -1)  # the sources read again after the write
     job = orders.filter(F.col("amount") > 1).withColumn("x", F.col("amount") * 2).groupBy("s").agg(F.sum("x").alias("t"))
     sc = spark.sparkContext
 
