@@ -124,25 +124,23 @@ class Capture:
         relations: list[tuple[Any, dict[str, str]]] = []
         counted: dict[int, str] = {}  # driving relation -> one of its columns' node, whose count is its rows
         for seg_plan in sampling.segment_plans(plan):
-            try:  # one unsampled pass per segment gives exact stats of its stage and driving columns
+            try:  # one unsampled pass per segment gives exact stats of its stage columns and selections
                 prov = sampling.provenance(self.spark, self.builder, output, seg_plan, sample_size=None,
                                            seed=self.options.seed)
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"provenance of output {output!r} failed: {_one_line(exc)}", exc)
                 continue
-            kinds = {n: self.graph.nodes[n]["kind"] for n in prov.names if n in self.graph}
-            wanted = {"stage", "selection", "source"} if prov.driving_hash not in counted else {"stage", "selection"}
-            mapping = {n: n for n, kind in kinds.items() if kind in wanted and
-                       (kind != "source" or self.graph.nodes[n].get("table") == prov.driving)}
-            if mapping:
+            mapping = {n: n for n in prov.names if n in self.graph and
+                       self.graph.nodes[n]["kind"] in ("stage", "selection")}
+            if mapping:  # one row per unit: any of its columns counts the driving rows
                 relations.append((prov.df, mapping))
                 counted.setdefault(prov.driving_hash, next(iter(mapping)))
         partitions = P.partition_filters(plan)
-        for leaf in _leaves(plan):
-            if int(leaf.hashCode()) in counted:
-                continue
+        for leaf in _leaves(plan):  # sources as read (their partitions): a plain scan, no joins to redo
             mapping = {P.name(a): walk.env[P.expr_id(a)] for a in P.output(leaf) if P.expr_id(a) in walk.env}
             relations.append((P.to_dataframe(self.spark, P.restrict(leaf, partitions)), mapping))
+            if mapping:
+                counted.setdefault(int(leaf.hashCode()), next(iter(mapping.values())))
         out_df = _read_back(self.spark, path=path, table=table, fmt=fmt) or P.to_dataframe(self.spark, plan)
         cols = self.graph.graph["outputs"][output]["columns"]
         relations.append((out_df, dict(zip(out_df.columns, cols))))
@@ -153,7 +151,7 @@ class Capture:
             have.update(mapping.values())
             todo.append((rel, mapping))
         try:
-            self._add_stats(compute_stats(self.graph, todo))
+            self._add_stats(compute_stats(self.graph, todo, sketches=False))
         except Exception as exc:  # noqa: BLE001
             self._fail_soft(f"statistics of output {output!r} failed: {_one_line(exc)}", exc)
         counts = {s["node"]: s["count"] for s in self.stats}

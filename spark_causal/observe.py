@@ -80,7 +80,7 @@ class Observed:
                 df = P.to_dataframe(spark, P.restrict(leaf, self.partitions))
                 relations.append((df.select([f"`{c}`" for c in mapping]), mapping))
                 leaves.append((int(leaf.hashCode()), next(iter(mapping.values()))))
-        stats = compute_stats(G, relations, reread=True)
+        stats = compute_stats(G, relations, sketches=False)
         counts = {s["node"]: s["count"] for s in stats}
         return stats, {h: counts[n] for h, n in leaves if n in counts}
 

@@ -33,7 +33,8 @@ def column_aggregates(c: Any, dtype: str, prefix: str, sketches: bool = True) ->
     Top values come from the ``approx_top_k`` sketch, which keeps exact counts while the column has fewer
     distinct values than it tracks; above ``MAX_TOP_DISTINCT`` (per ``approx_count_distinct``) they are dropped.
     Without ``sketches`` they are left to ``_top_values`` (both sketches are imperative aggregates, which
-    take a whole aggregation query off Spark's generated code).
+    take a whole aggregation query off Spark's generated code). A boolean needs neither: its counts of
+    true, false and NULL are its sum, its non-NULL count minus the sum, and the rows minus the count.
     """
     from pyspark.sql import functions as F
 
@@ -45,7 +46,7 @@ def column_aggregates(c: Any, dtype: str, prefix: str, sketches: bool = True) ->
         aggs += [F.min(c).cast("string").alias(f"{prefix}lo"), F.max(c).cast("string").alias(f"{prefix}hi")]
     if dtype == "string" and sketches:
         aggs.append(F.approx_count_distinct(c).alias(f"{prefix}d"))
-    if is_categorical(dtype) and sketches:
+    if dtype == "string" and sketches:
         aggs.append(F.call_function("approx_top_k", c.cast("string"), F.lit(_TOP_ASKED),
                                     F.lit(MAX_TOP_DISTINCT)).alias(f"{prefix}top"))
     return aggs
@@ -56,7 +57,11 @@ def record(G: Any, nid: str, column: str, dtype: str, rows: int, value: Callable
     rows = int(rows or 0)
     valued = int(value("v") or 0)  # non-NULL values (NaN is a value)
     total = value("sum") if is_numeric(dtype) else None
-    top = _top(dtype, value("top") if is_categorical(dtype) else None, value("d") if dtype == "string" else None)
+    if dtype == "boolean":
+        trues = round(float(total or 0))
+        top = _top(dtype, [("true", trues), ("false", valued - trues), (None, rows - valued)], None)
+    else:
+        top = _top(dtype, value("top"), value("d")) if dtype == "string" else None
     return _row(G, nid, column, dtype, rows, nulls=rows - valued,
                 mean=float(total) / valued if total is not None and valued else None,
                 std=value("s"), lo=value("lo"), hi=value("hi"), top=top)
@@ -73,17 +78,17 @@ def _row(G: Any, nid: str, column: str, dtype: str, rows: int, *, nulls: int, me
     }
 
 
-def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, reread: bool = False) -> list[dict]:
+def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketches: bool = True) -> list[dict]:
     """Exact statistics of node columns of several relations ([(df, {column in df: node id})]), by an
     extra job: the way for writes that cannot be observed inline (SQL statements, V2 writers), and for
-    sources cheap to read again (``reread``: columnar files, ``plan.columnar_file``).
+    sources cheap to read again (columnar files, ``observe.REREAD_BYTES``).
 
     Small jobs are dominated by Spark's per-job overhead, so every relation's single-row aggregate is
-    one branch of a single union query. With ``reread`` the aggregates have no sketch, so Spark runs
-    them as generated code, and top values are counted exactly by grouping (``_top_values``, more
-    branches of the same query): reading a relation twice costs less than one slow pass. Measured at
-    10M rows of 5 columns, 2 cores: the sketched aggregate 4.7 s, the generated one 1.2 s, exact top
-    values of a 4-valued string 0.5 s.
+    one branch of a single union query. Without ``sketches`` the aggregates run as Spark's generated
+    code and string top values are counted exactly by grouping (``_top_values``, more branches of the
+    same query), which reads a relation twice but costs less than one slow pass. Measured at 10M rows
+    of 5 columns, 2 cores: the sketched aggregate 4.7 s, the generated one 1.2 s, exact top values of
+    a 4-valued string 0.5 s.
     """
     relations = [(df, m) for df, m in relations if m]
     if not relations:
@@ -99,11 +104,11 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, reread
         fields_of.append(fields)
         aggs = [F.count(F.lit(1)).alias(f"r{r}_n")]
         for i, col in enumerate(mapping):
-            aggs += column_aggregates(F.col(f"`{col}`"), fields[col], f"r{r}_{i}_", sketches=not reread)
+            aggs += column_aggregates(F.col(f"`{col}`"), fields[col], f"r{r}_{i}_", sketches=sketches)
         parts.append(df.agg(*aggs))
     row: dict[str, Any] = {}
-    if reread:
-        cats = [[(i, col) for i, col in enumerate(mapping) if is_categorical(fields_of[r][col])]
+    if not sketches:
+        cats = [[(i, col) for i, col in enumerate(mapping) if fields_of[r][col] == "string"]
                 for r, (_, mapping) in enumerate(relations)]
         grouped, skipped = _top_values([(df, [col for _, col in cats[r]]) for r, (df, _) in enumerate(relations)])
         for r, found in enumerate(cats):
