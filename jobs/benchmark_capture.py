@@ -1,6 +1,7 @@
 """Cost of capture: wall time captured/plain, driver memory, and rows brought to the driver.
 
     python jobs/benchmark_capture.py [--rows 10000000 --rows 1000000] [--rounds 2] [--sample-size 20000]
+                                     [--api dataframe|sql]
 
 For each data size it generates a pipeline's inputs (a fact table of N orders, two dimension tables)
 into a temporary folder, then runs the same job plain and under capture alternately in one Spark
@@ -51,7 +52,23 @@ def job(spark: SparkSession, folder: Path, out: Path) -> None:
      .write.mode("overwrite").parquet(str(out)))
 
 
-def measure(spark: SparkSession, rows: int, rounds: int, sample_size: int) -> dict:
+_SQL = """SELECT c.country, o.day, SUM(o.amount * f.rate * (1 - COALESCE(c.discount, 0.0))) AS revenue,
+       COUNT(*) AS orders
+FROM bench_orders o JOIN bench_fx f ON o.currency = f.currency
+LEFT JOIN bench_customers c ON o.customer_id = c.customer_id
+WHERE o.amount > 5 GROUP BY c.country, o.day"""
+
+
+def sql_job(spark: SparkSession, folder: Path, out: Path) -> None:
+    """The same pipeline as one SQL statement (CTAS): capture measures it after the write."""
+    for name in ("orders", "customers", "fx"):
+        spark.read.parquet(str(folder / name)).createOrReplaceTempView(f"bench_{name}")
+    table = f"bench_{out.name}"
+    spark.sql(f"DROP TABLE IF EXISTS {table}")
+    spark.sql(f"CREATE TABLE {table} USING parquet LOCATION '{out}' AS {_SQL}")
+
+
+def measure(spark: SparkSession, rows: int, rounds: int, sample_size: int, job=job) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_inputs(spark, folder / "in", rows)
@@ -82,6 +99,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, action="append")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--sample-size", type=int, default=20_000)
+    ap.add_argument("--api", choices=("dataframe", "sql"), default="dataframe",
+                    help="write with DataFrameWriter (statistics inline) or a SQL CTAS (an extra pass)")
     args = ap.parse_args()
     spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
              .config("spark.ui.showConsoleProgress", "false")
@@ -90,7 +109,7 @@ def main() -> None:
     print(f"{'rows':>12} {'plain s':>9} {'captured s':>11} {'ratio':>6} {'rows to driver':>15} "
           f"{'py peak MB':>11} {'JVM used MB':>12}")
     for rows in args.rows or [1_000_000, 10_000_000]:
-        m = measure(spark, rows, args.rounds, args.sample_size)
+        m = measure(spark, rows, args.rounds, args.sample_size, job=sql_job if args.api == "sql" else job)
         print(f"{m['rows']:>12,} {m['plain_s']:>9.1f} {m['captured_s']:>11.1f} {m['ratio']:>6.2f} "
               f"{m['driver_rows']:>15,} {m['python_peak_mb']:>11.0f} {m['jvm_used_mb']:>12.0f}", flush=True)
 

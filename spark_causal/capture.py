@@ -14,6 +14,7 @@ import contextlib
 import datetime as _dt
 import functools
 import logging
+import operator
 import os
 import runpy
 import sys
@@ -117,24 +118,28 @@ class Capture:
                                fmt: str | None) -> dict[int, int]:
         """Exact statistics by one extra job over the leaves, the written output and, per segment, an
         unsampled provenance query: for writes that could not carry probes (SQL statements, V2 writers).
-        Returns row counts by driving relation (plan hashCode), so sampling need not count them again."""
+        Returns row counts by source relation (plan hashCode), so sampling need not count them again."""
+        from pyspark.sql import functions as F
+
         from . import sampling
 
         walk = self.builder.walks[output]
         relations: list[tuple[Any, dict[str, str]]] = []
-        counted: dict[int, str] = {}  # driving relation -> one of its columns' node, whose count is its rows
+        counted: dict[int, str] = {}  # source relation -> one of its columns' node, whose count is its rows
         for seg_plan in sampling.segment_plans(plan):
-            try:  # one unsampled pass per segment gives exact stats of its stage columns and selections
+            try:  # one unsampled pass per segment gives exact stats of its stage columns
                 prov = sampling.provenance(self.spark, self.builder, output, seg_plan, sample_size=None,
                                            seed=self.options.seed)
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"provenance of output {output!r} failed: {_one_line(exc)}", exc)
                 continue
-            mapping = {n: n for n in prov.names if n in self.graph and
-                       self.graph.nodes[n]["kind"] in ("stage", "selection")}
-            if mapping:  # one row per unit: any of its columns counts the driving rows
-                relations.append((prov.df, mapping))
-                counted.setdefault(prov.driving_hash, next(iter(mapping)))
+            mapping = {n: n for n in prov.names if n in self.graph and self.graph.nodes[n]["kind"] == "stage"}
+            # over the units the job kept, as a probe would see them: SQL filters and joins come before
+            # the select list (selections themselves are estimated from the sample, as inline)
+            kept = [F.col(f"`{s}`") for s, drops in prov.drops.items() if drops and s in prov.names]
+            if mapping:
+                relations.append((prov.df.filter(functools.reduce(operator.and_, kept)) if kept else prov.df,
+                                  mapping))
         partitions = P.partition_filters(plan)
         for leaf in _leaves(plan):  # sources as read (their partitions): a plain scan, no joins to redo
             mapping = {P.name(a): walk.env[P.expr_id(a)] for a in P.output(leaf) if P.expr_id(a) in walk.env}

@@ -188,14 +188,17 @@ def test_sql_write_stats_by_the_extra_pass_are_exact(spark, tables, tmp_path):
     customers.createOrReplaceTempView("obs_customers")
     spark.sql("DROP TABLE IF EXISTS obs_report")
     with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=0) as cap:
-        spark.sql("CREATE TABLE obs_report USING parquet AS SELECT c.country, o.s, o.b, SUM(o.amount * 2) AS total "
-                  "FROM obs_orders o JOIN obs_customers c ON o.cust = c.cust WHERE o.amount > 1 "
-                  "GROUP BY c.country, o.s, o.b")
+        spark.sql("CREATE TABLE obs_report USING parquet AS SELECT country, s, b, SUM(x) AS total FROM ("
+                  "SELECT c.country, o.s, o.b, o.amount * 2 AS x FROM obs_orders o "
+                  "JOIN obs_customers c ON o.cust = c.cust WHERE o.amount > 1) GROUP BY country, s, b")
     assert not cap.errors
     stats = {s["node"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")}
     for col in ("amount", "s", "b", "cust"):
         assert_matches(stats[f"orders.{col}"], exact(orders, col))
     assert_matches(stats["customers.country"], exact(customers, "country"))
+    stage = orders.filter(F.col("amount") > 1).join(customers, "cust").withColumn("x", F.col("amount") * 2)
+    x = next(s for s in stats.values() if s["column"] == "x" and s["kind"] == "stage")
+    assert_matches(x, exact(stage, "x"))  # the rows the job computed x for, not every unit
     written = spark.table("obs_report")
     for col in ("country", "s", "b", "total"):
         assert_matches(stats[f"obs_report.{col}"], exact(written, col))
