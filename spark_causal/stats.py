@@ -35,21 +35,25 @@ def column_aggregates(c: Any, dtype: str, prefix: str, sketches: bool = True) ->
     Without ``sketches`` they are left to ``_top_values`` (both sketches are imperative aggregates, which
     take a whole aggregation query off Spark's generated code). A boolean needs neither: its counts of
     true, false and NULL are its sum, its non-NULL count minus the sum, and the rows minus the count.
-    """
-    from pyspark.sql import functions as F
 
-    aggs = [F.count(c).alias(f"{prefix}v")]
+    Built on the JVM's ``functions`` directly: pyspark's wrappers cost several py4j calls each (call-site
+    capture, active-session lookups), and a plan's probes build hundreds of these (~0.2 s).
+    """
+    from pyspark.sql import Column
+
+    f = P.jclass("org.apache.spark.sql.functions")
+    jc = c._jc
+    aggs = [f.count(jc).alias(f"{prefix}v")]
     if is_numeric(dtype):
-        x = c.cast("double")
-        aggs += [F.sum(x).alias(f"{prefix}sum"), F.stddev(x).alias(f"{prefix}s")]
+        x = jc.cast("double")
+        aggs += [f.sum(x).alias(f"{prefix}sum"), f.stddev(x).alias(f"{prefix}s")]
     if is_numeric(dtype) or dtype.startswith(("date", "timestamp")):
-        aggs += [F.min(c).cast("string").alias(f"{prefix}lo"), F.max(c).cast("string").alias(f"{prefix}hi")]
+        aggs += [f.min(jc).cast("string").alias(f"{prefix}lo"), f.max(jc).cast("string").alias(f"{prefix}hi")]
     if dtype == "string" and sketches:
-        aggs.append(F.approx_count_distinct(c).alias(f"{prefix}d"))
-    if dtype == "string" and sketches:
-        aggs.append(F.call_function("approx_top_k", c.cast("string"), F.lit(_TOP_ASKED),
-                                    F.lit(MAX_TOP_DISTINCT)).alias(f"{prefix}top"))
-    return aggs
+        aggs.append(f.approx_count_distinct(jc).alias(f"{prefix}d"))
+        aggs.append(f.call_function("approx_top_k", P.scala_seq([jc, f.lit(_TOP_ASKED), f.lit(MAX_TOP_DISTINCT)]))
+                    .alias(f"{prefix}top"))
+    return [Column(a) for a in aggs]
 
 
 def record(G: Any, nid: str, column: str, dtype: str, rows: int, value: Callable[[str], Any]) -> dict:
