@@ -5,12 +5,14 @@
 
 For each data size it generates a pipeline's inputs (a fact table of N orders, two dimension tables)
 into a temporary folder, then runs the same job plain and under capture alternately in one Spark
-session (so JVM warm-up and machine noise hit both), and prints the median wall-time ratio.
+session (so JVM warm-up and machine noise hit both), and prints the median wall-time ratio and the
+median ratio of CPU time (Python + Spark JVM), which moves much less on a noisy machine.
 Rows brought to the driver are counted from what capture collects: statistics rows and sampled units.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import tempfile
@@ -68,28 +70,49 @@ def sql_job(spark: SparkSession, folder: Path, out: Path) -> None:
     spark.sql(f"CREATE TABLE {table} USING parquet LOCATION '{out}' AS {_SQL}")
 
 
+def cpu_seconds(spark: SparkSession) -> float | None:
+    """CPU time used so far by this Python process and the Spark JVM (Linux /proc; None elsewhere).
+
+    Wall time on a shared 2-core machine moves by a second between identical runs; the CPU the job
+    burns moves much less, so its captured/plain ratio is printed next to the wall-time one.
+    """
+    try:
+        pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + own.ru_utime + own.ru_stime
+
+
 def measure(spark: SparkSession, rows: int, rounds: int, sample_size: int, job=job) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_inputs(spark, folder / "in", rows)
         job(spark, folder / "in", folder / "warmup")
-        plain, captured = [], []
+        times: dict[str, list[tuple[float, float | None]]] = {"plain": [], "captured": []}
         collected = 0
         for r in range(rounds):
-            t = time.perf_counter()
-            job(spark, folder / "in", folder / f"plain{r}")
-            plain.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            with spark_causal.capture(spark, store=str(folder / "store"), run=f"r{r}", sample_size=sample_size):
-                job(spark, folder / "in", folder / f"cap{r}")
-            captured.append(time.perf_counter() - t)
+            for kind in ("plain", "captured"):
+                t, c = time.perf_counter(), cpu_seconds(spark)
+                if kind == "plain":
+                    job(spark, folder / "in", folder / f"plain{r}")
+                else:
+                    with spark_causal.capture(spark, store=str(folder / "store"), run=f"r{r}", sample_size=sample_size):
+                        job(spark, folder / "in", folder / f"cap{r}")
+                c2 = cpu_seconds(spark)
+                times[kind].append((time.perf_counter() - t, c2 - c if c is not None and c2 is not None else None))
             store = Store(str(folder / "store"))
             collected = len(store.read_parquet(f"r{r}", "stats.parquet"))
             for seg in store.graph(f"r{r}").graph["segments"]:
                 collected += len(store.read_parquet(f"r{r}", f"samples/{seg['id']}.parquet"))
     jvm = spark.sparkContext._jvm.java.lang.Runtime.getRuntime()
-    return {"rows": rows, "plain_s": statistics.median(plain), "captured_s": statistics.median(captured),
-            "ratio": statistics.median(c / p for c, p in zip(captured, plain)),
+    pairs = list(zip(times["captured"], times["plain"]))
+    cpu = [c[1] / p[1] for c, p in pairs if c[1] is not None and p[1]]
+    return {"rows": rows, "plain_s": statistics.median(p[0] for _, p in pairs),
+            "captured_s": statistics.median(c[0] for c, _ in pairs),
+            "ratio": statistics.median(c[0] / p[0] for c, p in pairs),
+            "cpu_ratio": statistics.median(cpu) if cpu else float("nan"),
             "driver_rows": collected, "python_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "jvm_used_mb": (jvm.totalMemory() - jvm.freeMemory()) / 2**20}
 
@@ -106,11 +129,11 @@ def main() -> None:
              .config("spark.ui.showConsoleProgress", "false")
              .config("spark.driver.memory", "4g").config("spark.sql.shuffle.partitions", "8").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
-    print(f"{'rows':>12} {'plain s':>9} {'captured s':>11} {'ratio':>6} {'rows to driver':>15} "
+    print(f"{'rows':>12} {'plain s':>9} {'captured s':>11} {'ratio':>6} {'CPU ratio':>10} {'rows to driver':>15} "
           f"{'py peak MB':>11} {'JVM used MB':>12}")
     for rows in args.rows or [1_000_000, 10_000_000]:
         m = measure(spark, rows, args.rounds, args.sample_size, job=sql_job if args.api == "sql" else job)
-        print(f"{m['rows']:>12,} {m['plain_s']:>9.1f} {m['captured_s']:>11.1f} {m['ratio']:>6.2f} "
+        print(f"{m['rows']:>12,} {m['plain_s']:>9.1f} {m['captured_s']:>11.1f} {m['ratio']:>6.2f} {m['cpu_ratio']:>10.2f} "
               f"{m['driver_rows']:>15,} {m['python_peak_mb']:>11.0f} {m['jvm_used_mb']:>12.0f}", flush=True)
 
 
