@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import reduce
 from typing import Any, Callable
 
 from . import plan as P
@@ -97,8 +98,6 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
     relations = [(df, m) for df, m in relations if m]
     if not relations:
         return []
-    from functools import reduce
-
     from pyspark.sql import functions as F
 
     parts = []
@@ -111,6 +110,7 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
             aggs += column_aggregates(F.col(f"`{col}`"), fields[col], f"r{r}_{i}_", sketches=sketches)
         parts.append(df.agg(*aggs))
     row: dict[str, Any] = {}
+    cats: list[list[tuple[int, str]]] = []  # per relation, its string columns: (position, name)
     if not sketches:
         cats = [[(i, col) for i, col in enumerate(mapping) if fields_of[r][col] == "string"]
                 for r, (_, mapping) in enumerate(relations)]
@@ -141,8 +141,6 @@ def _top_values(relations: list[tuple[Any, list[str]]]) -> tuple[Any, set[tuple[
     costs ~8 s where the job took ~3 s. The prefix only saves work (so a relation of a few MB is grouped
     without it, saving its job); every count is over all rows.
     """
-    from functools import reduce
-
     from pyspark.sql import functions as F
 
     skipped: set[tuple[int, int]] = set()
