@@ -219,3 +219,14 @@ def test_path_table_names_skip_partitions():
     assert P.path_table_name("s3://b/wh/orders/date=2026-11-24/") == "orders"
     assert P.path_table_name("/data/orders/2026-11-24") == "orders"
     assert P.path_table_name("file:/tmp/x/fx.parquet") == "fx"
+
+
+def test_output_attributes_parse_names_and_ids_like_the_jvm(spark):
+    """``plan.output`` reads names and exprIds from one string; odd names must give what the JVM says."""
+    df = spark.range(2).select(F.col("id").alias("a#b, c"), F.lit("x").alias("#7"), F.col("id").alias("ünï côde"),
+                               F.lit(1.5).alias("x#12L"), F.col("id").cast("int").alias("i"))
+    plan = P.analyzed(df)
+    attrs = P.output(plan)
+    assert [P.name(a) for a in attrs] == ["a#b, c", "#7", "ünï côde", "x#12L", "i"]
+    assert [P.expr_id(a) for a in attrs] == [int(a.exprId().id()) for a in P.seq(plan.output())]
+    assert P.output(plan)[0] is attrs[0]  # the same proxies: asked once per node
