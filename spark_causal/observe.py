@@ -51,6 +51,7 @@ class _Column:
     expr_id: int
     dtype: str
     name: str
+    nullable: bool
     position: int | None = None  # the output column it is (its node id is the output's), else None
 
 
@@ -140,7 +141,8 @@ class _Builder:
         by_id = {P.expr_id(a): a for a in P.output(plan)}
         metrics = [F.count(F.lit(1)).alias("rows")]
         for i, col in enumerate(columns):
-            metrics += column_aggregates(Column(utils.column(by_id[col.expr_id])), col.dtype, f"c{i}_")
+            metrics += column_aggregates(Column(utils.column(by_id[col.expr_id])), col.dtype, f"c{i}_",
+                                         nullable=col.nullable)
         obs = Observation(f"spark_causal_{self.tag}_{next(_counter)}")
         observed = P.to_dataframe(self.spark, plan).observe(obs, *metrics)
         self.probes.append(_Probe(obs, columns, rows_of))
@@ -179,7 +181,7 @@ class _Builder:
         if P.cls(p) == "Project":
             inherited |= {P.expr_id(e) for e in P.seq(p.projectList())
                           if P.cls(e) == "Alias" and P.cls(e.child()) == "AttributeReference"}
-        return [_Column(P.expr_id(a), P.dtype(a), P.name(a)) for a in P.output(p)
+        return [_Column(P.expr_id(a), P.dtype(a), P.name(a), P.nullable(a)) for a in P.output(p)
                 if P.expr_id(a) not in inherited and P.expr_id(a) in self.used]
 
 
@@ -192,7 +194,8 @@ def observe(spark: Any, plan: JObject) -> Observed:
     """
     b = _Builder(spark, plan)
     new, _, chain = b.rebuild(plan, top=False)
-    outs = [_Column(P.expr_id(a), P.dtype(a), P.name(a), position=i) for i, a in enumerate(P.output(plan))]
+    outs = [_Column(P.expr_id(a), P.dtype(a), P.name(a), P.nullable(a), position=i)
+            for i, a in enumerate(P.output(plan))]
     return Observed(df=P.to_dataframe(spark, b.probe(new, outs, chain)), probes=b.probes, deferred=b.deferred,
                     partitions=b.partitions)
 

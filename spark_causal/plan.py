@@ -188,6 +188,11 @@ def name(named: JObject) -> str:
     return _memo(named, "name", lambda: str(named.name()))
 
 
+def nullable(attr: JObject) -> bool:
+    """Whether Catalyst allows the attribute to be NULL (it then tracks it as such through the plan)."""
+    return _memo(attr, "nullable", lambda: bool(attr.nullable()))
+
+
 def dtype(expr: JObject) -> str:
     try:
         return str(expr.dataType().simpleString())
