@@ -26,10 +26,11 @@ from typing import Any, Callable, Iterator
 import networkx as nx
 
 from . import plan as P
+from . import sampling
 from .errors import CaptureError, SparkCausalError
 from .lineage import LineageBuilder
 from .observe import Observed, observe
-from .stats import compute_stats, selection_stats
+from .stats import MAX_KNOWN_VALUES, SampleHints, compute_stats, selection_stats
 
 log = logging.getLogger("spark_causal")
 
@@ -93,21 +94,28 @@ class Capture:
         except Exception as exc:  # noqa: BLE001 - capture must not fail the job
             self._fail_soft(f"lineage of output {name!r} failed: {_one_line(exc)}", exc)
             return
-        rows = None
+        rows, found = None, []
         if observed is not None:
-            try:  # sources measured apart come first: their columns' stats are over every row read
-                env = self.builder.walks[used].env
-                reread, source_rows = observed.reread(self.spark, self.graph, env)
-                self._add_stats(reread)
-                found, rows = observed.statistics(self.graph, env, self.graph.graph["outputs"][used]["columns"])
-                self._add_stats(found)
-                rows.update(source_rows)
+            try:
+                found, rows = observed.statistics(self.graph, self.builder.walks[used].env,
+                                                  self.graph.graph["outputs"][used]["columns"])
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"inline statistics of output {used!r} failed: {_one_line(exc)}", exc)
                 rows = None
         if rows is None:
             rows = self._measure_by_extra_pass(used, plan, path=path, table=table, fmt=fmt)
-        self._sample(used, plan, rows)
+            self._sample(used, plan, rows)
+            return
+        # the sample first: it tells which strings of the sources read again have few values (one read)
+        segments = self._sample(used, plan, rows)
+        try:  # sources measured apart come first: their columns' stats are over every row read
+            told = [sampling.reread_hints(seg, self.graph, most=MAX_KNOWN_VALUES) for seg in segments]
+            hints = SampleHints(values={n: v for h in told for n, v in h.values.items()})
+            reread, _ = observed.reread(self.spark, self.graph, self.builder.walks[used].env, hints)
+            self._add_stats(reread)
+        except Exception as exc:  # noqa: BLE001
+            self._fail_soft(f"statistics of the sources of output {used!r} failed: {_one_line(exc)}", exc)
+        self._add_stats(found)
 
     def _add_stats(self, found: list[dict]) -> None:
         """Keep the first stats row of each node: a node shared by several outputs is measured once."""
@@ -120,8 +128,6 @@ class Capture:
         unsampled provenance query: for writes that could not carry probes (SQL statements, V2 writers).
         Returns row counts by source relation (plan hashCode), so sampling need not count them again."""
         from pyspark.sql import functions as F
-
-        from . import sampling
 
         walk = self.builder.walks[output]
         relations: list[tuple[Any, dict[str, str]]] = []
@@ -162,13 +168,13 @@ class Capture:
         counts = {s["node"]: s["count"] for s in self.stats}
         return {h: counts[n] for h, n in counted.items() if n in counts}
 
-    def _sample(self, output: str, plan: Any, rows: dict[int, int]) -> None:
+    def _sample(self, output: str, plan: Any, rows: dict[int, int]) -> list[Any]:
         """The unit sample of each segment: one sampled pass over its driving relation, whose row count
-        (``rows``, by plan hashCode) spares a count() when the statistics already have it."""
-        from . import sampling
-
+        (``rows``, by plan hashCode) spares a count() when the statistics already have it. Returns the
+        segments sampled."""
+        done: list[sampling.Segment] = []
         if not self.options.samples or self.options.sample_size == 0:
-            return
+            return done
         for k, seg_plan in enumerate(sampling.segment_plans(plan)):
             try:
                 seg = sampling.sample_output(self.spark, self.builder, output, seg_plan, segment=f"{output}.seg{k + 1}",
@@ -179,6 +185,8 @@ class Capture:
             self.graph.graph["segments"].append(seg.description)
             self.tables[f"samples/{seg.description['id']}.parquet"] = seg.table
             self._add_stats(selection_stats(self.graph, seg.table, seg.description))
+            done.append(seg)
+        return done
 
     def observe_write(self, writer: Any) -> tuple[Any, Observed | None, Callable[[], None]]:
         """Make a V1 writer write the job's plan with probes instead of the plan itself.

@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import plan as P
 from .lineage import LineageBuilder
+from .stats import SampleHints
 
 JObject = Any
 UNIT = "__unit__"
@@ -366,6 +367,30 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
         "identifiers": _identifiers(table, [n for n in names if n in G]),
     }
     return Segment(description=desc, table=table)
+
+
+def reread_hints(segment: Segment, G: Any, *, most: int, min_units: int = 500) -> SampleHints:
+    """What the sample says about its driving relation's string columns, for reading it again: the
+    values of each one whose values it has all seen, i.e. at most ``most`` of them and none seen once.
+
+    The units are a uniform sample of the relation's rows, so a value no other unit shares is a sign of
+    unseen ones (Good-Turing: the share of rows with unseen values is about the share of units whose
+    value is unique in the sample). The statistics pass checks that its counts add up, so a miss
+    costs time, never a wrong number.
+    """
+    table, desc = segment.table, segment.description
+    values: dict[str, tuple[str, ...]] = {}
+    if len(table) < min_units:
+        return SampleHints()
+    for n in desc["nodes"]:
+        node = G.nodes[n] if n in G else {}
+        if n not in table or node.get("kind") != "source" or node.get("table") != desc["driving"] \
+                or node.get("dtype") != "string":
+            continue
+        counts = table[n].value_counts(dropna=True)
+        if len(counts) <= most and not (counts == 1).any():
+            values[n] = tuple(sorted(str(v) for v in counts.index))
+    return SampleHints(values=values)
 
 
 def _agg_argument(expr: JObject) -> JObject | None:

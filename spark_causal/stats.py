@@ -9,16 +9,26 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from functools import reduce
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from . import plan as P
 
 TOP_K = 10
 MAX_TOP_DISTINCT = 10_000  # a categorical column with more distinct values is an identifier: no top values
+MAX_KNOWN_VALUES = 64  # most values of a string counted one by one when a sample saw them all (``compute_stats``)
 _TOP_ASKED = 100  # more than TOP_K from the sketch, so the exact order below decides ties at the cut
 _PREFIX_ROWS = 100_000  # rows read to rule out grouping a column with too many values (``_top_values``)
 _PREFIX_BYTES = 8 << 20  # relations smaller than this are grouped without the prefix check
+
+
+@dataclass(frozen=True)
+class SampleHints:
+    """What a unit sample of a relation tells the pass that reads it again for its statistics
+    (``sampling.reread_hints``): the values of its few-valued strings."""
+
+    values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # string node -> every value seen
 
 
 def column_aggregates(c: Any, dtype: str, prefix: str, sketches: bool = True, nullable: bool = True) -> list[Any]:
@@ -50,12 +60,13 @@ def column_aggregates(c: Any, dtype: str, prefix: str, sketches: bool = True, nu
     f = P.jclass("org.apache.spark.sql.functions")
     jc = c._jc
     aggs = [f.count(jc).alias(f"{prefix}v")] if nullable else []
+    x = jc.cast("double")
     if is_numeric(dtype):
-        aggs.append(f.sum(jc.cast("double")).alias(f"{prefix}sum"))
+        aggs.append(f.sum(x).alias(f"{prefix}sum"))
     if dtype == "boolean":
         return [Column(a) for a in aggs]
     if is_numeric(dtype):
-        aggs.append(f.stddev(jc.cast("double")).alias(f"{prefix}s"))
+        aggs.append(f.stddev(x).alias(f"{prefix}s"))
     if is_numeric(dtype) or dtype.startswith(("date", "timestamp")):
         aggs += [f.min(jc).cast("string").alias(f"{prefix}lo"), f.max(jc).cast("string").alias(f"{prefix}hi")]
     if dtype == "string" and sketches:
@@ -96,7 +107,8 @@ def _row(G: Any, nid: str, column: str, dtype: str, rows: int, *, nulls: int, me
     }
 
 
-def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketches: bool = True) -> list[dict]:
+def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketches: bool = True,
+                  hints: SampleHints = SampleHints()) -> list[dict]:
     """Exact statistics of node columns of several relations ([(df, {column in df: node id})]), by an
     extra job: the way for writes that cannot be observed inline (SQL statements, V2 writers), and for
     sources cheap to read again (columnar files, ``observe.REREAD_BYTES``).
@@ -107,6 +119,12 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
     same query), which reads a relation twice but costs less than one slow pass. Measured at 10M rows
     of 5 columns, 2 cores: the sketched aggregate 4.7 s, the generated one 1.2 s, exact top values of
     a 4-valued string 0.5 s.
+
+    A string column whose values a sample of the relation has all seen (``hints.values``) is counted
+    value by value in the same aggregate, which then reads the relation once and stays generated code;
+    the counts are its exact top values when they add up to its non-NULL count, and if the sample
+    missed a value they fall short and the relation is measured the other way. Measured at 10M rows:
+    the relation without its 4-valued string 0.62 s, with it counted apart 1.57 s, grouped by it 1.19 s.
     """
     relations = [(df, m) for df, m in relations if m]
     if not relations:
@@ -115,19 +133,25 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
 
     parts = []
     fields_of = []
+    known_of: list[dict[str, tuple[str, ...]]] = []  # per relation, its strings counted value by value
     for r, (df, mapping) in enumerate(relations):
         fields = {f.name: f.dataType.simpleString() for f in df.schema.fields}
         nullable = {f.name: f.nullable for f in df.schema.fields}
         fields_of.append(fields)
+        known = {c: hints.values[nid] for c, nid in mapping.items()
+                 if not sketches and fields[c] == "string" and nid in hints.values}
+        known_of.append(known)
         aggs = [F.count(F.lit(1)).alias(f"r{r}_n")]
         for i, col in enumerate(mapping):
             aggs += column_aggregates(F.col(f"`{col}`"), fields[col], f"r{r}_{i}_", sketches=sketches,
                                       nullable=nullable[col])
+            aggs += [F.count_if(F.col(f"`{col}`") == F.lit(v)).alias(f"r{r}_{i}_is{j}")
+                     for j, v in enumerate(known.get(col, ()))]
         parts.append(df.agg(*aggs))
     row: dict[str, Any] = {}
-    cats: list[list[tuple[int, str]]] = []  # per relation, its string columns: (position, name)
+    cats: list[list[tuple[int, str]]] = []  # per relation, its string columns counted apart: (position, name)
     if not sketches:
-        cats = [[(i, col) for i, col in enumerate(mapping) if fields_of[r][col] == "string"]
+        cats = [[(i, col) for i, col in enumerate(mapping) if fields_of[r][col] == "string" and col not in known_of[r]]
                 for r, (_, mapping) in enumerate(relations)]
         grouped, skipped = _top_values([(df, [col for _, col in cats[r]]) for r, (df, _) in enumerate(relations)])
         for r, found in enumerate(cats):
@@ -142,8 +166,26 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
             row[f"r{r}_{i}_d"] = int(values["top_d"])
         else:
             row.update((k, v) for k, v in values.items() if v is not None and not k.startswith("top"))
-    return [record(G, nid, col, fields_of[r][col], row.get(f"r{r}_n"), lambda k, p=f"r{r}_{i}_": row.get(p + k))
-            for r, (_, mapping) in enumerate(relations) for i, (col, nid) in enumerate(mapping.items())]
+    out = []
+    for r, (df, mapping) in enumerate(relations):
+        if not all(_counted_top(row, f"r{r}_{i}_", known_of[r][col], row[f"r{r}_n"])
+                   for i, col in enumerate(mapping) if col in known_of[r]):
+            out += compute_stats(G, [(df, mapping)], sketches=False)  # the sample missed a value
+            continue
+        out += [record(G, nid, col, fields_of[r][col], row.get(f"r{r}_n"), lambda k, p=f"r{r}_{i}_": row.get(p + k))
+                for i, (col, nid) in enumerate(mapping.items())]
+    return out
+
+
+def _counted_top(row: dict[str, Any], p: str, values: tuple[str, ...], rows: int) -> bool:
+    """Top values of a column counted value by value (``compute_stats``) into ``row``, if complete."""
+    counts = [(v, int(row.get(f"{p}is{j}", 0))) for j, v in enumerate(values)]
+    valued = int(row.get(p + "v", rows))
+    if sum(n for _, n in counts) != valued:
+        return False
+    top = [(v, n) for v, n in counts if n] + ([(None, rows - valued)] if rows > valued else [])
+    row[p + "top"], row[p + "d"] = top, len(top)
+    return True
 
 
 def _top_values(relations: list[tuple[Any, list[str]]]) -> tuple[Any, set[tuple[int, int]]]:

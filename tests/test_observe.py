@@ -134,8 +134,8 @@ def test_capture_does_not_run_the_plan_again_unsampled(spark, tables, tmp_path, 
 
     monkeypatch.setattr(observe_module.Observed, "reread", reread)
     sampled = jobs("captured", captured) - plain
-    assert [k["sample_size"] for k in calls] == [3] and 6 in calls[0]["known"].values()  # driving rows from the reread
-    assert 1 <= sampled <= 2  # the sampled pass (toPandas), nothing that re-reads the data in full
+    assert [k["sample_size"] for k in calls] == [3] and 6 not in calls[0]["known"].values()  # sampled first
+    assert 2 <= sampled <= 3  # a count of the driving files (their footers), the sampled pass (toPandas)
     assert len(sc.statusTracker().getJobIdsForGroup("reread")) <= 5  # aggregates (2 jobs with AQE), top values (3)
     assert Store(str(tmp_path / "s")).meta("r")["status"] == "succeeded"
 
@@ -204,3 +204,68 @@ def test_sql_write_stats_by_the_extra_pass_are_exact(spark, tables, tmp_path):
         assert_matches(stats[f"obs_report.{col}"], exact(written, col))
     assert json.loads(stats["orders.b"]["top"]) == [["true", 3], ["false", 2], [None, 1]]
     spark.sql("DROP TABLE obs_report")
+
+
+@pytest.fixture()
+def many(spark, tmp_path):
+    """2,000 rows: two few-valued strings (one with NULLs), an identifier string, numbers with NaN and
+    NULL, an epoch-ms long (large mean, small spread), a date, a decimal, a boolean."""
+    df = spark.range(2000).select(
+        F.col("id"),
+        F.element_at(F.array(*[F.lit(c) for c in ("EUR", "USD", "GBP")]), (F.col("id") % 3 + 1).cast("int")).alias("cur"),
+        F.when(F.col("id") % 7 == 0, None).otherwise(F.when(F.col("id") % 2 == 0, "a").otherwise("b")).alias("kind"),
+        F.concat(F.lit("u"), F.col("id").cast("string")).alias("uid"),
+        F.when(F.col("id") % 11 == 0, None).when(F.col("id") == 5, float("nan"))
+         .otherwise(F.sin(F.col("id")) * 100).alias("x"),
+        (F.lit(1767225600000) + F.col("id") % 13).alias("ms"),
+        F.date_add(F.lit("2026-01-01"), (F.col("id") % 40).cast("int")).alias("d"),
+        (F.col("id") / 8).cast("decimal(12,2)").alias("dec"),
+        F.when(F.col("id") % 5 == 0, None).otherwise(F.col("id") % 3 == 0).alias("flag"),
+    )
+    df.write.parquet(str(tmp_path / "many"))
+    return spark.read.parquet(str(tmp_path / "many"))
+
+
+def test_strings_counted_value_by_value_give_the_same_statistics(spark, many):
+    """``compute_stats`` counting the values a sample saw of a string equals the plain aggregation,
+    and falls back to grouping when the sample missed a value."""
+    from spark_causal import stats as stats_module
+
+    G = nx.DiGraph()
+    mapping = {c: f"t.{c}" for c in many.columns}
+    seen = {"t.cur": ("EUR", "GBP", "USD"), "t.kind": ("a", "b")}
+    got = {s["node"]: s for s in stats_module.compute_stats(G, [(many, mapping)], sketches=False,
+                                                            hints=stats_module.SampleHints(values=seen))}
+    for col in many.columns:
+        want = exact(many, col)
+        if col == "uid":
+            del want["top"]  # 2,000 values seen once: which ten are the top is a tie
+        if col == "x":
+            want["std"] = None  # NaN among the values: Spark's stddev is NaN, stored as no value
+        assert_matches(got[f"t.{col}"], want)
+    missed = stats_module.SampleHints(values={"t.cur": ("EUR", "USD"), "t.kind": ("a", "b")})
+    again = {s["node"]: s for s in stats_module.compute_stats(G, [(many, mapping)], sketches=False, hints=missed)}
+    assert {n: s for n, s in again.items() if n != "t.uid"} == {n: s for n, s in got.items() if n != "t.uid"}
+    empty = many.filter(F.lit(False))
+    none = {s["node"]: s for s in stats_module.compute_stats(G, [(empty, mapping)], sketches=False,
+                                                             hints=stats_module.SampleHints(values=seen))}
+    assert none["t.cur"]["count"] == 0 and none["t.x"]["mean"] is None and none["t.cur"]["top"] == "[]"
+
+
+def test_few_valued_strings_are_read_from_the_sample(spark, many, tmp_path, monkeypatch):
+    """A large Parquet source is read again once, grouped by the strings its sample saw every value of."""
+    monkeypatch.setattr(observe_module, "REREAD_BYTES", -1)
+    seen: list = []
+    real = observe_module.compute_stats
+    monkeypatch.setattr(observe_module, "compute_stats", lambda *a, **k: seen.append(k["hints"]) or real(*a, **k))
+    job = many.filter(F.col("id") > 10).groupBy("cur").agg(F.sum("x").alias("sx"), F.max("uid").alias("mu"))
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=1000) as cap:
+        job.write.parquet(str(tmp_path / "out"))
+    assert not cap.errors and seen[0].values["many.cur"] == ("EUR", "GBP", "USD")
+    assert "many.uid" not in seen[0].values  # every sampled value is unique
+    stats = {s["node"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")}
+    for col in ("cur", "x", "uid", "id"):
+        want = exact(many, col)
+        if col == "uid":
+            del want["top"]
+        assert_matches(stats[f"many.{col}"], {k: v for k, v in want.items() if k != "std" or col != "x"})
