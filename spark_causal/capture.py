@@ -204,6 +204,25 @@ class Capture:
             return plan, None, lambda: None
         return plan, observed, restore
 
+    def observe_sql(self, spark: Any, *args: Any, **kwargs: Any) -> tuple | None:
+        """For a SQL write statement: (the command writing the query with probes, the query, table,
+        path, the probes); None for any other statement, or when probes cannot be set up (the caller
+        then runs the statement as given). Parameterised statements are left as given."""
+        if len(args) != 1 or kwargs or not isinstance(args[0], str):
+            return None
+        try:
+            command = P.analyze_statement(spark, args[0])
+            write = P.unwrap_write(command)
+            if write is None:
+                return None
+            query, table, path = write
+            observed = observe(spark, query)
+            probed = P.with_query(command, observed.df._jdf.queryExecution().analyzed())
+        except Exception as exc:  # noqa: BLE001 - the statement runs as given, measured by an extra pass
+            log.info("spark-causal: no inline statistics for a SQL statement: %s", _one_line(exc))
+            return None
+        return probed, query, table, path, observed
+
     def _fail_soft(self, message: str, exc: BaseException) -> None:
         self.errors.append(message)
         log.warning("spark-causal: %s", message)
@@ -308,14 +327,30 @@ def _describe_v2(method: str) -> Callable[..., dict]:
 
 
 def _hooked_sql(original: Callable) -> Callable:
-    """``spark.sql``: statements that write (INSERT, CTAS, REPLACE ... AS SELECT) are outputs."""
+    """``spark.sql``: statements that write (INSERT, CTAS, REPLACE ... AS SELECT) are outputs.
+
+    A write statement is analysed first, without running, so that it can write its query with probes
+    (``Capture.observe_sql``), as a ``DataFrameWriter`` does; if that cannot be set up, the statement
+    runs as given and is measured afterwards by an extra pass.
+    """
 
     @functools.wraps(original)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        df = original(self, *args, **kwargs)
         cap = _current()
         if cap is None or getattr(_state, "inside", False):
+            return original(self, *args, **kwargs)
+        prepared = cap.observe_sql(self, *args, **kwargs)
+        if prepared is not None:
+            command, query, table, path, observed = prepared
+            _state.inside = True
+            try:
+                df = P.to_dataframe(self, command)  # runs the write, as spark.sql would
+            finally:
+                _state.inside = False
+            cap.record(df, name=_output_name(table, path), table=table, path=path, fmt="sql", plan=query,
+                       observed=observed)
             return df
+        df = original(self, *args, **kwargs)
         try:
             write = P.unwrap_write(P.analyzed(df))
         except Exception as exc:  # noqa: BLE001

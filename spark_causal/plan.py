@@ -401,6 +401,29 @@ def unwrap_write(plan: JObject) -> tuple[JObject, str | None, str | None] | None
     return normalize(query), table, path
 
 
+def analyze_statement(spark: "SparkSession", text: str) -> JObject:
+    """The analysed plan of one SQL statement, without running it (``spark.sql`` runs a command as it
+    analyses it: a write would already have happened)."""
+    jss = jvm_session(spark)
+    parsed = jss.sessionState().sqlParser().parsePlan(text)
+    tracker = jclass("org.apache.spark.sql.catalyst.QueryPlanningTracker")(jclass("scala.Option").empty())
+    return jss.sessionState().analyzer().executeAndCheck(parsed, tracker)
+
+
+def with_query(command: JObject, query: JObject) -> JObject:
+    """A write command writing ``query`` instead of its own query (same output attributes).
+
+    Some commands hold their query as their child, others (CTAS, INSERT ... DIRECTORY) as a field of a
+    leaf; those are copied with the field replaced, found by name among the case class's fields.
+    """
+    if len(children(command)) == 1:
+        return command.withNewChildren(scala_seq([query]))
+    names = [str(n) for n in seq(command.productElementNames())]
+    args = [command.productElement(i) for i in range(len(names))]
+    args[names.index("query")] = query
+    return command.copy(*args)
+
+
 # Nodes a Filter's attributes pass through unchanged on their way down to a relation.
 _TRANSPARENT = {"SubqueryAlias", "View", "Project"}
 

@@ -180,9 +180,15 @@ def test_reread_top_values_are_exact_and_identifiers_get_none(spark, tmp_path, m
     assert got["id"]["mean"] == pytest.approx((n - 1) / 2) and got["cat"]["nulls"] == n // 7 + 1
 
 
-def test_sql_write_stats_by_the_extra_pass_are_exact(spark, tables, tmp_path):
-    """A SQL statement writes before capture sees it: one extra query measures sources and output, in
-    generated code with exact top values (strings grouped, booleans counted: NULL a value)."""
+@pytest.mark.parametrize("inline", [True, False], ids=["probes", "extra-pass"])
+def test_sql_write_stats_are_exact(spark, tables, tmp_path, monkeypatch, inline):
+    """A SQL write statement is analysed before it runs and writes its query with probes; when that
+    cannot be set up (forced here), it runs as given and one extra query measures sources and output,
+    in generated code with exact top values (strings grouped, booleans counted: NULL a value)."""
+    if inline:
+        monkeypatch.setattr(capture_module.Capture, "_measure_by_extra_pass", lambda *a, **k: pytest.fail("extra pass"))
+    else:
+        monkeypatch.setattr(capture_module.Capture, "observe_sql", lambda *a, **k: None)
     orders, customers = tables
     orders.createOrReplaceTempView("obs_orders")
     customers.createOrReplaceTempView("obs_customers")
