@@ -1,9 +1,10 @@
 """Capture: see every output an unmodified PySpark job writes, and turn it into a stored run.
 
 Hooks wrap the write methods of ``DataFrameWriter`` / ``DataFrameWriterV2`` and ``SparkSession.sql``.
-A ``DataFrameWriter`` (V1) write runs the job's plan with observation probes (``observe``), which
-measure the statistics while the job runs and change no row; if the probes cannot be set up, the job
-writes its own plan. Other writes run untouched and are measured afterwards by an extra pass. Only
+A ``DataFrameWriter`` (V1) write, or a SQL statement that writes (analysed before it runs), runs the
+job's plan with observation probes (``observe``), which measure the statistics while the job runs and
+change no row; if the probes cannot be set up, the job writes its own plan. Other writes run
+untouched and are measured afterwards by an extra pass. Only
 then is the analysed plan read, so capture never changes what the job writes; anything that fails
 inside spark-causal is logged and recorded in the run (the run is then ``incomplete``), unless the
 user asked for strict mode.
@@ -211,8 +212,8 @@ class Capture:
         if len(args) != 1 or kwargs or not isinstance(args[0], str):
             return None
         try:
-            command = P.analyze_statement(spark, args[0])
-            write = P.unwrap_write(command)
+            command = P.analyze_write_statement(spark, args[0])
+            write = P.unwrap_write(command) if command is not None else None
             if write is None:
                 return None
             query, table, path = write

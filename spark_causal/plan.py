@@ -380,6 +380,10 @@ def write_command_target(cmd: JObject) -> tuple[str | None, str | None]:
             break
     path = call(cmd, "outputPath")
     path = str(path.toString()) if path is not None else None
+    storage = call(cmd, "storage") if path is None else None  # INSERT OVERWRITE DIRECTORY
+    if storage is not None and call(storage, "locationUri") is not None:
+        uri = option(storage.locationUri())
+        path = str(uri.toString()) if uri is not None else None
     if table is None:
         ident = call(cmd, "name")
         parts = call(ident, "nameParts") if ident is not None else None
@@ -401,11 +405,19 @@ def unwrap_write(plan: JObject) -> tuple[JObject, str | None, str | None] | None
     return normalize(query), table, path
 
 
-def analyze_statement(spark: "SparkSession", text: str) -> JObject:
-    """The analysed plan of one SQL statement, without running it (``spark.sql`` runs a command as it
-    analyses it: a write would already have happened)."""
+# What the parser makes of statements that write a query's rows to a table or a folder.
+WRITE_STATEMENTS = {"InsertIntoStatement", "CreateTableAsSelect", "ReplaceTableAsSelect", "InsertIntoDir",
+                    "UnresolvedWith"}  # WITH ... INSERT; a WITH ... SELECT analyses to no write
+
+
+def analyze_write_statement(spark: "SparkSession", text: str) -> JObject | None:
+    """The analysed plan of one SQL statement that writes, without running it (``spark.sql`` runs a
+    command as it analyses it: the write would already have happened); None for other statements,
+    which are only parsed (a job's many small queries should not be analysed twice)."""
     jss = jvm_session(spark)
     parsed = jss.sessionState().sqlParser().parsePlan(text)
+    if cls(parsed) not in WRITE_STATEMENTS:
+        return None
     tracker = jclass("org.apache.spark.sql.catalyst.QueryPlanningTracker")(jclass("scala.Option").empty())
     return jss.sessionState().analyzer().executeAndCheck(parsed, tracker)
 

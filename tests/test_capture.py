@@ -123,3 +123,37 @@ def test_strict_mode_and_soft_failures(spark, orders, tmp_path):
     with pytest.raises(spark_causal.CaptureError):
         with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r2", sample_size=-1):
             pass
+
+
+def test_sql_statements_write_with_probes_and_nothing_else_changes(spark, orders, tmp_path, monkeypatch):
+    """SQL writes run once, with probes (no extra pass); views never carry probes; parameterised
+    statements run as given; a failing statement fails as it would without capture."""
+    import importlib
+
+    capture_module = importlib.import_module("spark_causal.capture")
+    extra: list = []
+    real = capture_module.Capture._measure_by_extra_pass
+    monkeypatch.setattr(capture_module.Capture, "_measure_by_extra_pass",
+                        lambda self, output, *a, **k: extra.append(output) or real(self, output, *a, **k))
+    orders.createOrReplaceTempView("cap_sql_orders")
+    spark.sql("DROP TABLE IF EXISTS cap_sql_t")
+    with pytest.raises(Exception) as plain_error:
+        spark.sql("INSERT INTO cap_sql_missing SELECT * FROM cap_sql_orders")
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r") as cap:
+        spark.sql("WITH big AS (SELECT * FROM cap_sql_orders WHERE amount > 6) "
+                  "INSERT OVERWRITE DIRECTORY '%s' USING parquet SELECT country, amount * 2 AS a2 FROM big"
+                  % (tmp_path / "dir"))
+        spark.sql("CREATE TEMP VIEW cap_sql_v AS SELECT country, amount FROM cap_sql_orders")
+        spark.sql("CREATE TABLE cap_sql_t USING parquet AS SELECT country, SUM(amount) AS s FROM cap_sql_v "
+                  "WHERE amount > :lo GROUP BY country", args={"lo": 6})
+        with pytest.raises(Exception) as captured_error:
+            spark.sql("INSERT INTO cap_sql_missing SELECT * FROM cap_sql_orders")
+    assert type(captured_error.value) is type(plain_error.value)
+    assert "cap_sql_v" not in cap.graph.graph["outputs"]
+    assert extra == ["cap_sql_t"]  # the parameterised statement only
+    assert "CollectMetrics" not in spark.table("cap_sql_v")._jdf.queryExecution().analyzed().toString()
+    assert sorted(map(tuple, spark.read.parquet(str(tmp_path / "dir")).collect())) == [("DE", 20.0), ("US", 40.0)]
+    assert sorted(map(tuple, spark.table("cap_sql_t").collect())) == [("DE", 10.0), ("US", 20.0)]
+    stats = {s["node"] for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")}
+    assert {"dir.a2", "orders.amount", "cap_sql_t.s"} <= stats
+    spark.sql("DROP TABLE cap_sql_t")
