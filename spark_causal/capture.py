@@ -112,8 +112,7 @@ class Capture:
         try:  # sources measured apart come first: their columns' stats are over every row read
             told = [sampling.reread_hints(seg, self.graph, most=MAX_KNOWN_VALUES) for seg in segments]
             hints = SampleHints(values={n: v for h in told for n, v in h.values.items()})
-            reread, _ = observed.reread(self.spark, self.graph, self.builder.walks[used].env, hints)
-            self._add_stats(reread)
+            self._add_stats(observed.reread(self.spark, self.graph, self.builder.walks[used].env, hints))
         except Exception as exc:  # noqa: BLE001
             self._fail_soft(f"statistics of the sources of output {used!r} failed: {_one_line(exc)}", exc)
         self._add_stats(found)
@@ -219,6 +218,7 @@ class Capture:
             query, table, path = write
             observed = observe(spark, query)
             probed = P.with_query(command, observed.df._jdf.queryExecution().analyzed())
+            P.analyze_only(spark, probed)  # what would fail to analyse fails here, before anything runs
         except Exception as exc:  # noqa: BLE001 - the statement runs as given, measured by an extra pass
             log.info("spark-causal: no inline statistics for a SQL statement: %s", _one_line(exc))
             return None

@@ -71,21 +71,17 @@ class Observed:
     deferred: list[tuple[JObject, list[_Column]]] = field(default_factory=list)  # sources measured after
     partitions: dict[int, JObject] = field(default_factory=dict)  # their partition predicates
 
-    def reread(self, spark: Any, G: Any, env: dict[int, str],
-               hints: SampleHints = SampleHints()) -> tuple[list[dict], dict[int, int]]:
-        """(stats rows of the deferred sources' columns, their row counts by plan node hashCode), by one
-        aggregation over them as the job read them (its partitions), once the job has written; ``hints``
-        from their samples save it a read (``stats.compute_stats``)."""
-        relations, leaves = [], []
+    def reread(self, spark: Any, G: Any, env: dict[int, str], hints: SampleHints = SampleHints()) -> list[dict]:
+        """Stats rows of the deferred sources' columns, by one aggregation over them as the job read
+        them (its partitions), once the job has written; ``hints`` from their samples save it a read
+        (``stats.compute_stats``)."""
+        relations = []
         for leaf, columns in self.deferred:
             mapping = {col.name: env[col.expr_id] for col in columns if col.expr_id in env}
-            if mapping:  # a source none of whose columns the job reads is counted if sampling needs it
+            if mapping:
                 df = P.to_dataframe(spark, P.restrict(leaf, self.partitions))
                 relations.append((df.select([f"`{c}`" for c in mapping]), mapping))
-                leaves.append((int(leaf.hashCode()), next(iter(mapping.values()))))
-        stats = compute_stats(G, relations, sketches=False, hints=hints)
-        counts = {s["node"]: s["count"] for s in stats}
-        return stats, {h: counts[n] for h, n in leaves if n in counts}
+        return compute_stats(G, relations, sketches=False, hints=hints)
 
     def results(self) -> list[tuple[_Probe, dict]]:
         """Each probe with its metrics; a probe the action did not complete is left out.

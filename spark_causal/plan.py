@@ -414,12 +414,14 @@ def analyze_write_statement(spark: "SparkSession", text: str) -> JObject | None:
     """The analysed plan of one SQL statement that writes, without running it (``spark.sql`` runs a
     command as it analyses it: the write would already have happened); None for other statements,
     which are only parsed (a job's many small queries should not be analysed twice)."""
-    jss = jvm_session(spark)
-    parsed = jss.sessionState().sqlParser().parsePlan(text)
-    if cls(parsed) not in WRITE_STATEMENTS:
-        return None
+    parsed = jvm_session(spark).sessionState().sqlParser().parsePlan(text)
+    return analyze_only(spark, parsed) if cls(parsed) in WRITE_STATEMENTS else None
+
+
+def analyze_only(spark: "SparkSession", plan: JObject) -> JObject:
+    """``plan`` analysed and checked, not run (a command is not executed)."""
     tracker = jclass("org.apache.spark.sql.catalyst.QueryPlanningTracker")(jclass("scala.Option").empty())
-    return jss.sessionState().analyzer().executeAndCheck(parsed, tracker)
+    return jvm_session(spark).sessionState().analyzer().executeAndCheck(plan, tracker)
 
 
 def with_query(command: JObject, query: JObject) -> JObject:
