@@ -188,7 +188,8 @@ class Capture:
             done.append(seg)
         return done
 
-    def observe_write(self, writer: Any) -> tuple[Any, Observed | None, Callable[[], None]]:
+    def observe_write(self, writer: Any,
+                      target: tuple[str | None, str | None]) -> tuple[Any, Observed | None, Callable[[], None]]:
         """Make a V1 writer write the job's plan with probes instead of the plan itself.
 
         Returns (the plan probes and lineage share, the probes or None, a function restoring the writer).
@@ -197,7 +198,7 @@ class Capture:
         plan = None  # not analysable here: record() tries again after the write, and reports why
         try:
             plan = P.analyzed(writer._df)
-            observed = observe(self.spark or writer._df.sparkSession, plan)
+            observed = observe(self.spark or writer._df.sparkSession, plan, target)
             restore = P.replace_writer_df(writer._jwrite, observed.df._jdf)
         except Exception as exc:  # noqa: BLE001 - reported once the job's write has run
             self._pending_errors.append((f"inline statistics could not be set up: {_one_line(exc)}", exc))
@@ -216,7 +217,7 @@ class Capture:
             if write is None:
                 return None
             query, table, path = write
-            observed = observe(spark, query)
+            observed = observe(spark, query, (path, table))
             probed = P.with_query(command, observed.df._jdf.queryExecution().analyzed())
             P.analyze_only(spark, probed)  # what would fail to analyse fails here, before anything runs
         except Exception as exc:  # noqa: BLE001 - the statement runs as given, measured by an extra pass
@@ -282,7 +283,8 @@ def _hooked(original: Callable, describe: Callable[..., dict], *, inline: bool =
         cap = _current()
         if cap is None or getattr(_state, "inside", False):
             return original(self, *args, **kwargs)
-        plan, observed, restore = cap.observe_write(self) if inline else (None, None, lambda: None)
+        plan, observed, restore = (cap.observe_write(self, _target(describe, self, args, kwargs)) if inline
+                                   else (None, None, lambda: None))
         _state.inside = True
         try:
             result = original(self, *args, **kwargs)
@@ -302,6 +304,15 @@ def _hooked(original: Callable, describe: Callable[..., dict], *, inline: bool =
 
     wrapper.__spark_causal_original__ = original  # type: ignore[attr-defined]
     return wrapper
+
+
+def _target(describe: Callable[..., dict], writer: Any, args: tuple, kwargs: dict) -> tuple[str | None, str | None]:
+    """(path, table) a write goes to, before it runs; unknown parts are None."""
+    try:
+        info = describe(writer, *args, **kwargs)
+    except Exception:  # noqa: BLE001 - described again, and reported, after the write
+        return None, None
+    return info.get("path"), info.get("table")
 
 
 def _describe_v1(method: str) -> Callable[..., dict]:

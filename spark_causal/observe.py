@@ -122,8 +122,9 @@ class Observed:
 
 
 class _Builder:
-    def __init__(self, spark: Any, root: JObject) -> None:
+    def __init__(self, spark: Any, root: JObject, target: tuple[str | None, str | None]) -> None:
         self.spark = spark
+        self.target = target  # (path, table) the plan is written to
         self.probes: list[_Probe] = []
         self.used = _used(root)
         self.partitions = P.partition_filters(root)  # kept right over their relations: partition pruning
@@ -166,7 +167,7 @@ class _Builder:
             new_kids.append(new)
         pending += self.defined(p, kids)
         new_p = p.withNewChildren(P.scala_seq(new_kids)) if kids else P.restrict(p, self.partitions)
-        if not kids and P.columnar_file(p) and P.size_in_bytes(p) > REREAD_BYTES:
+        if not kids and P.columnar_file(p) and P.size_in_bytes(p) > REREAD_BYTES and not P.reads_from(p, *self.target):
             self.deferred.append((p, pending))
             return new_p, [], chain
         if top and (pending or c in P.LEAF_CLASSES):
@@ -183,14 +184,15 @@ class _Builder:
                 if P.expr_id(a) not in inherited and P.expr_id(a) in self.used]
 
 
-def observe(spark: Any, plan: JObject) -> Observed:
+def observe(spark: Any, plan: JObject, target: tuple[str | None, str | None] = (None, None)) -> Observed:
     """The job's ``plan`` rebuilt with probes. ``plan`` must be the very plan object lineage walks
-    (``plan.analyzed``), so that the probes' exprIds are keys of the lineage env.
+    (``plan.analyzed``), so that the probes' exprIds are keys of the lineage env. ``target``, the
+    (path, table) the write goes to: a source read from there is probed, never read again after.
 
     The top probe measures the output's columns by position; the columns the top chain defines are
     among them, so it needs no others.
     """
-    b = _Builder(spark, plan)
+    b = _Builder(spark, plan, target)
     new, _, chain = b.rebuild(plan, top=False)
     outs = [_Column(P.expr_id(a), P.dtype(a), P.name(a), P.nullable(a), position=i)
             for i, a in enumerate(P.output(plan))]

@@ -335,6 +335,34 @@ def columnar_file(leaf: JObject) -> bool:
     return "Parquet" in name or "Orc" in name
 
 
+def reads_from(leaf: JObject, path: str | None, table: str | None) -> bool:
+    """Whether the file relation ``leaf`` reads what a write to ``path`` / ``table`` writes (a job that
+    appends to its own input): such a source cannot be read again after the write as it was read."""
+    if cls(leaf) != "LogicalRelation":
+        return False
+    catalog = option(leaf.catalogTable())
+    if table and catalog is not None and \
+            str(catalog.identifier().table()).lower() == str(table).split(".")[-1].strip("`").lower():
+        return True
+    location = call(leaf.relation(), "location")
+    if not path or location is None:
+        return False
+    want = _local(path)
+    roots = [_local(str(r.toString())) for r in seq(location.rootPaths())]
+    return any(r == want or r.startswith(want + "/") or want.startswith(r + "/") for r in roots)
+
+
+def _local(path: str) -> str:
+    """A path as comparable text: ``file:`` URIs and relative local paths made absolute."""
+    import os
+
+    if path.startswith("file:"):
+        path = "/" + path[len("file:"):].lstrip("/")
+    elif "://" not in path and not path.startswith("dbfs:"):
+        path = os.path.abspath(path)
+    return path.rstrip("/")
+
+
 def size_in_bytes(plan: JObject) -> int:
     """Catalyst's size estimate of a plan's output (for a file relation, its files' total size)."""
     return int(str(plan.stats().sizeInBytes()))

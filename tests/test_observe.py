@@ -275,3 +275,25 @@ def test_few_valued_strings_are_read_from_the_sample(spark, many, tmp_path, monk
         if col == "uid":
             del want["top"]
         assert_matches(stats[f"many.{col}"], {k: v for k, v in want.items() if k != "std" or col != "x"})
+
+
+@pytest.mark.parametrize("api", ["dataframe", "sql"])
+def test_a_source_the_job_appends_to_is_measured_as_read(spark, tables, tmp_path, monkeypatch, api):
+    """A large Parquet source is read again after the write, unless the write goes where it is read
+    from: then it is probed while the job reads it, so its statistics are of the rows read."""
+    monkeypatch.setattr(observe_module, "REREAD_BYTES", -1)
+    orders, _ = tables
+    folder = tmp_path / "self"
+    orders.write.parquet(str(folder))
+    spark.sql("DROP TABLE IF EXISTS obs_self")
+    spark.sql(f"CREATE TABLE obs_self USING parquet LOCATION '{folder}'")
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=100) as cap:
+        if api == "dataframe":
+            spark.read.parquet(str(folder)).filter(F.col("amount") > 1).write.mode("append").parquet(str(folder))
+        else:
+            spark.sql("INSERT INTO obs_self SELECT * FROM obs_self WHERE amount > 1")
+    assert not cap.errors and spark.read.parquet(str(folder)).count() == 10
+    stats = {s["node"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")}
+    source = "self" if api == "dataframe" else "obs_self"
+    assert stats[f"{source}.amount"]["count"] == 6 and cap.graph.graph["segments"][0]["rows"] == 6
+    spark.sql("DROP TABLE obs_self")
