@@ -283,7 +283,11 @@ def _hooked(original: Callable, describe: Callable[..., dict], *, inline: bool =
         cap = _current()
         if cap is None or getattr(_state, "inside", False):
             return original(self, *args, **kwargs)
-        plan, observed, restore = (cap.observe_write(self, _target(describe, self, args, kwargs)) if inline
+        try:  # where it writes, known before it runs: a source read from there is not read again after
+            info, failed = describe(self, *args, **kwargs), None
+        except Exception as exc:  # noqa: BLE001 - reported once the job's write has run
+            info, failed = {}, exc
+        plan, observed, restore = (cap.observe_write(self, (info.get("path"), info.get("table"))) if inline
                                    else (None, None, lambda: None))
         _state.inside = True
         try:
@@ -294,25 +298,14 @@ def _hooked(original: Callable, describe: Callable[..., dict], *, inline: bool =
         for message, exc in cap._pending_errors:
             cap._fail_soft(message, exc)
         cap._pending_errors.clear()
-        try:
-            info = describe(self, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001
-            cap._fail_soft(f"could not describe a write: {_one_line(exc)}", exc)
+        if failed is not None:
+            cap._fail_soft(f"could not describe a write: {_one_line(failed)}", failed)
             return result
         cap.record(self._df, plan=plan, observed=observed, **info)
         return result
 
     wrapper.__spark_causal_original__ = original  # type: ignore[attr-defined]
     return wrapper
-
-
-def _target(describe: Callable[..., dict], writer: Any, args: tuple, kwargs: dict) -> tuple[str | None, str | None]:
-    """(path, table) a write goes to, before it runs; unknown parts are None."""
-    try:
-        info = describe(writer, *args, **kwargs)
-    except Exception:  # noqa: BLE001 - described again, and reported, after the write
-        return None, None
-    return info.get("path"), info.get("table")
 
 
 def _describe_v1(method: str) -> Callable[..., dict]:

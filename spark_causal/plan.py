@@ -7,6 +7,7 @@ lists of JVM objects, strings and ints.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -114,10 +115,15 @@ def _memo(obj: JObject, key: str, compute: Callable[[], Any]) -> Any:
     """``compute()``, remembered on the py4j proxy ``obj``: plan nodes and expressions are immutable,
     and the same proxy is asked the same question many times by one walk. Each answer is a py4j round
     trip (~0.1 ms), and a capture asks thousands (~0.5 s on a small plan before this memo)."""
-    memo = obj.__dict__.setdefault("_spark_causal", {})
+    memo = _answers(obj)
     if key not in memo:
         memo[key] = compute()
     return memo[key]
+
+
+def _answers(obj: JObject) -> dict[str, Any]:
+    """The answers ``_memo`` keeps on a proxy (``output`` fills in its attributes' names and ids)."""
+    return obj.__dict__.setdefault("_spark_causal", {})
 
 
 def seq(s: JObject) -> list[JObject]:
@@ -225,7 +231,7 @@ def output(plan: JObject) -> list[JObject]:
                 nm, _, tail = text.rpartition("#")
                 digits = re.match(r"\d+", tail)
                 if nm and digits:
-                    a.__dict__.setdefault("_spark_causal", {}).update(id=int(digits.group()), name=nm)
+                    _answers(a).update(id=int(digits.group()), name=nm)
         return attrs
 
     return list(_memo(plan, "output", fetch))
@@ -354,8 +360,6 @@ def reads_from(leaf: JObject, path: str | None, table: str | None) -> bool:
 
 def _local(path: str) -> str:
     """A path as comparable text: ``file:`` URIs and relative local paths made absolute."""
-    import os
-
     if path.startswith("file:"):
         path = "/" + path[len("file:"):].lstrip("/")
     elif "://" not in path and not path.startswith("dbfs:"):
