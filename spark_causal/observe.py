@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import plan as P
-from .stats import SampleHints, column_aggregates, compute_stats, record
+from .stats import Centres, SampleHints, SpreadLost, column_aggregates, compute_stats, is_numeric, record
 
 JObject = Any
 
@@ -53,6 +53,7 @@ class _Column:
     name: str
     nullable: bool
     position: int | None = None  # the output column it is (its node id is the output's), else None
+    shift: float | None = None  # the centre its spread is measured about (``stats.Centres``), if any
 
 
 @dataclass
@@ -71,17 +72,18 @@ class Observed:
     deferred: list[tuple[JObject, list[_Column]]] = field(default_factory=list)  # sources measured after
     partitions: dict[int, JObject] = field(default_factory=dict)  # their partition predicates
 
-    def reread(self, spark: Any, G: Any, env: dict[int, str], hints: SampleHints = SampleHints()) -> list[dict]:
+    def reread(self, spark: Any, G: Any, env: dict[int, str], hints: SampleHints = SampleHints(),
+               centres: Centres = Centres()) -> list[dict]:
         """Stats rows of the deferred sources' columns, by one aggregation over them as the job read
         them (its partitions), once the job has written; ``hints`` from their samples save it a read
-        (``stats.compute_stats``)."""
+        and work (``stats.compute_stats``)."""
         relations = []
         for leaf, columns in self.deferred:
             mapping = {col.name: env[col.expr_id] for col in columns if col.expr_id in env}
             if mapping:
                 df = P.to_dataframe(spark, P.restrict(leaf, self.partitions))
                 relations.append((df.select([f"`{c}`" for c in mapping]), mapping))
-        return compute_stats(G, relations, sketches=False, hints=hints)
+        return compute_stats(G, relations, sketches=False, hints=hints, centres=centres)
 
     def results(self) -> list[tuple[_Probe, dict]]:
         """Each probe with its metrics; a probe the action did not complete is left out.
@@ -98,11 +100,14 @@ class Observed:
             out.append((probe, probe.observation.get if jo.getRow().size() else {"rows": 0}))
         return out
 
-    def statistics(self, G: Any, env: dict[int, str], output_columns: list[str]) -> tuple[list[dict], dict[int, int]]:
-        """(stats rows, one per node, first probe wins; row counts by plan node hashCode)."""
+    def statistics(self, G: Any, env: dict[int, str],
+                   output_columns: list[str]) -> tuple[list[dict], dict[int, int], list[str]]:
+        """(stats rows, one per node, first probe wins; row counts by plan node hashCode; nodes whose
+        spread was measured about a centre too far from their mean, to be measured again)."""
         stats: list[dict] = []
         rows: dict[int, int] = {}
         seen: set[str] = set()
+        lost: list[str] = []
         for probe, m in self.results():
             for h in probe.rows_of:
                 rows.setdefault(h, int(m["rows"]))
@@ -113,18 +118,22 @@ class Observed:
                 for nid in nids + [env.get(col.expr_id)]:
                     if nid is not None and nid not in seen:
                         seen.add(nid)
-                        stats.append(record(G, nid, col.name, col.dtype, m["rows"],
-                                            lambda k, p=f"c{i}_": m.get(p + k)))
+                        try:
+                            stats.append(record(G, nid, col.name, col.dtype, m["rows"],
+                                                lambda k, p=f"c{i}_": m.get(p + k), shift=col.shift))
+                        except SpreadLost:
+                            lost.append(nid)
         missing = [c for c in output_columns if c not in seen]
         if missing:
             raise RuntimeError(f"inline statistics miss output columns {missing}")
-        return stats, rows
+        return stats, rows, lost
 
 
 class _Builder:
-    def __init__(self, spark: Any, root: JObject, target: tuple[str | None, str | None]) -> None:
+    def __init__(self, spark: Any, root: JObject, target: tuple[str | None, str | None], centres: Centres) -> None:
         self.spark = spark
         self.target = target  # (path, table) the plan is written to
+        self.centres = centres
         self.probes: list[_Probe] = []
         self.used = _used(root)
         self.partitions = P.partition_filters(root)  # kept right over their relations: partition pruning
@@ -140,8 +149,10 @@ class _Builder:
         by_id = {P.expr_id(a): a for a in P.output(plan)}
         metrics = [F.count(F.lit(1)).alias("rows")]
         for i, col in enumerate(columns):
+            if is_numeric(col.dtype) and col.dtype != "boolean":
+                col.shift = self.centres.of(None, col.name)
             metrics += column_aggregates(Column(utils.column(by_id[col.expr_id])), col.dtype, f"c{i}_",
-                                         nullable=col.nullable)
+                                         nullable=col.nullable, shift=col.shift)
         obs = Observation(f"spark_causal_{self.tag}_{next(_counter)}")
         observed = P.to_dataframe(self.spark, plan).observe(obs, *metrics)
         self.probes.append(_Probe(obs, columns, rows_of))
@@ -184,15 +195,17 @@ class _Builder:
                 if P.expr_id(a) not in inherited and P.expr_id(a) in self.used]
 
 
-def observe(spark: Any, plan: JObject, target: tuple[str | None, str | None] = (None, None)) -> Observed:
+def observe(spark: Any, plan: JObject, target: tuple[str | None, str | None] = (None, None),
+            centres: Centres = Centres()) -> Observed:
     """The job's ``plan`` rebuilt with probes. ``plan`` must be the very plan object lineage walks
     (``plan.analyzed``), so that the probes' exprIds are keys of the lineage env. ``target``, the
     (path, table) the write goes to: a source read from there is probed, never read again after.
+    ``centres``: where numeric columns' means are expected (by column name: lineage runs later).
 
     The top probe measures the output's columns by position; the columns the top chain defines are
     among them, so it needs no others.
     """
-    b = _Builder(spark, plan, target)
+    b = _Builder(spark, plan, target, centres)
     new, _, chain = b.rebuild(plan, top=False)
     outs = [_Column(P.expr_id(a), P.dtype(a), P.name(a), P.nullable(a), position=i)
             for i, a in enumerate(P.output(plan))]
