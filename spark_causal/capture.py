@@ -120,8 +120,8 @@ class Capture:
         except Exception as exc:  # noqa: BLE001
             self._fail_soft(f"statistics of the sources of output {used!r} failed: {_one_line(exc)}", exc)
         self._add_stats(found)
-        if lost:  # a column far from where the previous run had it: measured again, the Welford way
-            log.info("spark-causal: measuring %s again: far from the previous run's mean", ", ".join(lost))
+        if lost:  # an empty probe's columns, or a column far from the previous run's mean (Welford way)
+            log.info("spark-causal: measuring %s apart", ", ".join(lost))
             self._measure_by_extra_pass(used, plan, centres=Centres(), **where)
 
     def centres(self) -> Centres:
@@ -178,7 +178,8 @@ class Capture:
                 counted.setdefault(int(leaf.hashCode()), next(iter(mapping.values())))
         out_df = _read_back(self.spark, path=path, table=table, fmt=fmt) or P.to_dataframe(self.spark, plan)
         cols = self.graph.graph["outputs"][output]["columns"]
-        relations.append((out_df, dict(zip(out_df.columns, cols))))
+        # the output first: a group key derived in the job is one node with its column before the aggregation
+        relations.insert(0, (out_df, dict(zip(out_df.columns, cols))))
         have = {s["node"] for s in self.stats}
         todo = []
         for rel, mapping in relations:  # each node once: the first relation that has it

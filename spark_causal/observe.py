@@ -16,7 +16,8 @@ Except over large sources that are cheap to read again (Parquet, ORC: ``plan.col
 query runs inside it but costs a query's fixed overhead. Measured on 2 cores: over 10M rows of 5 columns
 (~120 MB) the probe added 3.1 s to a 3 s job, reading the columns again 1.7 s; at 1M rows the probe
 costs ~0.3 s and the separate query ~1.3 s, nearly all fixed. And without a probe over the scan the job
-keeps its filter pushdown into the files.
+keeps its filter pushdown into the files. Sources under a LIMIT (or a sample) are read again too, whatever
+their size: a probe there would see only the rows the limit pulls.
 
 A probe stops Catalyst from pushing a Filter below it, which is why probes sit at the top of chains and
 over the scans themselves, never between a Filter and the relation it filters except at a source, whose
@@ -42,6 +43,9 @@ ROW_PRESERVING = {"Project", "SubqueryAlias", "View", "Sort", "Repartition", "Re
 _PASSING = ROW_PRESERVING - {"Project"} | {"Filter", "Join", "GlobalLimit", "LocalLimit", "Generate",
                                           "Deduplicate", "Offset", "Tail"}
 _PROJECTING = {"Project", "Aggregate"}
+# Operators that stop pulling rows from their child: a probe below one sees only the rows pulled, so the
+# sources under one are measured after the write instead, by reading them again.
+_LIMITING = {"GlobalLimit", "LocalLimit", "Tail", "Offset", "Sample"}
 _counter = itertools.count()
 REREAD_BYTES = 64 << 20  # the break-even of the two measurements above, with the fixed cost counted once
 
@@ -85,48 +89,59 @@ class Observed:
                 relations.append((df.select([f"`{c}`" for c in mapping]), mapping))
         return compute_stats(G, relations, sketches=False, hints=hints, centres=centres)
 
-    def results(self) -> list[tuple[_Probe, dict]]:
-        """Each probe with its metrics; a probe the action did not complete is left out.
+    def results(self) -> list[tuple[_Probe, dict | None]]:
+        """Each probe with its metrics, None for a probe that Spark completed with an empty row; a
+        probe the action did not complete is left out.
 
-        Spark completes a probe that the optimiser removed with an empty row. It removes a probe only
-        with a branch that it proved empty (``PropagateEmptyRelation``), so no row went through it:
-        that is a row count of 0.
+        Spark completes a probe with an empty row when the plan that ran no longer had it: the optimiser
+        removed a branch it proved empty, or adaptive execution dropped a branch at run time after its
+        first stage (and the probe's rows) had run: a job that filters everything out still read its
+        sources. The two look alike, so an empty row measures nothing.
         """
         out = []
         for probe in self.probes:
             jo = probe.observation._jo
             if jo is None or not jo.future().isCompleted():
                 continue
-            out.append((probe, probe.observation.get if jo.getRow().size() else {"rows": 0}))
+            out.append((probe, probe.observation.get if jo.getRow().size() else None))
         return out
 
     def statistics(self, G: Any, env: dict[int, str],
                    output_columns: list[str]) -> tuple[list[dict], dict[int, int], list[str]]:
-        """(stats rows, one per node, first probe wins; row counts by plan node hashCode; nodes whose
-        spread was measured about a centre too far from their mean, to be measured again)."""
+        """(stats rows, one per node; row counts by plan node hashCode; nodes the probes did not measure,
+        to be measured apart: an empty probe's, and those whose spread was taken about a centre too far
+        from their mean).
+
+        An output column is its output node, measured by the top probe, and, if no lower probe measured
+        it, its lineage node (a column defined in the top chain, or a source read straight into the
+        output). The output's own measurement comes first: a group key derived in the job is one node
+        with the column before the aggregation, and the output's statistics are of the rows written.
+        Otherwise the first probe wins.
+        """
         stats: list[dict] = []
         rows: dict[int, int] = {}
         seen: set[str] = set()
         lost: list[str] = []
-        for probe, m in self.results():
-            for h in probe.rows_of:
+        results = self.results()
+        measured = [(lineage, nid, i, col, m) for probe, m in results for i, col in enumerate(probe.columns)
+                    for lineage, nid in ([(False, output_columns[col.position])] if col.position is not None else [])
+                    + [(True, env.get(col.expr_id))] if nid is not None]
+        for _, nid, i, col, m in sorted(measured, key=lambda t: t[0]):  # stable: probe order within each
+            if nid in seen:
+                continue
+            seen.add(nid)
+            if m is None:
+                lost.append(nid)
+                continue
+            try:
+                stats.append(record(G, nid, col.name, col.dtype, m["rows"], lambda k, p=f"c{i}_": m.get(p + k),
+                                    shift=col.shift))
+            except SpreadLost:
+                lost.append(nid)
+        for probe, m in results:
+            for h in probe.rows_of if m is not None else []:
                 rows.setdefault(h, int(m["rows"]))
-            for i, col in enumerate(probe.columns):
-                # an output column is its output node and, if no lower probe measured it, its lineage node
-                # (a column defined in the top chain, or a source read straight into the output)
-                nids = [output_columns[col.position]] if col.position is not None else []
-                for nid in nids + [env.get(col.expr_id)]:
-                    if nid is not None and nid not in seen:
-                        seen.add(nid)
-                        try:
-                            stats.append(record(G, nid, col.name, col.dtype, m["rows"],
-                                                lambda k, p=f"c{i}_": m.get(p + k), shift=col.shift))
-                        except SpreadLost:
-                            lost.append(nid)
-        missing = [c for c in output_columns if c not in seen]
-        if missing:
-            raise RuntimeError(f"inline statistics miss output columns {missing}")
-        return stats, rows, lost
+        return stats, rows, lost + [c for c in output_columns if c not in seen]
 
 
 class _Builder:
@@ -138,6 +153,7 @@ class _Builder:
         self.used = _used(root)
         self.partitions = P.partition_filters(root)  # kept right over their relations: partition pruning
         self.deferred: list[tuple[JObject, list[_Column]]] = []
+        self.limited = 0  # how many limits are above the node being rebuilt
         self.tag = uuid.uuid4().hex[:8]
 
     def probe(self, plan: JObject, columns: list[_Column], rows_of: list[int]) -> JObject:
@@ -166,6 +182,7 @@ class _Builder:
         pending: list[_Column] = []
         chain = [int(p.hashCode())]
         new_kids = []
+        self.limited += c in _LIMITING
         for ch in kids:
             new, below, below_chain = self.rebuild(ch, top=not through)
             if through:
@@ -176,9 +193,11 @@ class _Builder:
                 pending = [col for col in below if col.expr_id in keep]
                 chain += below_chain
             new_kids.append(new)
+        self.limited -= c in _LIMITING
         pending += self.defined(p, kids)
         new_p = p.withNewChildren(P.scala_seq(new_kids)) if kids else P.restrict(p, self.partitions)
-        if not kids and P.columnar_file(p) and P.size_in_bytes(p) > REREAD_BYTES and not P.reads_from(p, *self.target):
+        read_after = self.limited or (P.columnar_file(p) and P.size_in_bytes(p) > REREAD_BYTES)
+        if not kids and read_after and not P.reads_from(p, *self.target):
             self.deferred.append((p, pending))
             return new_p, [], chain
         if top and (pending or c in P.LEAF_CLASSES):

@@ -361,3 +361,30 @@ def test_shifted_moments_keep_the_digits_of_a_large_mean():
         _shifted_moments("n", len(d), 0.0, sum(d), sum(x * x for x in d), None, None)
     assert _shifted_moments("n", 3, 0.0, 3e9, 3e18, "1.0E9", "1.0E9") == (1e9, 0.0)
     assert _shifted_moments("n", 1, 5.0, 2.0, 4.0, "7.0", "7.0") == (7.0, None)
+
+
+@pytest.mark.parametrize("shape", ["keyed", "limited", "top", "nothing"])
+def test_each_node_is_measured_over_its_own_rows(spark, tables, tmp_path, shape):
+    """A group key derived in the job is one node with the column before the aggregation: its stats are
+    the written rows'. A source under a LIMIT (with a sort or not) is measured over all its rows, not
+    the rows the limit pulled; and so is the source of an output that ends up empty (adaptive execution
+    drops the branch its probe was in once the first stage has run: the probe reports nothing)."""
+    orders, _ = tables
+    job = {
+        "keyed": lambda: orders.withColumn("week", F.date_trunc("week", "d")).groupBy("week").agg(
+            F.sum("amount").alias("total")),
+        "limited": lambda: orders.limit(2).groupBy("cust").agg(F.sum("amount").alias("total")),
+        "top": lambda: orders.orderBy(F.desc("amount")).limit(2).select("id", "amount"),
+        "nothing": lambda: orders.filter(F.col("amount") < 0).groupBy("cust").agg(F.sum("amount").alias("total")),
+    }[shape]()
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=0) as cap:
+        job.write.parquet(str(tmp_path / shape))
+    assert not cap.errors
+    stats = {s["node"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")}
+    for col in ("amount", "cust", "id", "d"):
+        if f"orders.{col}" in stats:
+            assert_matches(stats[f"orders.{col}"], exact(orders, col))
+    written = spark.read.parquet(str(tmp_path / shape))
+    for col in written.columns:
+        assert_matches(stats[f"{shape}.{col}"], exact(written, col))
+    assert stats["orders.amount"]["count"] == 6
