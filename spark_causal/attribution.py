@@ -1848,6 +1848,13 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     common_cols = set(tb_.columns) & set(tc_.columns)
     model_nodes = [x for x in list(desc.get("nodes") or []) + list(desc.get("selections") or [])
                    if x in common_cols]
+    # an aggregate of an expression (SUM(price * qty)): the target itself is modelled, per unit, as its
+    # argument, a deterministic node of the columns it reads (its code may change like any stage's)
+    arg_col = f"__arg__:{target}"
+    if inp is None and fn != "count" and arg_col in common_cols and all(
+            (d.get("aggregates") or {}).get(target, {}).get("arg") for d in (desc, desc_b)):
+        inp = target
+        model_nodes.append(target)
     only = sorted((set(desc.get("nodes") or []) ^ set(desc_b.get("nodes") or [])))
     if only:
         warnings.append(f"nodes present in one run only (compared on the common ones): {', '.join(only)}")
@@ -1857,7 +1864,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     def prep(seg: SegmentSamples) -> _Run:
         t = seg.table
-        vals = {x: _to_array(t[x]) for x in model_nodes}
+        vals = {x: _to_array(t[x] if x in t.columns else t[f"__arg__:{x}"]) for x in model_nodes}
         # a join that keeps unmatched units (left join from the driving side) lets every unit through:
         # as a gate its value is 1, so a join whose type changed (inner -> left) is a changed mechanism
         for j in seg.description.get("joins") or []:
@@ -1959,8 +1966,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         fns: dict[str, Callable | None] = {"b": None, "c": None}
         used: set[str] = set(ps)
         scale = _decimal_scale(_node_attr(graphs, node, "dtype"))
-        for tag, rg, r in (("b", baseline.graph, b), ("c", current.graph, c)):
+        for tag, rg, r, d in (("b", baseline.graph, b, desc_b), ("c", current.graph, c, desc)):
             expr = rg.nodes[node].get("expr") if node in rg.nodes else None
+            if node == target and node == inp and node in aggregates:
+                expr = d["aggregates"][node]["arg"]
             if not expr:
                 continue
             try:

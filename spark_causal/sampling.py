@@ -294,6 +294,8 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
                      P.cls(arg) == "AttributeReference" else None}
             if arg is not None:
                 top.append(rw.add(arg, f"__arg__:{nid}"))
+                if entry["input"] is None:  # SUM(price * qty): the argument's own definition, and values
+                    entry["arg"] = P.sql(arg)
             aggregates[nid] = entry
         for g in P.seq(agg.groupingExpressions()):
             info = P.inspect_expr(g)
@@ -348,7 +350,8 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
         if drops and s in table:
             passed &= table[s].to_numpy() == 1
     for nid, entry in aggregates.items():
-        arg = table.pop(f"__arg__:{nid}") if f"__arg__:{nid}" in table else None
+        col = f"__arg__:{nid}"
+        arg = None if col not in table else table[col] if "arg" in entry else table.pop(col)
         if entry["fn"] == "other":  # DISTINCT, percentiles, collect_list ...: no per-unit contribution
             continue
         table[f"__contrib__:{nid}"] = _contribution(entry["fn"], arg, passed)
