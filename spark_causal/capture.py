@@ -99,7 +99,7 @@ class Capture:
         rows, found, lost = None, [], []
         if observed is not None:
             try:
-                found, rows, lost = observed.statistics(self.graph, self.builder.walks[used].env,
+                found, rows, lost = observed.statistics(self.graph, self.builder.walks[used],
                                                         self.graph.graph["outputs"][used]["columns"])
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"inline statistics of output {used!r} failed: {_one_line(exc)}", exc)
@@ -115,7 +115,7 @@ class Capture:
             told = [sampling.reread_hints(seg, self.graph, most=MAX_KNOWN_VALUES) for seg in segments]
             hints = SampleHints(values={n: v for h in told for n, v in h.values.items()},
                                 means={n: m for h in told for n, m in h.means.items()})
-            self._add_stats(observed.reread(self.spark, self.graph, self.builder.walks[used].env, hints,
+            self._add_stats(observed.reread(self.spark, self.graph, self.builder.walks[used], hints,
                                             self.centres()))
         except Exception as exc:  # noqa: BLE001
             self._fail_soft(f"statistics of the sources of output {used!r} failed: {_one_line(exc)}", exc)
@@ -171,8 +171,9 @@ class Capture:
                 relations.append((prov.df.filter(functools.reduce(operator.and_, kept)) if kept else prov.df,
                                   mapping))
         partitions = P.partition_filters(plan)
-        for leaf in _leaves(plan):  # sources as read (their partitions): a plain scan, no joins to redo
-            mapping = {P.name(a): walk.env[P.expr_id(a)] for a in P.output(leaf) if P.expr_id(a) in walk.env}
+        for leaf, unions in _leaves(plan):  # sources as read (their partitions): a plain scan, no joins to redo
+            mapping = {P.name(a): nid for a in P.output(leaf)
+                       if (nid := walk.node(P.expr_id(a), unions.get(P.expr_id(a), 0)))}
             relations.append((P.to_dataframe(self.spark, P.restrict(leaf, partitions)), mapping))
             if mapping:
                 counted.setdefault(int(leaf.hashCode()), next(iter(mapping.values())))
@@ -544,20 +545,23 @@ def run_script(script: str, args: list[str], *, store: str, run: str, replace: b
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def _leaves(plan: Any) -> list[Any]:
-    """Source leaves of a plan (each once), subquery plans included."""
-    out, seen, stack = [], set(), [plan]
+def _leaves(plan: Any) -> list[tuple[Any, dict[int, int]]]:
+    """Source leaves of a plan (each once), subquery plans included, each with how many Unions above it
+    output each of its exprIds (``lineage.WalkResult.node``)."""
+    out, seen, stack = [], set(), [(plan, {})]
     while stack:
-        p = stack.pop()
+        p, unions = stack.pop()
         if P.cls(p) in P.LEAF_CLASSES:
             h = int(p.hashCode())
             if h not in seen:
                 seen.add(h)
-                out.append(p)
+                out.append((p, unions))
             continue
-        stack.extend(P.children(p))
+        for k, ch in enumerate(P.children(p)):
+            reused = [P.expr_id(a) for a in P.output(p)] if P.cls(p) == "Union" and k == 0 else []
+            stack.append((ch, {**unions, **{e: unions.get(e, 0) + 1 for e in reused}}))
         for e in P.seq(p.expressions()):
-            stack.extend(P.inspect_expr(e).subqueries)
+            stack.extend((sub, unions) for sub in P.inspect_expr(e).subqueries)
     return out
 
 

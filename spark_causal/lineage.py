@@ -42,6 +42,16 @@ class WalkResult:
 
     env: dict[int, str]         # exprId -> node id
     selections: dict[int, str]  # hashCode of a Filter / Join operator -> its selection node id
+    # exprId -> the node ids it had before each Union above reused it: Spark's Union outputs its first
+    # child's attributes, so below the union (in that child) the same exprId is another node
+    shadowed: dict[int, list[str]] = field(default_factory=dict)
+
+    def node(self, expr_id: int, unions: int = 0) -> str | None:
+        """The node of ``expr_id`` at a place in the plan under ``unions`` Unions that output it."""
+        if not unions:
+            return self.env.get(expr_id)
+        before = self.shadowed.get(expr_id, [])
+        return before[-unions] if len(before) >= unions else None
 
 
 @dataclass
@@ -78,7 +88,8 @@ class LineageBuilder:
         columns = walk.finish(P.output(plan), frame.rowdeps)
         outputs[name] = {"columns": columns, "path": path, "table": table, "format": fmt, "mode": mode}
         self.walks[name] = WalkResult(env={k: walk.final(v) for k, v in walk.env.items()},
-                                      selections={h: walk.final(v) for h, v in walk.plan_selection.items()})
+                                      selections={h: walk.final(v) for h, v in walk.plan_selection.items()},
+                                      shadowed={k: [walk.final(v) for v in vs] for k, vs in walk.shadowed.items()})
         return name
 
     # ------------------------------------------------------------------------------ helpers
@@ -105,6 +116,7 @@ class _Walk:
         self.cte: dict[int, list[Any]] = {}
         self.cte_rowdeps: dict[int, list[Any]] = {}
         self.plan_selection: dict[int, Any] = {}  # hashCode of a Filter/Join plan -> its selection node
+        self.shadowed: dict[int, list[Any]] = {}  # exprId -> its node keys before Unions reused it
         self.unnamed_sources = 0
         self.sub_count = 0
 
@@ -304,6 +316,8 @@ class _Walk:
         outs = [P.output(ch) for ch in kids]
         for i, attr in enumerate(P.output(p)):
             ins = [(n, "direct", "identity") for o in outs for n in self.lookup([o[i]])]
+            if P.expr_id(attr) in self.env:  # the first child's attribute: a node below this union
+                self.shadowed.setdefault(P.expr_id(attr), []).append(self.env[P.expr_id(attr)])
             self.env[P.expr_id(attr)] = self.node(kind="stage", column=P.name(attr), stage=stage,
                                                   dtype=P.dtype(attr), expr="union", subtype="union", inputs=ins)
         return _merge(frames)

@@ -25,12 +25,14 @@ statistics must see every row anyway. The rebuilt plan has the same rows; probes
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import plan as P
+from .lineage import WalkResult
 from .stats import Centres, SampleHints, SpreadLost, column_aggregates, compute_stats, is_numeric, record
 
 JObject = Any
@@ -58,6 +60,7 @@ class _Column:
     nullable: bool
     position: int | None = None  # the output column it is (its node id is the output's), else None
     shift: float | None = None  # the centre its spread is measured about (``stats.Centres``), if any
+    unions: int = 0  # Unions above it that output its exprId (``lineage.WalkResult.node``)
 
 
 @dataclass
@@ -76,14 +79,14 @@ class Observed:
     deferred: list[tuple[JObject, list[_Column]]] = field(default_factory=list)  # sources measured after
     partitions: dict[int, JObject] = field(default_factory=dict)  # their partition predicates
 
-    def reread(self, spark: Any, G: Any, env: dict[int, str], hints: SampleHints = SampleHints(),
+    def reread(self, spark: Any, G: Any, walk: WalkResult, hints: SampleHints = SampleHints(),
                centres: Centres = Centres()) -> list[dict]:
         """Stats rows of the deferred sources' columns, by one aggregation over them as the job read
         them (its partitions), once the job has written; ``hints`` from their samples save it a read
         and work (``stats.compute_stats``)."""
         relations = []
         for leaf, columns in self.deferred:
-            mapping = {col.name: env[col.expr_id] for col in columns if col.expr_id in env}
+            mapping = {col.name: nid for col in columns if (nid := walk.node(col.expr_id, col.unions))}
             if mapping:
                 df = P.to_dataframe(spark, P.restrict(leaf, self.partitions))
                 relations.append((df.select([f"`{c}`" for c in mapping]), mapping))
@@ -106,7 +109,7 @@ class Observed:
             out.append((probe, probe.observation.get if jo.getRow().size() else None))
         return out
 
-    def statistics(self, G: Any, env: dict[int, str],
+    def statistics(self, G: Any, walk: WalkResult,
                    output_columns: list[str]) -> tuple[list[dict], dict[int, int], list[str]]:
         """(stats rows, one per node; row counts by plan node hashCode; nodes the probes did not measure,
         to be measured apart: an empty probe's, and those whose spread was taken about a centre too far
@@ -125,7 +128,7 @@ class Observed:
         results = self.results()
         measured = [(lineage, nid, i, col, m) for probe, m in results for i, col in enumerate(probe.columns)
                     for lineage, nid in ([(False, output_columns[col.position])] if col.position is not None else [])
-                    + [(True, env.get(col.expr_id))] if nid is not None]
+                    + [(True, walk.node(col.expr_id, col.unions))] if nid is not None]
         for _, nid, i, col, m in sorted(measured, key=lambda t: t[0]):  # stable: probe order within each
             if nid in seen:
                 continue
@@ -154,6 +157,7 @@ class _Builder:
         self.partitions = P.partition_filters(root)  # kept right over their relations: partition pruning
         self.deferred: list[tuple[JObject, list[_Column]]] = []
         self.limited = 0  # how many limits are above the node being rebuilt
+        self.unions: collections.Counter = collections.Counter()  # exprId -> Unions above that output it
         self.tag = uuid.uuid4().hex[:8]
 
     def probe(self, plan: JObject, columns: list[_Column], rows_of: list[int]) -> JObject:
@@ -183,8 +187,11 @@ class _Builder:
         chain = [int(p.hashCode())]
         new_kids = []
         self.limited += c in _LIMITING
-        for ch in kids:
+        for k, ch in enumerate(kids):
+            reused = [P.expr_id(a) for a in P.output(p)] if c == "Union" and k == 0 else []
+            self.unions.update(reused)
             new, below, below_chain = self.rebuild(ch, top=not through)
+            self.unions.subtract(reused)
             if through:
                 keep = {P.expr_id(a) for a in P.output(p)}
                 dropped = [col for col in below if col.expr_id not in keep]
@@ -205,13 +212,14 @@ class _Builder:
         return new_p, pending, chain
 
     def defined(self, p: JObject, kids: list[JObject]) -> list[_Column]:
-        """Columns ``p`` creates (renames of a column are the same node and are skipped)."""
-        inherited = {P.expr_id(a) for ch in kids for a in P.output(ch)}
+        """Columns ``p`` creates (renames of a column are the same node and are skipped). A Union's
+        are new nodes, though Spark gives them its first child's exprIds."""
+        inherited = {P.expr_id(a) for ch in kids for a in P.output(ch)} if P.cls(p) != "Union" else set()
         if P.cls(p) == "Project":
             inherited |= {P.expr_id(e) for e in P.seq(p.projectList())
                           if P.cls(e) == "Alias" and P.cls(e.child()) == "AttributeReference"}
-        return [_Column(P.expr_id(a), P.dtype(a), P.name(a), P.nullable(a)) for a in P.output(p)
-                if P.expr_id(a) not in inherited and P.expr_id(a) in self.used]
+        return [_Column(P.expr_id(a), P.dtype(a), P.name(a), P.nullable(a), unions=self.unions[P.expr_id(a)])
+                for a in P.output(p) if P.expr_id(a) not in inherited and P.expr_id(a) in self.used]
 
 
 def observe(spark: Any, plan: JObject, target: tuple[str | None, str | None] = (None, None),

@@ -388,3 +388,36 @@ def test_each_node_is_measured_over_its_own_rows(spark, tables, tmp_path, shape)
     for col in written.columns:
         assert_matches(stats[f"{shape}.{col}"], exact(written, col))
     assert stats["orders.amount"]["count"] == 6
+
+
+@pytest.mark.parametrize("api", ["dataframe", "sql", "sql_extra_pass"])
+def test_union_branches_and_union_columns_are_measured_apart(spark, tables, tmp_path, api):
+    """Spark's Union outputs its first child's exprIds: the first branch's source and the union's own
+    columns are still different nodes, each measured over its own rows (inline or by the extra pass)."""
+    orders, _ = tables
+    other = spark.createDataFrame([(7, 10, 2.0), (8, 40, 4.0)], "id long, cust int, amount double")
+    other.write.parquet(str(tmp_path / "more"))
+    more = spark.read.parquet(str(tmp_path / "more"))
+    orders.createOrReplaceTempView("u_orders")
+    more.createOrReplaceTempView("u_more")
+    query = ("SELECT cust, SUM(amount) AS total FROM (SELECT cust, amount FROM u_orders UNION ALL "
+             "SELECT cust, amount FROM u_more) AS u GROUP BY cust")
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=0) as cap:
+        if api == "dataframe":
+            orders.select("cust", "amount").unionByName(more.select("cust", "amount")).groupBy("cust").agg(
+                F.sum("amount").alias("total")).write.parquet(str(tmp_path / "out"))
+        elif api == "sql":
+            spark.sql(f"INSERT OVERWRITE DIRECTORY '{tmp_path / 'out'}' USING parquet {query}")
+        else:  # a parameterised statement is measured after it ran
+            spark.sql(f"INSERT OVERWRITE DIRECTORY '{tmp_path / 'out'}' USING parquet {query.replace('SUM(amount)', 'SUM(amount) * :one')}",
+                      args={"one": 1})
+    assert not cap.errors
+    stats = {s["node"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")}
+    both = orders.select("cust", "amount").unionByName(more.select("cust", "amount"))
+    for source, df in (("orders", orders), ("more", more)):
+        for col in ("cust", "amount"):
+            assert_matches(stats[f"{source}.{col}"], exact(df, col))
+    union = [n for n in cap.graph.nodes if cap.graph.nodes[n].get("subtype") == "union"
+             and cap.graph.nodes[n]["column"] == "amount"]
+    assert len(union) == 1 and union[0] in stats
+    assert_matches(stats[union[0]], exact(both, "amount"))
