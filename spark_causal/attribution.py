@@ -695,6 +695,24 @@ def _is_numeric(a: np.ndarray) -> bool:
     return a.dtype.kind == "f"
 
 
+def _numeric_text(a: np.ndarray) -> np.ndarray | None:
+    """A source column of numbers written as text (a CSV read without a schema) as numbers, so that it
+    is compared and modelled as one (as text every value is a category of its own); None unless 99% of
+    its non-NULL values parse. Text that does not parse ('n/a') becomes NULL, as a cast would make it."""
+    if _is_numeric(a):
+        return a
+    given = pd.Series(a, dtype=object)
+    given = given[given.notna()]
+    if given.empty:
+        return None
+    parsed = pd.to_numeric(given.astype(str).str.strip(), errors="coerce")
+    if parsed.notna().mean() < 0.99:
+        return None
+    out = np.full(len(a), np.nan)
+    out[given.index.to_numpy()] = parsed.to_numpy(dtype=float, na_value=np.nan)
+    return out
+
+
 def _decode(codes: np.ndarray, cats: np.ndarray) -> np.ndarray:
     """Category codes (float, NaN for NULL, len(cats) for unseen) back to values."""
     out = np.empty(len(codes), dtype=object)
@@ -1900,6 +1918,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # string columns become float category codes (pooled over both runs): fast to compare, sort, look up
     coded: dict[str, np.ndarray] = {}
     for x in model_nodes:
+        if _node_attr(graphs, x, "kind") == "source" and not (_is_numeric(b.values[x]) and _is_numeric(c.values[x])):
+            numbers = [_numeric_text(r.values[x]) for r in (b, c)]
+            if all(v is not None for v in numbers):
+                b.values[x], c.values[x] = numbers
         if not (_is_numeric(b.values[x]) and _is_numeric(c.values[x])):
             pooled = np.concatenate([b.values[x].astype(object), c.values[x].astype(object)])
             cats = np.asarray(_cats(pooled), dtype=object)

@@ -1,5 +1,5 @@
-"""An aggregate of an expression (``SUM(amount * qty)``, the usual SQL style) is attributed through the
-expression: to the source column that drifted, or to the aggregate itself when its code changed."""
+"""Common job shapes that attribution must see through: an aggregate of an expression (``SUM(amount *
+qty)``, the usual SQL style), and numbers read as text (a CSV without a schema)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,6 +23,7 @@ def _orders(seed: int, drift: bool) -> pd.DataFrame:
 
 @pytest.mark.parametrize("fault", ["drift", "code"])
 def test_a_sum_of_an_expression_is_attributed_through_it(spark, tmp_path, fault):
+    """To the source column that drifted, or to the aggregate itself when its code changed."""
     store = str(tmp_path / "store")
     for run, seed in (("a", 21), ("b", 22)):
         folder = tmp_path / run / "orders"
@@ -42,3 +43,22 @@ def test_a_sum_of_an_expression_is_attributed_through_it(spark, tmp_path, fault)
     assert top[0].contribution == pytest.approx(res.change, rel=0.35)
     if fault == "code":
         assert "report.revenue" in {c["node"] for c in res.code_changes}
+
+
+def test_numbers_read_as_text_are_compared_as_numbers(spark, tmp_path):
+    """A CSV read without a schema gives string columns; a drift of the amounts it holds is named."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 31), ("b", 32)):
+        frame = _orders(seed, drift=run == "b")
+        frame["amount"] = frame["amount"].astype(str).where(frame["id"] % 500 != 7, "n/a")  # stray text
+        (tmp_path / run).mkdir()
+        frame.to_csv(tmp_path / run / "orders.csv", index=False)
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            orders = spark.read.option("header", True).csv(str(tmp_path / run / "orders.csv"))
+            orders.groupBy("country").agg(F.sum(F.expr("try_cast(amount AS DOUBLE)")).alias("revenue")) \
+                .write.parquet(str(tmp_path / run / "report"))
+        assert not cap.errors and cap.graph.nodes["orders.amount"]["dtype"] == "string"
+    res = spark_causal.attribute(store, "a", "b", "report.revenue")
+    assert res.significant and [a.node for a in res.attributions if a.contribution][0] == "orders.amount"
