@@ -266,7 +266,9 @@ def inspect_expr(expr: JObject, info: ExprInfo | None = None) -> ExprInfo:
         info.subqueries.append(expr.plan())
     if c == "PythonUDF":
         try:
-            info.udf_code.append(hashlib.sha1(bytes(expr.func().command())).hexdigest()[:16])
+            command = expr.func().command()  # Spark 4: a Seq[Byte] wrapping the pickled function
+            raw = command.unsafeArray() if hasattr(command, "unsafeArray") else command
+            info.udf_code.append(hashlib.sha1(bytes(raw)).hexdigest()[:16])
         except Exception:  # noqa: BLE001 - the body is a nicety for fingerprints, not required
             pass
     for ch in children(expr):

@@ -156,6 +156,17 @@ def test_python_and_pandas_udfs_are_opaque(tables):
     assert ("orders.amount", "out.amount") in edges(G, "udf")
 
 
+def test_a_python_udf_body_is_part_of_its_fingerprint(tables):
+    """A changed UDF body is a code change of its node; the same body, defined again, is not."""
+    o, _ = tables
+
+    def fingerprint(factor: float) -> str:
+        scaled = F.udf(lambda x: x * factor, "double")
+        return graph_of(o.select(scaled("amount").alias("s")), "f").nodes["f.s"]["fingerprint"]
+
+    assert fingerprint(2.0) == fingerprint(2.0) != fingerprint(3.0)
+
+
 def test_dataframe_and_sql_give_the_same_graph(tables, spark):
     o, c = tables
     api = (o.filter(F.col("amount") > 0).join(c, "customer_id")
