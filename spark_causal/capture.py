@@ -31,7 +31,7 @@ from . import sampling
 from .errors import CaptureError, SparkCausalError
 from .lineage import LineageBuilder
 from .observe import Observed, observe
-from .stats import MAX_KNOWN_VALUES, Centres, SampleHints, compute_stats, selection_stats
+from .stats import MAX_KNOWN_VALUES, SampleHints, compute_stats, selection_stats
 
 log = logging.getLogger("spark_causal")
 
@@ -69,7 +69,6 @@ class Capture:
     tables: dict[str, Any] = field(default_factory=dict)  # parquet files of the run: name -> pandas frame
     stats: list[dict] = field(default_factory=list)
     _writer: Any = None
-    _centres: Centres | None = None
     _pending_errors: list[tuple[str, BaseException]] = field(default_factory=list)
 
     @property
@@ -106,39 +105,21 @@ class Capture:
                 rows = None
         where = {"path": path, "table": table, "fmt": fmt}
         if rows is None:
-            rows = self._measure_by_extra_pass(used, plan, centres=self.centres(), **where)
+            rows = self._measure_by_extra_pass(used, plan, **where)
             self._sample(used, plan, rows)
             return
         # the sample first: it tells which strings of the sources read again have few values (one read)
         segments = self._sample(used, plan, rows)
         try:  # sources measured apart come first: their columns' stats are over every row read
             told = [sampling.reread_hints(seg, self.graph, most=MAX_KNOWN_VALUES) for seg in segments]
-            hints = SampleHints(values={n: v for h in told for n, v in h.values.items()},
-                                means={n: m for h in told for n, m in h.means.items()})
-            self._add_stats(observed.reread(self.spark, self.graph, self.builder.walks[used], hints,
-                                            self.centres()))
+            hints = SampleHints(values={n: v for h in told for n, v in h.values.items()})
+            self._add_stats(observed.reread(self.spark, self.graph, self.builder.walks[used], hints))
         except Exception as exc:  # noqa: BLE001
             self._fail_soft(f"statistics of the sources of output {used!r} failed: {_one_line(exc)}", exc)
         self._add_stats(found)
-        if lost:  # an empty probe's columns, or a column far from the previous run's mean (Welford way)
+        if lost:  # an empty probe's columns
             log.info("spark-causal: measuring %s apart", ", ".join(lost))
-            self._measure_by_extra_pass(used, plan, centres=Centres(), **where)
-
-    def centres(self) -> Centres:
-        """Where numeric columns' means are expected: the store's previous run (``stats.Centres``), read
-        once per capture; nothing if there is none or it cannot be read."""
-        if self._centres is None:
-            self._centres = Centres()
-            try:
-                from .store import Store
-
-                store = Store(self.store, spark=self.spark)
-                last = store.latest(having="stats.parquet")
-                if last is not None and last != self.run:
-                    self._centres = Centres.from_stats(store.read_parquet(last, "stats.parquet"))
-            except Exception as exc:  # noqa: BLE001 - only a cost: spreads are then measured the Welford way
-                log.info("spark-causal: no centres from the store's previous run: %s", _one_line(exc))
-        return self._centres
+            self._measure_by_extra_pass(used, plan, **where)
 
     def _add_stats(self, found: list[dict]) -> None:
         """Keep the first stats row of each node: a node shared by several outputs is measured once."""
@@ -146,7 +127,7 @@ class Capture:
         self.stats.extend(s for s in found if s["node"] not in have)
 
     def _measure_by_extra_pass(self, output: str, plan: Any, *, path: str | None, table: str | None,
-                               fmt: str | None, centres: Centres) -> dict[int, int]:
+                               fmt: str | None) -> dict[int, int]:
         """Exact statistics by one extra job over the leaves, the written output and, per segment, an
         unsampled provenance query: for writes that could not carry probes (SQL statements, V2 writers),
         and for the nodes that probes did not measure. Returns row counts by source relation (plan
@@ -188,7 +169,7 @@ class Capture:
             have.update(mapping.values())
             todo.append((rel, mapping))
         try:
-            self._add_stats(compute_stats(self.graph, todo, sketches=False, centres=centres))
+            self._add_stats(compute_stats(self.graph, todo, sketches=False))
         except Exception as exc:  # noqa: BLE001
             self._fail_soft(f"statistics of output {output!r} failed: {_one_line(exc)}", exc)
         counts = {s["node"]: s["count"] for s in self.stats}
@@ -224,8 +205,7 @@ class Capture:
         plan = None  # not analysable here: record() tries again after the write, and reports why
         try:
             plan = P.analyzed(writer._df)
-            self.spark = self.spark or writer._df.sparkSession
-            observed = observe(self.spark, plan, target, self.centres())
+            observed = observe(self.spark or writer._df.sparkSession, plan, target)
             restore = P.replace_writer_df(writer._jwrite, observed.df._jdf)
         except Exception as exc:  # noqa: BLE001 - reported once the job's write has run
             self._pending_errors.append((f"inline statistics could not be set up: {_one_line(exc)}", exc))
@@ -244,8 +224,7 @@ class Capture:
             if write is None:
                 return None
             query, table, path = write
-            self.spark = self.spark or spark
-            observed = observe(spark, query, (path, table), self.centres())
+            observed = observe(spark, query, (path, table))
             probed = P.with_query(command, observed.df._jdf.queryExecution().analyzed())
             P.analyze_only(spark, probed)  # what would fail to analyse fails here, before anything runs
         except Exception as exc:  # noqa: BLE001 - the statement runs as given, measured by an extra pass

@@ -33,7 +33,7 @@ from typing import Any
 
 from . import plan as P
 from .lineage import WalkResult
-from .stats import Centres, SampleHints, SpreadLost, column_aggregates, compute_stats, is_numeric, record
+from .stats import SampleHints, column_aggregates, compute_stats, record
 
 JObject = Any
 
@@ -59,7 +59,6 @@ class _Column:
     name: str
     nullable: bool
     position: int | None = None  # the output column it is (its node id is the output's), else None
-    shift: float | None = None  # the centre its spread is measured about (``stats.Centres``), if any
     unions: int = 0  # Unions above it that output its exprId (``lineage.WalkResult.node``)
 
 
@@ -79,18 +78,17 @@ class Observed:
     deferred: list[tuple[JObject, list[_Column]]] = field(default_factory=list)  # sources measured after
     partitions: dict[int, JObject] = field(default_factory=dict)  # their partition predicates
 
-    def reread(self, spark: Any, G: Any, walk: WalkResult, hints: SampleHints = SampleHints(),
-               centres: Centres = Centres()) -> list[dict]:
+    def reread(self, spark: Any, G: Any, walk: WalkResult, hints: SampleHints = SampleHints()) -> list[dict]:
         """Stats rows of the deferred sources' columns, by one aggregation over them as the job read
         them (its partitions), once the job has written; ``hints`` from their samples save it a read
-        and work (``stats.compute_stats``)."""
+        (``stats.compute_stats``)."""
         relations = []
         for leaf, columns in self.deferred:
             mapping = {col.name: nid for col in columns if (nid := walk.node(col.expr_id, col.unions))}
             if mapping:
                 df = P.to_dataframe(spark, P.restrict(leaf, self.partitions))
                 relations.append((df.select([f"`{c}`" for c in mapping]), mapping))
-        return compute_stats(G, relations, sketches=False, hints=hints, centres=centres)
+        return compute_stats(G, relations, sketches=False, hints=hints)
 
     def results(self) -> list[tuple[_Probe, dict | None]]:
         """Each probe with its metrics, None for a probe that Spark completed with an empty row; a
@@ -136,11 +134,7 @@ class Observed:
             if m is None:
                 lost.append(nid)
                 continue
-            try:
-                stats.append(record(G, nid, col.name, col.dtype, m["rows"], lambda k, p=f"c{i}_": m.get(p + k),
-                                    shift=col.shift))
-            except SpreadLost:
-                lost.append(nid)
+            stats.append(record(G, nid, col.name, col.dtype, m["rows"], lambda k, p=f"c{i}_": m.get(p + k)))
         for probe, m in results:
             for h in probe.rows_of if m is not None else []:
                 rows.setdefault(h, int(m["rows"]))
@@ -148,10 +142,9 @@ class Observed:
 
 
 class _Builder:
-    def __init__(self, spark: Any, root: JObject, target: tuple[str | None, str | None], centres: Centres) -> None:
+    def __init__(self, spark: Any, root: JObject, target: tuple[str | None, str | None]) -> None:
         self.spark = spark
         self.target = target  # (path, table) the plan is written to
-        self.centres = centres
         self.probes: list[_Probe] = []
         self.used = _used(root)
         self.partitions = P.partition_filters(root)  # kept right over their relations: partition pruning
@@ -169,10 +162,8 @@ class _Builder:
         by_id = {P.expr_id(a): a for a in P.output(plan)}
         metrics = [F.count(F.lit(1)).alias("rows")]
         for i, col in enumerate(columns):
-            if is_numeric(col.dtype) and col.dtype != "boolean":
-                col.shift = self.centres.of(None, col.name)
             metrics += column_aggregates(Column(utils.column(by_id[col.expr_id])), col.dtype, f"c{i}_",
-                                         nullable=col.nullable, shift=col.shift)
+                                         nullable=col.nullable)
         obs = Observation(f"spark_causal_{self.tag}_{next(_counter)}")
         observed = P.to_dataframe(self.spark, plan).observe(obs, *metrics)
         self.probes.append(_Probe(obs, columns, rows_of))
@@ -222,17 +213,15 @@ class _Builder:
                 for a in P.output(p) if P.expr_id(a) not in inherited and P.expr_id(a) in self.used]
 
 
-def observe(spark: Any, plan: JObject, target: tuple[str | None, str | None] = (None, None),
-            centres: Centres = Centres()) -> Observed:
+def observe(spark: Any, plan: JObject, target: tuple[str | None, str | None] = (None, None)) -> Observed:
     """The job's ``plan`` rebuilt with probes. ``plan`` must be the very plan object lineage walks
     (``plan.analyzed``), so that the probes' exprIds are keys of the lineage env. ``target``, the
     (path, table) the write goes to: a source read from there is probed, never read again after.
-    ``centres``: where numeric columns' means are expected (by column name: lineage runs later).
 
     The top probe measures the output's columns by position; the columns the top chain defines are
     among them, so it needs no others.
     """
-    b = _Builder(spark, plan, target, centres)
+    b = _Builder(spark, plan, target)
     new, _, chain = b.rebuild(plan, top=False)
     outs = [_Column(P.expr_id(a), P.dtype(a), P.name(a), P.nullable(a), position=i)
             for i, a in enumerate(P.output(plan))]

@@ -373,33 +373,27 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
 
 
 def reread_hints(segment: Segment, G: Any, *, most: int, min_units: int = 500) -> SampleHints:
-    """What the sample says about its driving relation's columns, for reading it again: the values of
-    each string whose values it has all seen, i.e. at most ``most`` of them and none seen once; and each
-    numeric column's mean, a centre for its spread (``stats.Centres``).
+    """What the sample says about its driving relation's string columns, for reading it again: the
+    values of each one whose values it has all seen, i.e. at most ``most`` of them and none seen once.
 
     The units are a uniform sample of the relation's rows, so a value no other unit shares is a sign of
     unseen ones (Good-Turing: the share of rows with unseen values is about the share of units whose
-    value is unique in the sample). The statistics pass checks that its counts add up, and that its
-    centres were near, so a miss costs time, never a wrong number.
+    value is unique in the sample). The statistics pass checks that its counts add up, so a miss
+    costs time, never a wrong number.
     """
     table, desc = segment.table, segment.description
     values: dict[str, tuple[str, ...]] = {}
-    means: dict[str, float] = {}
     if len(table) < min_units:
         return SampleHints()
     for n in desc["nodes"]:
         node = G.nodes[n] if n in G else {}
-        if n not in table or node.get("kind") != "source" or node.get("table") != desc["driving"]:
+        if n not in table or node.get("kind") != "source" or node.get("table") != desc["driving"] \
+                or node.get("dtype") != "string":
             continue
-        if node.get("dtype") == "string":
-            counts = table[n].value_counts(dropna=True)
-            if len(counts) <= most and not (counts == 1).any():
-                values[n] = tuple(sorted(str(v) for v in counts.index))
-        elif pd.api.types.is_numeric_dtype(table[n]) and not pd.api.types.is_bool_dtype(table[n]):
-            mean = float(pd.to_numeric(table[n], errors="coerce").astype("float64").mean())
-            if math.isfinite(mean):
-                means[n] = mean
-    return SampleHints(values=values, means=means)
+        counts = table[n].value_counts(dropna=True)
+        if len(counts) <= most and not (counts == 1).any():
+            values[n] = tuple(sorted(str(v) for v in counts.index))
+    return SampleHints(values=values)
 
 
 def _agg_argument(expr: JObject) -> JObject | None:

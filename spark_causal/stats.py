@@ -18,10 +18,6 @@ from . import plan as P
 TOP_K = 10
 MAX_TOP_DISTINCT = 10_000  # a categorical column with more distinct values is an identifier: no top values
 MAX_KNOWN_VALUES = 64  # most values of a string counted one by one when a sample saw them all (``compute_stats``)
-# A shifted sum of squares is kept while the column's spread is at least this share of its distance
-# from the shift: var/(var + (mean - shift)^2) >= 1e-4, i.e. the mean is within 100 sd of the shift, so
-# cancellation costs at most 4 of the 16 digits (the float sum's own error, ~eps*sqrt(n), comes on top).
-_MIN_SPREAD_SHARE = 1e-4
 _TOP_ASKED = 100  # more than TOP_K from the sketch, so the exact order below decides ties at the cut
 _PREFIX_ROWS = 100_000  # rows read to rule out grouping a column with too many values (``_top_values``)
 _PREFIX_BYTES = 8 << 20  # relations smaller than this are grouped without the prefix check
@@ -33,43 +29,9 @@ class SampleHints:
     (``sampling.reread_hints``): the values of its few-valued strings."""
 
     values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # string node -> every value seen
-    means: Mapping[str, float] = field(default_factory=dict)  # numeric node -> its mean in the sample
 
 
-@dataclass(frozen=True)
-class Centres:
-    """A value near each numeric column's mean, known before the column is measured: its mean in the
-    store's previous run, by node id, else by column name (a probe is built before lineage names its
-    columns). ``column_aggregates`` then measures the spread as a sum of squares about it.
-
-    Why: Spark's ``stddev`` updates a running mean with a division per row, ~3x the cost of a sum
-    (measured, 8M rows, 2 cores: 0.22 s against 0.06 s per column inline, 0.16 s against 0.075 s in
-    generated code), and it is the dearest statistic of a numeric column. A plain sum of squares loses
-    the spread of columns whose mean is large against it (a year, an epoch second); about a centre
-    near the mean it does not, and ``record`` checks that it was near enough (``_MIN_SPREAD_SHARE``).
-    A guess that is off only costs time: that column is measured again the Welford way.
-    """
-
-    by_node: Mapping[str, float] = field(default_factory=dict)
-    by_column: Mapping[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def from_stats(cls, rows: Any) -> "Centres":
-        """From a run's stats rows (a pandas frame of the stats contract): finite means of numeric nodes;
-        a column name shared by several nodes takes their median."""
-        rows = rows[rows["dtype"].map(is_numeric) & (rows["dtype"] != "boolean") & rows["mean"].notna()]
-        rows = rows[rows["mean"].map(math.isfinite)]
-        return cls(by_node=dict(zip(rows["node"], rows["mean"].astype(float))),
-                   by_column={c: float(m) for c, m in rows.groupby("column")["mean"].median().items()})
-
-    def of(self, node: str | None, column: str) -> float | None:
-        if node is not None and node in self.by_node:
-            return self.by_node[node]
-        return self.by_column.get(column)
-
-
-def column_aggregates(c: Any, dtype: str, prefix: str, sketches: bool = True, nullable: bool = True,
-                      shift: float | None = None) -> list[Any]:
+def column_aggregates(c: Any, dtype: str, prefix: str, sketches: bool = True, nullable: bool = True) -> list[Any]:
     """Aggregate Columns measuring column ``c`` of Spark type ``dtype``, aliased ``prefix + key``.
 
     All of them are plain, non-distinct aggregates so that they are legal inside ``observe``. Inline, each
@@ -99,13 +61,12 @@ def column_aggregates(c: Any, dtype: str, prefix: str, sketches: bool = True, nu
     jc = c._jc
     aggs = [f.count(jc).alias(f"{prefix}v")] if nullable else []
     x = jc.cast("double")
+    if is_numeric(dtype):
+        aggs.append(f.sum(x).alias(f"{prefix}sum"))
     if dtype == "boolean":
-        return [Column(a) for a in aggs + [f.sum(x).alias(f"{prefix}sum")]]
-    if is_numeric(dtype) and shift is None:
-        aggs += [f.sum(x).alias(f"{prefix}sum"), f.stddev(x).alias(f"{prefix}s")]
-    elif is_numeric(dtype):
-        d = x.minus(f.lit(float(shift)))
-        aggs += [f.sum(d).alias(f"{prefix}m1"), f.sum(d.multiply(d)).alias(f"{prefix}m2")]
+        return [Column(a) for a in aggs]
+    if is_numeric(dtype):
+        aggs.append(f.stddev(x).alias(f"{prefix}s"))
     if is_numeric(dtype) or dtype.startswith(("date", "timestamp")):
         aggs += [f.min(jc).cast("string").alias(f"{prefix}lo"), f.max(jc).cast("string").alias(f"{prefix}hi")]
     if dtype == "string" and sketches:
@@ -115,15 +76,8 @@ def column_aggregates(c: Any, dtype: str, prefix: str, sketches: bool = True, nu
     return [Column(a) for a in aggs]
 
 
-class SpreadLost(Exception):
-    """A column's sum of squares was taken about a centre too far from its mean (``Centres``): its
-    spread must be measured again."""
-
-
-def record(G: Any, nid: str, column: str, dtype: str, rows: int, value: Callable[[str], Any],
-           shift: float | None = None) -> dict:
-    """The stats row of node ``nid`` from the values of its ``column_aggregates`` (``value(key)``), the
-    ``shift`` being the one they were built with. Raises ``SpreadLost`` when that was too far off."""
+def record(G: Any, nid: str, column: str, dtype: str, rows: int, value: Callable[[str], Any]) -> dict:
+    """The stats row of node ``nid`` from the values of its ``column_aggregates`` (``value(key)``)."""
     rows = int(rows or 0)
     counted = value("v")  # non-NULL values (NaN is a value); not asked of a column that cannot be NULL
     valued = rows if counted is None else int(counted)
@@ -137,28 +91,9 @@ def record(G: Any, nid: str, column: str, dtype: str, rows: int, value: Callable
         return _row(G, nid, column, dtype, rows, nulls=rows - valued, mean=trues / valued if valued else None,
                     std=std, lo=lo, hi=hi, top=top)
     top = _top(dtype, value("top"), value("d")) if dtype == "string" else None
-    mean, std = (float(total) / valued if total is not None and valued else None), value("s")
-    if shift is not None and is_numeric(dtype) and valued:
-        mean, std = _shifted_moments(nid, valued, shift, float(value("m1") or 0), float(value("m2") or 0),
-                                     value("lo"), value("hi"))
-    return _row(G, nid, column, dtype, rows, nulls=rows - valued, mean=mean, std=std, lo=value("lo"),
-                hi=value("hi"), top=top)
-
-
-def _shifted_moments(nid: str, n: int, shift: float, m1: float, m2: float, lo: Any, hi: Any) -> tuple[float, float | None]:
-    """(mean, sample standard deviation) of ``n`` values from the sums of their distances from ``shift``
-    (``m1``) and of those distances squared (``m2``); as ``stddev``: none for a single value, NaN for NaN."""
-    mean = shift + m1 / n
-    if n < 2:
-        return mean, None
-    var = (m2 - m1 * m1 / n) / (n - 1)
-    if math.isnan(var):
-        return mean, var
-    if lo is not None and lo == hi:  # every value the same: exactly no spread, whatever the rounding
-        return mean, 0.0
-    if var <= 0 or var < _MIN_SPREAD_SHARE * m2 / n:
-        raise SpreadLost(nid)
-    return mean, math.sqrt(var)
+    return _row(G, nid, column, dtype, rows, nulls=rows - valued,
+                mean=float(total) / valued if total is not None and valued else None,
+                std=value("s"), lo=value("lo"), hi=value("hi"), top=top)
 
 
 def _row(G: Any, nid: str, column: str, dtype: str, rows: int, *, nulls: int, mean: Any, std: Any, lo: Any,
@@ -173,7 +108,7 @@ def _row(G: Any, nid: str, column: str, dtype: str, rows: int, *, nulls: int, me
 
 
 def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketches: bool = True,
-                  hints: SampleHints = SampleHints(), centres: Centres = Centres()) -> list[dict]:
+                  hints: SampleHints = SampleHints()) -> list[dict]:
     """Exact statistics of node columns of several relations ([(df, {column in df: node id})]), by an
     extra job: the way for writes that cannot be observed inline (SQL statements, V2 writers), and for
     sources cheap to read again (columnar files, ``observe.REREAD_BYTES``).
@@ -190,9 +125,6 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
     the counts are its exact top values when they add up to its non-NULL count, and if the sample
     missed a value they fall short and the relation is measured the other way. Measured at 10M rows:
     the relation without its 4-valued string 0.62 s, with it counted apart 1.57 s, grouped by it 1.19 s.
-
-    A numeric column's spread is a sum of squares about its mean in the sample (``hints.means``), else
-    about ``centres``; a relation where that centre was too far off is measured again without.
     """
     relations = [(df, m) for df, m in relations if m]
     if not relations:
@@ -201,7 +133,6 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
 
     parts = []
     fields_of = []
-    shifts: list[dict[str, float | None]] = []
     known_of: list[dict[str, tuple[str, ...]]] = []  # per relation, its strings counted value by value
     for r, (df, mapping) in enumerate(relations):
         fields = {f.name: f.dataType.simpleString() for f in df.schema.fields}
@@ -210,12 +141,10 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
         known = {c: hints.values[nid] for c, nid in mapping.items()
                  if not sketches and fields[c] == "string" and nid in hints.values}
         known_of.append(known)
-        shifts.append({c: hints.means.get(nid, centres.of(nid, G.nodes[nid].get("column", c) if nid in G else c))
-                       for c, nid in mapping.items() if is_numeric(fields[c]) and fields[c] != "boolean"})
         aggs = [F.count(F.lit(1)).alias(f"r{r}_n")]
         for i, col in enumerate(mapping):
             aggs += column_aggregates(F.col(f"`{col}`"), fields[col], f"r{r}_{i}_", sketches=sketches,
-                                      nullable=nullable[col], shift=shifts[r].get(col))
+                                      nullable=nullable[col])
             aggs += [F.count_if(F.col(f"`{col}`") == F.lit(v)).alias(f"r{r}_{i}_is{j}")
                      for j, v in enumerate(known.get(col, ()))]
         parts.append(df.agg(*aggs))
@@ -243,11 +172,8 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
                    for i, col in enumerate(mapping) if col in known_of[r]):
             out += compute_stats(G, [(df, mapping)], sketches=False)  # the sample missed a value
             continue
-        try:
-            out += [record(G, nid, col, fields_of[r][col], row.get(f"r{r}_n"), lambda k, p=f"r{r}_{i}_": row.get(p + k),
-                           shift=shifts[r].get(col)) for i, (col, nid) in enumerate(mapping.items())]
-        except SpreadLost:  # a centre far from the mean: the Welford way
-            out += compute_stats(G, [(df, mapping)], sketches=False, hints=SampleHints(values=hints.values))
+        out += [record(G, nid, col, fields_of[r][col], row.get(f"r{r}_n"), lambda k, p=f"r{r}_{i}_": row.get(p + k))
+                for i, (col, nid) in enumerate(mapping.items())]
     return out
 
 

@@ -13,7 +13,6 @@ Why it looks like this (DESIGN section 8, layout in docs/internals.md):
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -347,22 +346,6 @@ class Store:
         """The meta of every committed run, oldest first (by ``started``, then id)."""
         metas = [self.meta(run) for run in self._run_ids()]
         return sorted(metas, key=lambda m: (str(m.get("started") or ""), m["run"]))
-
-    def latest(self, *, having: str, among: int = 8) -> str | None:
-        """The most recently started successful run holding file ``having``, among the ``among`` last run
-        ids by name (ids are usually dates or counters), or None. Bounded so that a capture reading the
-        previous run's statistics costs a few reads however many runs a remote store holds."""
-        if not self._fs.exists(self._runs_dir):
-            return None
-        names = sorted(n for n in self._fs.listdir(self._runs_dir) if not n.startswith("."))[-among:]
-        metas = []
-        for run in names:
-            if self._is_committed(run) and self._fs.exists(self._fs.join(self._runs_dir, run, *_check_file_name(having))):
-                with contextlib.suppress(StoreError, ValueError):
-                    meta = self.meta(run)
-                    if meta.get("status") in ("succeeded", "incomplete"):
-                        metas.append(meta)
-        return max(metas, key=lambda m: (str(m.get("started") or ""), m["run"]))["run"] if metas else None
 
     def meta(self, run: str) -> dict[str, Any]:
         """The run's ``meta.json``; refuses runs written by a newer spark-causal."""

@@ -7,7 +7,6 @@ import decimal
 import importlib
 import json
 import math
-import statistics
 
 import networkx as nx
 import pytest
@@ -298,69 +297,6 @@ def test_a_source_the_job_appends_to_is_measured_as_read(spark, tables, tmp_path
     source = "self" if api == "dataframe" else "obs_self"
     assert stats[f"{source}.amount"]["count"] == 6 and cap.graph.graph["segments"][0]["rows"] == 6
     spark.sql("DROP TABLE obs_self")
-
-
-def test_later_runs_measure_spread_about_the_previous_means(spark, tables, tmp_path, monkeypatch):
-    """A run's numeric spreads are sums of squares about the store's previous run's means
-    (``stats.Centres``), exact all the same; a column far from where it was (here 1e9 where it was ~7)
-    is measured again, once, the Welford way, and a constant column has no spread whatever its centre."""
-    from spark_causal.stats import Centres
-
-    orders, _ = tables
-    store = str(tmp_path / "s")
-
-    def job(df, out):
-        df.withColumn("x", F.col("amount") * 2).groupBy("cust").agg(
-            F.sum("x").alias("total"), F.max("ms").alias("last_ms"), F.sum("y").alias("ys")).write.parquet(out)
-
-    again: list = []
-    real = capture_module.Capture._measure_by_extra_pass
-    monkeypatch.setattr(capture_module.Capture, "_measure_by_extra_pass",
-                        lambda self, *a, **k: again.append(k["centres"]) or real(self, *a, **k))
-    for run in ("a", "b"):
-        with spark_causal.capture(spark, store=store, run=run, sample_size=0) as cap:
-            job(orders, str(tmp_path / run))
-        assert not cap.errors and not again
-    assert cap.centres().by_node["orders.ms"] == pytest.approx(1767225602509.0)
-    stats = {s["node"]: s for s in Store(store).read_parquet("b", "stats.parquet").to_dict("records")}
-    for col in ("amount", "y", "ms", "cust"):  # ms: a mean 1e9 times its spread
-        want = exact(orders, col)
-        if col == "ms":  # Spark's own stddev is off by ~1e-8 here: the exact value
-            want["std"] = statistics.stdev(r.ms for r in orders.collect())
-        assert_matches(stats[f"orders.{col}"], want)
-    assert_matches(next(s for s in stats.values() if s["column"] == "x"), exact(orders.withColumn("x", F.col("amount") * 2), "x"))
-
-    moved = orders.withColumn("amount", F.lit(1e9) + F.col("id") % 7).withColumn("y", F.lit(1e9))
-    with spark_causal.capture(spark, store=store, run="c", sample_size=0) as cap:
-        job(moved, str(tmp_path / "c"))
-    assert not cap.errors and again == [Centres()]
-    stats = {s["node"]: s for s in Store(store).read_parquet("c", "stats.parquet").to_dict("records")}
-    for col in ("amount", "y"):
-        assert_matches(next(s for s in stats.values() if s["column"] == col and s["kind"] == "stage"), exact(moved, col))
-    written = spark.read.parquet(str(tmp_path / "c"))
-    for col in ("total", "ys", "last_ms"):
-        want = exact(written, col)
-        if col == "last_ms":
-            want["std"] = statistics.stdev(r.last_ms for r in written.collect())
-        assert_matches(stats[f"c.{col}"], want)
-
-
-def test_shifted_moments_keep_the_digits_of_a_large_mean():
-    """About a centre near the mean, a sum of squares keeps a tiny spread of a huge mean (where even
-    Spark's Welford update is off by ~3e-6); about a far one it refuses rather than guess."""
-    from spark_causal.stats import SpreadLost, _shifted_moments
-
-    values = [1.8e12 + v for v in (0.5, 3.25, 7.0, 1.0, 2.5, 9.75, 4.0)]
-    for shift in (1.8e12 + 4.0, 1.8e12 - 300.0):
-        d = [v - shift for v in values]
-        mean, std = _shifted_moments("n", len(d), shift, sum(d), sum(x * x for x in d), None, None)
-        assert mean == pytest.approx(statistics.fmean(values), rel=1e-15)
-        assert std == pytest.approx(statistics.stdev(values), rel=1e-12)
-    d = [v - 0.0 for v in values]
-    with pytest.raises(SpreadLost):
-        _shifted_moments("n", len(d), 0.0, sum(d), sum(x * x for x in d), None, None)
-    assert _shifted_moments("n", 3, 0.0, 3e9, 3e18, "1.0E9", "1.0E9") == (1e9, 0.0)
-    assert _shifted_moments("n", 1, 5.0, 2.0, 4.0, "7.0", "7.0") == (7.0, None)
 
 
 @pytest.mark.parametrize("shape", ["keyed", "limited", "top", "nothing"])
