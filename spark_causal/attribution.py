@@ -1838,8 +1838,17 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                                                     if graph.nodes[n].get("kind") == "aggregate")
             raise UnknownOutputError(f"unknown target {target!r}",
                                      hint=f"use an output column id, one of: {', '.join(outs[:20])}")
-        missing = baseline.run if found_b is None else current.run
-        raise SparkCausalError(f"run {missing!r} has no samples for the segment of {target!r}",
+        missing = baseline if found_b is None else current
+        if missing.segments:  # sampled, but the target is computed above every segment's aggregation
+            g = missing.graph
+            held = {a for seg in missing.segments.values() for a in (seg.description.get("aggregates") or {})}
+            upstream = sorted(held & nx.ancestors(g, target)) if target in g else []
+            raise SparkCausalError(
+                f"{target!r} is computed from aggregates after the aggregation (a pivot, or an expression "
+                f"over aggregates), so no unit-level sample holds it",
+                hint=f"attribute an aggregate it is computed from: {', '.join(upstream[:10])}" if upstream
+                else "attribute an aggregate or a row-level output column")
+        raise SparkCausalError(f"run {missing.run!r} has no samples for the segment of {target!r}",
                                hint="capture both runs with samples enabled")
     seg_id, seg_b = found_b
     _, seg_c = found_c
