@@ -62,3 +62,21 @@ def test_numbers_read_as_text_are_compared_as_numbers(spark, tmp_path):
         assert not cap.errors and cap.graph.nodes["orders.amount"]["dtype"] == "string"
     res = spark_causal.attribute(store, "a", "b", "report.revenue")
     assert res.significant and [a.node for a in res.attributions if a.contribution][0] == "orders.amount"
+
+
+def test_a_pivoted_column_is_refused_with_the_aggregates_to_use(spark, tmp_path):
+    """A pivot's columns are computed above the aggregation: the error names what can be attributed."""
+    from pyspark.sql import functions as F
+
+    from spark_causal.errors import SparkCausalError
+
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 41), ("b", 42)):
+        (tmp_path / run).mkdir()
+        _orders(seed, drift=False).to_parquet(tmp_path / run / "orders.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "orders.parquet")).groupBy("qty").pivot(
+                "country", ["DE", "FR"]).agg(F.sum("amount")).write.parquet(str(tmp_path / run / "pivoted"))
+    with pytest.raises(SparkCausalError, match="computed from aggregates") as err:
+        spark_causal.attribute(store, "a", "b", "pivoted.DE")
+    assert "pivoted.sum(amount)" in err.value.hint
