@@ -80,3 +80,35 @@ def test_a_pivoted_column_is_refused_with_the_aggregates_to_use(spark, tmp_path)
     with pytest.raises(SparkCausalError, match="computed from aggregates") as err:
         spark_causal.attribute(store, "a", "b", "pivoted.DE")
     assert "pivoted.sum(amount)" in err.value.hint
+
+
+def _events(seed: int, mix: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 12000
+    weights = np.where(np.arange(150) % 5 == 0, 3.0 if mix else 1.0, 1.0)  # every 5th product: electronics
+    return pd.DataFrame({"event_id": np.arange(n), "product_id": rng.choice(150, n, p=weights / weights.sum()),
+                         "channel": rng.choice(["web", "app"], n), "status": rng.choice(["ok", "ok", "returned"], n),
+                         "qty": rng.integers(1, 4, n), "day": rng.integers(1, 15, n)})
+
+
+def test_a_product_mix_shift_is_named(spark, tmp_path):
+    """A shift of the product mix (ids that key a lookup, scattered over the id range) is a change of
+    category shares, seen by the whole-sample test, not by a KS test of the ids or per-cell tests."""
+    rng = np.random.default_rng(5)
+    products = pd.DataFrame({"product_id": np.arange(150),
+                             "price": np.where(np.arange(150) % 5 == 0, 400.0, 20.0) * rng.uniform(0.8, 1.2, 150)})
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 51), ("b", 52)):
+        (tmp_path / run).mkdir()
+        _events(seed, mix=run == "b").to_parquet(tmp_path / run / "events.parquet")
+        products.to_parquet(tmp_path / run / "products.parquet")
+        spark.read.parquet(str(tmp_path / run / "events.parquet")).createOrReplaceTempView("mix_events")
+        spark.read.parquet(str(tmp_path / run / "products.parquet")).createOrReplaceTempView("mix_products")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql("""WITH sold AS (SELECT e.channel, e.day, e.qty * p.price AS revenue FROM mix_events e
+                         JOIN mix_products p ON e.product_id = p.product_id WHERE e.status = 'ok')
+                         SELECT channel, day, SUM(revenue) AS revenue FROM sold GROUP BY channel, day""") \
+                .write.parquet(str(tmp_path / run / "daily"))
+    res = spark_causal.attribute(store, "a", "b", "daily.revenue")
+    named = [a.node for a in res.attributions if a.contribution]
+    assert res.significant and named[:1] == ["events.product_id"], res.summary()
