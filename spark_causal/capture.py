@@ -103,7 +103,7 @@ class Capture:
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"inline statistics of output {used!r} failed: {_one_line(exc)}", exc)
                 rows = None
-        where = {"path": path, "table": table, "fmt": fmt}
+        where = {"path": path, "table": table, "fmt": fmt, "mode": mode}
         if rows is None:
             rows = self._measure_by_extra_pass(used, plan, **where)
             self._sample(used, plan, rows)
@@ -127,7 +127,7 @@ class Capture:
         self.stats.extend(s for s in found if s["node"] not in have)
 
     def _measure_by_extra_pass(self, output: str, plan: Any, *, path: str | None, table: str | None,
-                               fmt: str | None) -> dict[int, int]:
+                               fmt: str | None, mode: str | None) -> dict[int, int]:
         """Exact statistics by one extra job over the leaves, the written output and, per segment, an
         unsampled provenance query: for writes that could not carry probes (SQL statements, V2 writers),
         and for the nodes that probes did not measure. Returns row counts by source relation (plan
@@ -158,7 +158,12 @@ class Capture:
             relations.append((P.to_dataframe(self.spark, P.restrict(leaf, partitions)), mapping))
             if mapping:
                 counted.setdefault(int(leaf.hashCode()), next(iter(mapping.values())))
-        out_df = _read_back(self.spark, path=path, table=table, fmt=fmt) or P.to_dataframe(self.spark, plan)
+        # the rows the write wrote: read back where the write replaced its target whole (cheaper than
+        # recomputing), else recomputed, as probes measure them (an INSERT INTO a table with rows)
+        whole = mode in (("create", "replace", "createOrReplace") if fmt == "v2" else
+                         (None, "overwrite", "error", "errorifexists"))
+        out_df = (_read_back(self.spark, path=path, table=table, fmt=fmt) if whole else None) or \
+            P.to_dataframe(self.spark, plan)
         cols = self.graph.graph["outputs"][output]["columns"]
         # the output first: a group key derived in the job is one node with its column before the aggregation
         relations.insert(0, (out_df, dict(zip(out_df.columns, cols))))
@@ -354,23 +359,27 @@ def _hooked_sql(original: Callable) -> Callable:
         prepared = cap.observe_sql(self, *args, **kwargs)
         if prepared is not None:
             command, query, table, path, observed = prepared
+            mode = "overwrite" if P.replaces_target(command) else "append"
             _state.inside = True
             try:
                 df = P.to_dataframe(self, command)  # runs the write, as spark.sql would
             finally:
                 _state.inside = False
             cap.record(df, name=_output_name(table, path), table=table, path=path, fmt="sql", plan=query,
-                       observed=observed)
+                       observed=observed, mode=mode)
             return df
         df = original(self, *args, **kwargs)
         try:
-            write = P.unwrap_write(P.analyzed(df))
+            command = P.analyzed(df)
+            write = P.unwrap_write(command)
+            mode = "overwrite" if write is not None and P.replaces_target(command) else "append"
         except Exception as exc:  # noqa: BLE001
             cap._fail_soft(f"could not read the plan of a SQL statement: {_one_line(exc)}", exc)
             return df
         if write is not None:
             query, table, path = write
-            cap.record(df, name=_output_name(table, path), table=table, path=path, fmt="sql", plan=query)
+            cap.record(df, name=_output_name(table, path), table=table, path=path, fmt="sql", plan=query,
+                       mode=mode)
         return df
 
     wrapper.__spark_causal_original__ = original  # type: ignore[attr-defined]

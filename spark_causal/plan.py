@@ -439,6 +439,22 @@ def unwrap_write(plan: JObject) -> tuple[JObject, str | None, str | None] | None
     return normalize(query), table, path
 
 
+_REPLACING = {"CreateDataSourceTableAsSelectCommand", "CreateHiveTableAsSelectCommand", "CreateTableAsSelect",
+              "ReplaceTableAsSelect", "InsertIntoDataSourceDirCommand", "InsertIntoHiveDirCommand"}
+
+
+def replaces_target(plan: JObject) -> bool:
+    """Whether a write command leaves its target holding just the rows it wrote (a table or folder
+    created or replaced whole), so that reading the target back reads them; an INSERT INTO adds to
+    rows that were there, an INSERT OVERWRITE of partitions keeps the others."""
+    if cls(plan) == "CommandResult":
+        plan = plan.commandLogicalPlan()
+    c = cls(plan)
+    if c == "InsertIntoHadoopFsRelationCommand":
+        return str(plan.mode()) == "Overwrite" and not seq(plan.partitionColumns())
+    return c in _REPLACING
+
+
 # What the parser makes of statements that write a query's rows to a table or a folder.
 WRITE_STATEMENTS = {"InsertIntoStatement", "CreateTableAsSelect", "ReplaceTableAsSelect", "InsertIntoDir",
                     "UnresolvedWith"}  # WITH ... INSERT; a WITH ... SELECT analyses to no write
