@@ -431,7 +431,12 @@ class _Walk:
                 identity.append((oid, key, col, P.dtype(a)))
             out_ids.append(oid)
         counters: dict[tuple[str, str], int] = {}
-        for tmp, pend in self.pending.items():
+        # later nodes first: of two columns of one name in a stage the downstream one (a union of two
+        # branches' columns, say) keeps the plain id, so removing an upstream one renames nothing below
+        order = [t for t in self.pending if self.pending[t].kind == "selection"] + \
+            [t for t in reversed(self.pending) if self.pending[t].kind != "selection"]
+        for tmp in order:
+            pend = self.pending[tmp]
             if tmp in names:
                 continue
             if pend.kind == "selection":

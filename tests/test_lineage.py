@@ -241,3 +241,19 @@ def test_output_attributes_parse_names_and_ids_like_the_jvm(spark):
     assert [P.name(a) for a in attrs] == ["a#b, c", "#7", "ünï côde", "x#12L", "i"]
     assert [P.expr_id(a) for a in attrs] == [int(a.exprId().id()) for a in P.seq(plan.output())]
     assert P.output(plan)[0] is attrs[0]  # the same proxies: asked once per node
+
+
+def test_removing_an_upstream_node_renames_nothing_below_it(tables):
+    """Two columns of one name in one stage need an ``@k`` id; the downstream one keeps the plain id, so
+    a code change that removes an upstream one (a branch's derived column) leaves the others' ids."""
+    o, _ = tables
+
+    def graph(first_derived: bool) -> nx.DiGraph:
+        a = o.select((F.col("amount") * 2).alias("amount") if first_derived else F.col("amount"), "country")
+        b = o.select((F.col("amount") + 1).alias("amount"), "country")
+        return graph_of(a.unionByName(b).groupBy("country").agg(F.sum("amount").alias("total")), "r")
+
+    before, after = graph(True), graph(False)
+    ids = [{d["fingerprint"]: n for n, d in G.nodes(data=True)} for G in (before, after)]
+    assert {fp: n for fp, n in ids[1].items()} == {fp: ids[0][fp] for fp in ids[1]}
+    assert before.nodes["r.amount"]["subtype"] == after.nodes["r.amount"]["subtype"] == "union"
