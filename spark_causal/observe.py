@@ -110,8 +110,7 @@ class Observed:
     def statistics(self, G: Any, walk: WalkResult,
                    output_columns: list[str]) -> tuple[list[dict], dict[int, int], list[str]]:
         """(stats rows, one per node; row counts by plan node hashCode; nodes the probes did not measure,
-        to be measured apart: an empty probe's, and those whose spread was taken about a centre too far
-        from their mean).
+        to be measured apart: an empty probe's, and output columns no probe reported).
 
         An output column is its output node, measured by the top probe, and, if no lower probe measured
         it, its lineage node (a column defined in the top chain, or a source read straight into the
