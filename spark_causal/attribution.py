@@ -1943,12 +1943,18 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     lookups: dict[str, list[str]] = {}
     free: set[str] = set()        # joined columns of a many-key join: part of the unit, not a lookup
     key_ids: set[str] = set()     # many-valued join keys: identifiers, not causes
+    ranged: dict[str, list[str]] = {}  # columns a range (non-equi) join brings: functions of what it compares
     for j in desc.get("joins") or []:
         keys = [k for k in j.get("keys") or [] if k in model_nodes]
         if not keys:
             continue
         cols = [col for col in list(j.get("columns") or []) + [j.get("selection")]
                 if col in model_nodes and col not in keys]
+        if j.get("equi") is False:
+            # amount BETWEEN lo AND hi: the tier a unit gets follows its amount, which is a cause in its
+            # own right, not a key naming an entity; the table is a fitted mechanism of the amount
+            ranged.update((col, keys) for col in cols)
+            continue
         if _many_keys(keys, b, c):
             # A per-key table is only a mechanism when each key has many units (fx rate by currency).
             # With about one unit per key (orders by order key) the joined values are simply part of
@@ -1988,6 +1994,11 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         if node in lookups:
             parents[node] = lookups[node]
             how[node] = "lookup"
+            continue
+        if node in ranged:
+            det[node] = _DetSpec(node, ranged[node], node in selections, {"b": None, "c": None}, False)
+            parents[node] = ranged[node]
+            how[node] = "fitted (range join)"
             continue
         kind = _node_attr(graphs, node, "kind")
         ps = fparents(node)

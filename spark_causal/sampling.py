@@ -435,7 +435,17 @@ def _join_description(j: dict, env: dict[int, str], rw: _Rewriter) -> dict:
     other_keys = [env[P.expr_id(a)] for a in refs if P.expr_id(a) in o_ids and P.expr_id(a) in env]
     columns = [env[P.expr_id(a)] for a in P.output(other) if P.expr_id(a) in env]
     return {"selection": j["selection"], "type": j["type"], "drops": j["drops"], "keys": list(dict.fromkeys(keys)),
-            "other_keys": list(dict.fromkeys(other_keys)), "columns": list(dict.fromkeys(columns))}
+            "other_keys": list(dict.fromkeys(other_keys)), "columns": list(dict.fromkeys(columns)),
+            "equi": cond is not None and any(_side_equality(e, d_ids, o_ids) for e in P.conjuncts(cond))}
+
+
+def _side_equality(e: JObject, d_ids: set[int], o_ids: set[int]) -> bool:
+    """Whether a join condition's conjunct equates an expression of the driving side with one of the
+    other side (a key lookup), rather than comparing them otherwise (a range join)."""
+    if P.cls(e) not in ("EqualTo", "EqualNullSafe"):
+        return False
+    a, b = ({P.expr_id(x) for x in P.inspect_expr(side).attrs} for side in P.children(e))
+    return bool(a and b) and ((a <= d_ids and b <= o_ids) or (b <= d_ids and a <= o_ids))
 
 
 def _relation_table(rel: JObject, env: dict[int, str], G: Any) -> str:

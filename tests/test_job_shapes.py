@@ -112,3 +112,27 @@ def test_a_product_mix_shift_is_named(spark, tmp_path):
     res = spark_causal.attribute(store, "a", "b", "daily.revenue")
     named = [a.node for a in res.attributions if a.contribution]
     assert res.significant and named[:1] == ["events.product_id"], res.summary()
+
+
+def test_a_range_join_follows_the_column_it_compares(spark, tmp_path):
+    """A range (non-equi) join's columns are a fitted function of the driving column the condition
+    compares: an amount drift is the amount's, a changed tier rate the tier table's, no change none."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    runs = {"a": (61, False, 0.10), "drift": (62, True, 0.10), "tier": (62, False, 0.25), "same": (63, False, 0.10)}
+    for run, (seed, drift, rate) in runs.items():
+        (tmp_path / run).mkdir()
+        _orders(seed, drift).to_parquet(tmp_path / run / "orders.parquet")
+        pd.DataFrame({"lo": [0.0, 20.0, 40.0], "hi": [20.0, 40.0, 1e9], "rate": [0.0, 0.05, rate]}) \
+            .to_parquet(tmp_path / run / "tiers.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            o = spark.read.parquet(str(tmp_path / run / "orders.parquet"))
+            t = spark.read.parquet(str(tmp_path / run / "tiers.parquet"))
+            o.join(t, (o.amount >= t.lo) & (o.amount < t.hi)).withColumn("fee", F.col("amount") * F.col("rate")) \
+                .groupBy("country").agg(F.sum("fee").alias("fees")).write.parquet(str(tmp_path / run / "report"))
+    for run, cause in (("drift", "orders.amount"), ("tier", "tiers.rate")):
+        res = spark_causal.attribute(store, "a", run, "report.fees")
+        named = [a.node for a in res.attributions if a.contribution]
+        assert res.significant and named[:1] == [cause], res.summary()
+    assert not spark_causal.attribute(store, "a", "same", "report.fees").significant
