@@ -122,9 +122,13 @@ class Capture:
             self._measure_by_extra_pass(used, plan, **where)
 
     def _add_stats(self, found: list[dict]) -> None:
-        """Keep the first stats row of each node: a node shared by several outputs is measured once."""
+        """Keep the first stats row of each node: a node shared by several outputs, or a relation the plan
+        reads twice (a self-join, a table and its DISTINCT), is measured once."""
         have = {s["node"] for s in self.stats}
-        self.stats.extend(s for s in found if s["node"] not in have)
+        for s in found:
+            if s["node"] not in have:
+                have.add(s["node"])
+                self.stats.append(s)
 
     def _measure_by_extra_pass(self, output: str, plan: Any, *, path: str | None, table: str | None,
                                fmt: str | None, mode: str | None) -> dict[int, int]:

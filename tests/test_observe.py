@@ -299,24 +299,30 @@ def test_a_source_the_job_appends_to_is_measured_as_read(spark, tables, tmp_path
     spark.sql("DROP TABLE obs_self")
 
 
-@pytest.mark.parametrize("shape", ["keyed", "limited", "top", "nothing"])
-def test_each_node_is_measured_over_its_own_rows(spark, tables, tmp_path, shape):
+@pytest.mark.parametrize("shape", ["keyed", "limited", "top", "nothing", "twice"])
+def test_each_node_is_measured_over_its_own_rows(spark, tables, tmp_path, monkeypatch, shape):
     """A group key derived in the job is one node with the column before the aggregation: its stats are
     the written rows'. A source under a LIMIT (with a sort or not) is measured over all its rows, not
     the rows the limit pulled; and so is the source of an output that ends up empty (adaptive execution
-    drops the branch its probe was in once the first stage has run: the probe reports nothing)."""
+    drops the branch its probe was in once the first stage has run: the probe reports nothing); and a
+    source the plan reads twice, both times read again after the write, has one stats row."""
     orders, _ = tables
+    if shape == "twice":
+        monkeypatch.setattr(observe_module, "REREAD_BYTES", -1)
     job = {
         "keyed": lambda: orders.withColumn("week", F.date_trunc("week", "d")).groupBy("week").agg(
             F.sum("amount").alias("total")),
         "limited": lambda: orders.limit(2).groupBy("cust").agg(F.sum("amount").alias("total")),
         "top": lambda: orders.orderBy(F.desc("amount")).limit(2).select("id", "amount"),
         "nothing": lambda: orders.filter(F.col("amount") < 0).groupBy("cust").agg(F.sum("amount").alias("total")),
+        "twice": lambda: orders.unionByName(orders.limit(2)).groupBy("cust").agg(F.sum("amount").alias("total")),
     }[shape]()
     with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=0) as cap:
         job.write.parquet(str(tmp_path / shape))
     assert not cap.errors
-    stats = {s["node"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")}
+    rows = Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")
+    stats = {s["node"]: s for s in rows}
+    assert len(stats) == len(rows)  # one row per node, though "twice" reads the source twice
     for col in ("amount", "cust", "id", "d"):
         if f"orders.{col}" in stats:
             assert_matches(stats[f"orders.{col}"], exact(orders, col))
