@@ -363,20 +363,19 @@ def _hooked_sql(original: Callable) -> Callable:
         prepared = cap.observe_sql(self, *args, **kwargs)
         if prepared is not None:
             command, query, table, path, observed = prepared
-            mode = "overwrite" if P.replaces_target(command) else "append"
             _state.inside = True
             try:
                 df = P.to_dataframe(self, command)  # runs the write, as spark.sql would
             finally:
                 _state.inside = False
             cap.record(df, name=_output_name(table, path), table=table, path=path, fmt="sql", plan=query,
-                       observed=observed, mode=mode)
+                       observed=observed, mode=P.write_mode(command))
             return df
         df = original(self, *args, **kwargs)
         try:
             command = P.analyzed(df)
             write = P.unwrap_write(command)
-            mode = "overwrite" if write is not None and P.replaces_target(command) else "append"
+            mode = P.write_mode(command) if write is not None else None
         except Exception as exc:  # noqa: BLE001
             cap._fail_soft(f"could not read the plan of a SQL statement: {_one_line(exc)}", exc)
             return df
@@ -550,8 +549,7 @@ def _leaves(plan: Any) -> list[tuple[Any, dict[int, int]]]:
                 out.append((p, unions))
             continue
         for k, ch in enumerate(P.children(p)):
-            reused = [P.expr_id(a) for a in P.output(p)] if P.cls(p) == "Union" and k == 0 else []
-            stack.append((ch, {**unions, **{e: unions.get(e, 0) + 1 for e in reused}}))
+            stack.append((ch, {**unions, **{e: unions.get(e, 0) + 1 for e in P.reused_ids(p, k)}}))
         for e in P.seq(p.expressions()):
             stack.extend((sub, unions) for sub in P.inspect_expr(e).subqueries)
     return out

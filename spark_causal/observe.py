@@ -178,7 +178,7 @@ class _Builder:
         new_kids = []
         self.limited += c in _LIMITING
         for k, ch in enumerate(kids):
-            reused = [P.expr_id(a) for a in P.output(p)] if c == "Union" and k == 0 else []
+            reused = P.reused_ids(p, k)
             self.unions.update(reused)
             new, below, below_chain = self.rebuild(ch, top=not through)
             self.unions.subtract(reused)

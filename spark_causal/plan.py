@@ -439,20 +439,28 @@ def unwrap_write(plan: JObject) -> tuple[JObject, str | None, str | None] | None
     return normalize(query), table, path
 
 
+def reused_ids(p: JObject, k: int) -> list[int]:
+    """ExprIds that operator ``p`` outputs as its ``k``-th child's own: a Union's first child's (Spark's
+    Union reuses them), whose nodes below the union differ from the union's (``lineage.WalkResult.node``)."""
+    return [expr_id(a) for a in output(p)] if cls(p) == "Union" and k == 0 else []
+
+
 _REPLACING = {"CreateDataSourceTableAsSelectCommand", "CreateHiveTableAsSelectCommand", "CreateTableAsSelect",
               "ReplaceTableAsSelect", "InsertIntoDataSourceDirCommand", "InsertIntoHiveDirCommand"}
 
 
-def replaces_target(plan: JObject) -> bool:
-    """Whether a write command leaves its target holding just the rows it wrote (a table or folder
-    created or replaced whole), so that reading the target back reads them; an INSERT INTO adds to
-    rows that were there, an INSERT OVERWRITE of partitions keeps the others."""
+def write_mode(plan: JObject) -> str:
+    """"overwrite" when a write command leaves its target holding just the rows it wrote (a table or
+    folder created or replaced whole), so that reading the target back reads them, else "append": an
+    INSERT INTO adds to rows that were there, an INSERT OVERWRITE of partitions keeps the others."""
     if cls(plan) == "CommandResult":
         plan = plan.commandLogicalPlan()
     c = cls(plan)
     if c == "InsertIntoHadoopFsRelationCommand":
-        return str(plan.mode()) == "Overwrite" and not seq(plan.partitionColumns())
-    return c in _REPLACING
+        whole = str(plan.mode()) == "Overwrite" and not seq(plan.partitionColumns())
+    else:
+        whole = c in _REPLACING
+    return "overwrite" if whole else "append"
 
 
 # What the parser makes of statements that write a query's rows to a table or a folder.
