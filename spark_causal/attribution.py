@@ -850,10 +850,16 @@ class _Run:
     # cluster codes of the unit, one array per many-valued join key: units sharing a key value share
     # everything looked up through it, so they are not independent (see ``_clustered_ss``)
     groups: list[np.ndarray] = field(default_factory=list)
+    # which copy of its unit each unit is, in a resample that draws units more than once: a window
+    # computed again must not merge the copies of one partition into one partition twice the size
+    copies: np.ndarray | None = None
 
     def take(self, idx: np.ndarray) -> "_Run":
+        copies = pd.Series(idx).groupby(idx).cumcount().to_numpy(float)
+        if self.copies is not None:
+            copies = copies * (1 + self.copies.max()) + self.copies[idx]
         return _Run({k: v[idx] for k, v in self.values.items()}, self.w[idx], len(idx), self.N,
-                    None if self.recorded is None else self.recorded[idx], [g[idx] for g in self.groups])
+                    None if self.recorded is None else self.recorded[idx], [g[idx] for g in self.groups], copies)
 
 
 def _clustered_ss(z: np.ndarray, groups: list[np.ndarray]) -> float:
@@ -1254,6 +1260,7 @@ class _Spec:
     parents: dict[str, list[str]]  # of lookups and deterministic nodes
     selections: set[str] = field(default_factory=set)
     coded: dict[str, np.ndarray] = field(default_factory=dict)  # string columns -> categories
+    windows: set[str] = field(default_factory=set)  # window nodes computed again over whole partitions
 
 
 class _Fitted:
@@ -1459,9 +1466,13 @@ def evaluate(model: FittedModel, switched: set[str] | frozenset[str] | list[str]
                     dirty = changed[p] if dirty is None else (dirty | changed[p])
             if dirty is None:
                 continue
+        if node in spec.windows:  # its value depends on the other units of the partition
+            dirty = np.ones(n, dtype=bool)
         idx = np.flatnonzero(dirty)
         fn = _mechanism_fn(spec, fit, node, "c" if node in switched else "b")
         sub = {p: env[p][idx] for p in spec.parents[node]}
+        if node in spec.windows and base.copies is not None:
+            sub[_COPY] = base.copies
         val = fn(sub, len(idx))
         old = base.values[node]
         new = old.copy() if old.dtype == object or _is_numeric(np.asarray(val)) else old.astype(object)
@@ -1590,6 +1601,103 @@ def _resolver(primary: list[str], everything: list[str], graph: nx.DiGraph) -> C
 def _decimal_scale(dtype: str | None) -> int | None:
     m = re.match(r"decimal\(\s*\d+\s*,\s*(\d+)\s*\)", str(dtype or "").lower())
     return int(m.group(1)) if m else None
+
+
+_NESTED = ("struct", "array", "map")  # Spark types of columns a sample holds as JSON text
+_COPY = "__copy__"  # the env key of ``_Run.copies`` for a window's function
+
+
+def _window_spec(node: str, runs: dict[str, tuple[dict, "_Run"]], model_nodes: list[str],
+                 code_changed: bool) -> _DetSpec | None:
+    """The mechanism of a window column over units sampled by whole partitions: each run's window
+    (``sampling._describe_window``) computed again over its units, when it reproduces what the job
+    computed; None otherwise (the column is then part of the unit)."""
+    fns: dict[str, Callable | None] = {}
+    parents: list[str] = []
+    for tag, (desc, r) in runs.items():
+        w = (desc.get("windows") or {}).get(node)
+        if not w:
+            return None
+        uses = list(w["partition"]) + [o[0] for o in w["order"]] + list(w["gates"]) + ([w["arg"]] if w["arg"] else [])
+        if any(u not in model_nodes for u in uses):
+            return None
+        f = _window_fn(w)
+        if not _verify(f, r, node, False, None):
+            return None
+        fns[tag] = f
+        parents += [u for u in uses if u not in parents]
+    return _DetSpec(node, parents, False, fns, code_changed, code_changed)
+
+
+def _window_fn(w: dict) -> Callable[[dict, int], np.ndarray]:
+    """A window function over units: partitions by the partition columns, the gates below the window
+    (a unit a filter dropped shares no partition with kept ones, as in the sampled pass) and the copy in
+    a resample; rows ordered as the job orders them, ties kept in unit order."""
+    kind, frame, offset = w["fn"], w.get("frame"), int(w.get("offset") or 0)
+
+    def f(env: dict, n: int) -> np.ndarray:
+        keys = [np.asarray(env[k], float) for k in w["partition"]]
+        keys += [(_bool(env[g], n) == 1).astype(float) for g in w["gates"]]
+        if _COPY in env:
+            keys.append(np.asarray(env[_COPY], float))
+        gid = (np.unique(np.nan_to_num(np.column_stack(keys), nan=-np.inf), axis=0, return_inverse=True)[1].ravel()
+               if keys else np.zeros(n, dtype=np.int64))
+        order = []
+        for name, asc, nulls_first in w["order"]:
+            v = np.asarray(env[name], float) * (1.0 if asc else -1.0)
+            order.append(np.where(np.isnan(v), -np.inf if nulls_first else np.inf, v))
+        perm = np.lexsort(tuple(reversed(order)) + (gid,)) if n else np.arange(0)
+        g = gid[perm]
+        idx = np.arange(n)
+        start = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, bool)
+        first = np.maximum.accumulate(np.where(start, idx, 0)) if n else idx
+        peer = start.copy()
+        for o in order:
+            peer |= np.r_[True, o[perm][1:] != o[perm][:-1]]
+        if kind == "row_number":
+            out = idx - first + 1.0
+        elif kind == "rank":
+            out = np.maximum.accumulate(np.where(peer, idx, 0)) - first + 1.0
+        elif kind == "dense_rank":
+            c = np.cumsum(peer)
+            out = (c - c[first] + 1).astype(float)
+        else:
+            a = np.asarray(env[w["arg"]], float)[perm] if w["arg"] else np.ones(n)
+            if kind == "shift":
+                j = idx + offset
+                ok = (j >= 0) & (j < n)
+                ok[ok] &= g[j[ok]] == g[ok]
+                out = np.full(n, np.nan)
+                out[ok] = a[j[ok]]
+            else:
+                out = _window_aggregate(kind, a, g, frame, peer)
+        res = np.empty(n)
+        res[perm] = out
+        return res
+    return f
+
+
+def _window_aggregate(kind: str, a: np.ndarray, g: np.ndarray, frame: str | None, peer: np.ndarray) -> np.ndarray:
+    """sum/count/min/max/avg of ``a`` (units sorted by partition ``g``, then order) over the whole
+    partition, or running up to the current row (``RowFrame``) or its last peer (``RangeFrame``)."""
+    valued = ~np.isnan(a)
+    fill = {"min": np.inf, "max": -np.inf}.get(kind, 0.0)
+    s = pd.Series(np.where(valued, a, fill))
+    by = pd.Series(valued.astype(float)).groupby(g)
+    if frame == "partition":
+        count = by.transform("sum").to_numpy()
+        total = s.groupby(g).transform({"min": "min", "max": "max"}.get(kind, "sum")).to_numpy()
+    else:
+        count = by.cumsum().to_numpy()
+        total = getattr(s.groupby(g), {"min": "cummin", "max": "cummax"}.get(kind, "cumsum"))().to_numpy()
+        if frame == "RangeFrame":  # peers of the current row are in its frame: the value at the last peer
+            last = np.r_[np.flatnonzero(peer)[1:] - 1, len(a) - 1] if len(a) else np.zeros(0, int)
+            at = np.repeat(last, np.diff(np.r_[np.flatnonzero(peer), len(a)]))
+            count, total = count[at], total[at]
+    if kind == "count":
+        return count.astype(float)
+    with np.errstate(all="ignore"):
+        return np.where(count > 0, total / count if kind == "avg" else total, np.nan)
 
 
 def _verify(fn: Callable, run: _Run, node: str, selection: bool, scale: int | None) -> bool:
@@ -1965,6 +2073,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             continue
         for col in cols:
             lookups[col] = keys
+    # units sampled by the partitions of a window (whole partitions) are clustered by its keys
+    windowed = [k for d in (desc, desc_b) for k in d.get("clusters") or [] if k in model_nodes]
+    key_ids.update(windowed)
     for r in (b, c):
         r.groups = [_cluster_codes(r.values[k]) for k in sorted(key_ids)]
     aggregates = set(aggs)
@@ -1990,6 +2101,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                                  "baseline_fingerprint": fb, "current_fingerprint": fc})
     changed_code = {cc["node"] for cc in code_changes}
     how: dict[str, str] = {}
+    windows: set[str] = set()
     for node in model_nodes:
         if node in lookups:
             parents[node] = lookups[node]
@@ -2002,8 +2114,18 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             continue
         kind = _node_attr(graphs, node, "kind")
         ps = fparents(node)
+        if windowed and _node_attr(graphs, node, "subtype") == "window":
+            # units sampled by whole partitions: the job's window computed again over them, else the
+            # window's values are part of the unit, as its columns
+            wspec = _window_spec(node, {"b": (desc_b, b), "c": (desc, c)}, model_nodes, node in changed_code)
+            if wspec is not None:
+                det[node], parents[node], how[node] = wspec, wspec.parents, "window"
+                windows.add(node)
+            continue
         if kind == "source" or not ps or node in free:
             continue
+        if all(str(_node_attr(graphs, p, "dtype") or "").startswith(_NESTED) for p in ps):
+            continue  # a field of a struct (array, map) column, stored as text: its values are the unit's
         is_sel = node in selections
         fns: dict[str, Callable | None] = {"b": None, "c": None}
         used: set[str] = set(ps)
@@ -2019,7 +2141,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             except (_ExprError, RecursionError):
                 continue
             u = {x for x in u if x in model_nodes}
-            if not u or u & aggregates:
+            if not u or u & aggregates or node in u:  # ``payload.price`` read as its own column ``price``
                 continue
             f = _wrap_scale(f, None if is_sel else scale)
             if node in coded and not is_sel:
@@ -2055,7 +2177,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         if cand not in cands:
             cands.append(cand)
     spec = _Spec(target, agg, fn, inp, cands[0], None, [], {}, lookups, det, [], parents, selections,
-                 coded)
+                 coded, windows)
     if b.recorded is not None and agg == "sum":
         best, best_rate = cands[0], -1.0
         for cand in cands:
@@ -2175,8 +2297,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         cond = cond_of(disc_before)
         if not discrete[x]:
             # a numeric column is conditioned only on the columns it depends on: conditioning on an
-            # independent column would re-draw it for nothing (noise, time) when that column changes
-            cond = [d for d in cond if _depends_discrete(x, d, b, c, cfg)]
+            # independent column would re-draw it for nothing (noise, time) when that column changes.
+            # Chosen before the cap, so that independent few-valued columns (status, channel) do not
+            # take the places of the one it depends on (country), whose mix shift would then be its own
+            cond = cond_of([d for d in disc_before if _depends_discrete(x, d, b, c, cfg)])
             rho = [(abs(_spearman(x, y, b, c, rank_cache)), y) for y in num_before]
             rho = [t for t in rho if t[0] >= max(0.05, 4 / math.sqrt(b.n + c.n))]
             if rho:
@@ -2367,8 +2491,10 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         val = contrib.get(node, 0.0)
         ci = interval(node, val) if node in contrib else None
         items.append(item(node, report_kind(node), val, t["changed"], t["p_adj"], ci))
+        # a slice (``where``) of a mechanism that changed elsewhere (a drift in another country) gets
+        # only resampling noise: there, only a contribution beyond its bootstrap error counts
         item_sig[node] = bool(t["changed"] and ci is not None and val != 0 and (
-            abs(val) > z * ci[2] or abs(val) >= cfg.min_effect * abs(vb)))
+            abs(val) > z * ci[2] or (where is None and abs(val) >= cfg.min_effect * abs(vb))))
     vol_changed = agg != "mean" and vol_p < cfg.alpha
     if agg != "mean":
         ci = interval("__volume__", volume)

@@ -37,14 +37,6 @@ from .stats import SampleHints, column_aggregates, compute_stats, record
 
 JObject = Any
 
-# Unary operators whose output rows are their input rows: a chain of them is one stage's row set.
-ROW_PRESERVING = {"Project", "SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression",
-                  "RebalancePartitions", "ResolvedHint", "Window"}
-# Operators whose output is their children's attributes (some, filtered, reordered): a child's column is
-# needed only if the operator's parents need it. Everything else not projecting reads all child columns.
-_PASSING = ROW_PRESERVING - {"Project"} | {"Filter", "Join", "GlobalLimit", "LocalLimit", "Generate",
-                                          "Deduplicate", "Offset", "Tail"}
-_PROJECTING = {"Project", "Aggregate"}
 # Operators that stop pulling rows from their child: a probe below one sees only the rows pulled, so the
 # sources under one are measured after the write instead, by reading them again.
 _LIMITING = {"GlobalLimit", "LocalLimit", "Tail", "Offset", "Sample"}
@@ -145,7 +137,7 @@ class _Builder:
         self.spark = spark
         self.target = target  # (path, table) the plan is written to
         self.probes: list[_Probe] = []
-        self.used = _used(root)
+        self.used = P.needed_ids(root)
         self.partitions = P.partition_filters(root)  # kept right over their relations: partition pruning
         self.deferred: list[tuple[JObject, list[_Column]]] = []
         self.limited = 0  # how many limits are above the node being rebuilt
@@ -172,7 +164,7 @@ class _Builder:
         """(new plan, columns of the current chain not yet probed, hashCodes of the chain's nodes)."""
         c = P.cls(p)
         kids = P.children(p)
-        through = c in ROW_PRESERVING and len(kids) == 1
+        through = c in P.ROW_PRESERVING and len(kids) == 1
         pending: list[_Column] = []
         chain = [int(p.hashCode())]
         new_kids = []
@@ -226,34 +218,3 @@ def observe(spark: Any, plan: JObject, target: tuple[str | None, str | None] = (
             for i, a in enumerate(P.output(plan))]
     return Observed(df=P.to_dataframe(spark, b.probe(new, outs, chain)), probes=b.probes, deferred=b.deferred,
                     partitions=b.partitions)
-
-
-def _used(root: JObject) -> set[int]:
-    """ExprIds of the columns the job needs: written, or read by an operator whose own output is needed.
-
-    Probes measure only those, so they never make a scan read a column the job prunes. Computed top
-    down like Catalyst's column pruning: a Project needs only the inputs of its needed outputs.
-    """
-    used: set[int] = set()
-    stack = [(root, {P.expr_id(a) for a in P.output(root)})]
-    while stack:
-        p, needed = stack.pop()
-        used |= needed
-        c = P.cls(p)
-        if c == "Project":
-            exprs = [e for e in P.seq(p.projectList()) if P.expr_id(e) in needed]
-        else:
-            exprs = P.seq(p.expressions())
-        info = P.inspect_exprs(exprs)
-        refs = {P.expr_id(a) for a in info.attrs}
-        stack.extend((sub, {P.expr_id(a) for a in P.output(sub)}) for sub in info.subqueries)
-        for ch in P.children(p):
-            out = {P.expr_id(a) for a in P.output(ch)}
-            if c in _PASSING:
-                stack.append((ch, out & (needed | refs)))
-            elif c in _PROJECTING:
-                stack.append((ch, out & refs))
-            else:  # Union, Distinct, an opaque operator ...: every input column
-                stack.append((ch, out))
-    return used
-

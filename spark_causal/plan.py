@@ -576,3 +576,45 @@ def conjuncts(cond: JObject) -> list[JObject]:
     if cls(cond) == "And":
         return conjuncts(cond.left()) + conjuncts(cond.right())
     return [cond]
+
+
+# Unary operators whose output rows are their input rows: a chain of them is one stage's row set.
+ROW_PRESERVING = {"Project", "SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression",
+                  "RebalancePartitions", "ResolvedHint", "Window"}
+# Operators whose output is their children's attributes (some, filtered, reordered): a child's column is
+# needed only if the operator's parents need it. Everything else not projecting reads all child columns.
+_PASSING = ROW_PRESERVING - {"Project"} | {"Filter", "Join", "GlobalLimit", "LocalLimit", "Generate",
+                                          "Deduplicate", "Offset", "Tail"}
+_PROJECTING = {"Project", "Aggregate"}
+
+
+def needed_ids(root: JObject) -> set[int]:
+    """ExprIds of the columns the job needs: written, or read by an operator whose own output is needed.
+
+    Probes measure only those, and the sampled pass carries only those, so neither makes a scan read a
+    column the job prunes. Computed top
+    down like Catalyst's column pruning: a Project needs only the inputs of its needed outputs.
+    """
+    used: set[int] = set()
+    stack = [(root, {expr_id(a) for a in output(root)})]
+    while stack:
+        p, needed = stack.pop()
+        used |= needed
+        c = cls(p)
+        if c == "Project":
+            exprs = [e for e in seq(p.projectList()) if expr_id(e) in needed]
+        else:
+            exprs = seq(p.expressions())
+        info = inspect_exprs(exprs)
+        refs = {expr_id(a) for a in info.attrs}
+        stack.extend((sub, {expr_id(a) for a in output(sub)}) for sub in info.subqueries)
+        for ch in children(p):
+            out = {expr_id(a) for a in output(ch)}
+            if c in _PASSING:
+                stack.append((ch, out & (needed | refs)))
+            elif c in _PROJECTING:
+                stack.append((ch, out & refs))
+            else:  # Union, Distinct, an opaque operator ...: every input column
+                stack.append((ch, out))
+    return used
+

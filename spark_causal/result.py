@@ -115,8 +115,9 @@ class Attribution:
         if not self.significant:
             return head + ": no significant change."
         parts = []
+        tiny = 1e-9 * max(abs(self.baseline_value), abs(self.current_value), abs(self.change))  # float noise
         for a in self.attributions:
-            if a.contribution == 0 or len(parts) >= 3:
+            if abs(a.contribution) <= tiny or len(parts) >= 3:
                 continue
             same_sign = (a.contribution > 0) == (self.change > 0)
             amount = _fmt(abs(a.contribution)) if same_sign else f"{_fmt(a.contribution, signed=True)}"

@@ -24,6 +24,7 @@ JObject = Any
 UNIT = "__unit__"
 WEIGHT = "__weight__"
 HASH_BUCKETS = 1 << 20
+MIN_WINDOW_PARTITIONS = 1000  # window partitions a sample must hold to be sampled by partition (``window_keys``)
 # Operators the driving path may cross; anything else ends the path (its result is the driving relation).
 _UNARY_THROUGH = {"Project", "Filter", "SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression",
                   "ResolvedHint", "Generate"}
@@ -79,6 +80,7 @@ class _Rewriter:
         self.extra: dict[int, str] = {}  # exprId of an added column -> its name in the sample table
         self.drops: dict[str, bool] = {}  # selection column -> whether a 0 drops the unit in the job
         self.joins: list[dict] = []
+        self.windows: dict[str, dict] = {}  # window node -> how to compute it again (``_describe_window``)
 
     def on_path(self, p: JObject) -> bool:
         if int(p.hashCode()) == self.driving_hash:
@@ -97,6 +99,8 @@ class _Rewriter:
         kids = P.children(p)
         if c == "Join":
             return self._join(p)
+        if c == "Window":
+            return self._window(p)
         if c not in _UNARY_THROUGH or len(kids) != 1:
             raise _Unsupported(c)
         child = self.rewrite(kids[0])
@@ -108,7 +112,9 @@ class _Rewriter:
         if c == "Project":
             # carry what the projection drops but the graph names: added columns, and node columns used only
             # inside this derived table's expressions (``l_extendedprice`` of ``volume``) stay in the sample
-            kept = P.seq(p.projectList())
+            have = {P.expr_id(a) for a in P.output(child)}  # the driving relation's used columns
+            kept = [e for e in P.seq(p.projectList())
+                    if {P.expr_id(a) for a in P.inspect_expr(e).attrs} <= have]
             ids = {P.expr_id(e) for e in kept if P.cls(e) in ("Alias", "AttributeReference")}
             carried = [a for a in P.output(child) if P.expr_id(a) not in ids and
                        (P.expr_id(a) in self.extra or P.expr_id(a) in self.env)]
@@ -149,6 +155,35 @@ class _Rewriter:
                            "drops": not keeps_driving})
         return self.c.project(kept + [self.add(match, sel)], joined)
 
+    def _window(self, p: JObject) -> JObject:
+        """A window over units, partitioned also by the gates below it (a filter, an inner join), so that a
+        unit the job kept sees exactly the rows of its partition the job's window saw; whole partitions
+        are sampled (``window_keys``)."""
+        before = set(self.drops)
+        child = self.rewrite(p.child())
+        gates = [a for a in P.output(child) if (n := self.extra.get(P.expr_id(a))) is not None
+                 and n not in before and self.drops.get(n)]
+        for ne in P.seq(p.windowExpressions()):
+            described = _describe_window(ne, self.env, [self.extra[P.expr_id(g)] for g in gates])
+            if described is not None:
+                self.windows[described[0]] = described[1]
+        if not gates:
+            return p.withNewChildren(self.c.seq([child]))
+        E = self.c.E
+        spec_keys = P.seq(p.partitionSpec()) + gates
+        exprs = []
+        for ne in P.seq(p.windowExpressions()):
+            we = ne.child() if P.cls(ne) == "Alias" else None
+            if we is None or P.cls(we) != "WindowExpression":
+                raise _Unsupported(f"window expression {P.sql(ne)}")
+            spec = we.windowSpec()
+            new_we = E.WindowExpression(we.windowFunction(), E.WindowSpecDefinition(
+                self.c.seq(spec_keys), spec.orderSpec(), spec.frameSpecification()))
+            exprs.append(E.Alias(new_we, ne.name(), ne.exprId(), ne.qualifier(), ne.explicitMetadata(),
+                                 ne.nonInheritableMetadataKeys()))
+        rest = [p.productElement(i) for i in range(4, p.productArity())]  # fields newer Sparks add (a hint)
+        return self.c.L.Window(self.c.seq(exprs), self.c.seq(spec_keys), p.orderSpec(), child, *rest)
+
     def _distinct_keys(self, p: JObject) -> JObject:
         """The right side of a semi/anti equi-join as its distinct key columns (one match per unit at most)."""
         cond = P.option(p.condition())
@@ -169,6 +204,57 @@ class _Rewriter:
         return self.c.L.Distinct(self.c.project(unique, p.right()))
 
 
+_WINDOW_FUNCTIONS = {"RowNumber": "row_number", "Rank": "rank", "DenseRank": "dense_rank", "Lag": "shift",
+                     "Lead": "shift", "Sum": "sum", "Count": "count", "Min": "min", "Max": "max", "Average": "avg"}
+
+
+def _describe_window(ne: JObject, env: dict[int, str], gates: list[str]) -> tuple[str, dict] | None:
+    """(node, description) of a window column attribution can compute again from the units of whole
+    partitions: the function, its argument, the partition and order columns as node ids, and the gates
+    below that also partition it. None for anything else (a frame of n rows, an expression argument)."""
+    we = ne.child() if P.cls(ne) == "Alias" else None
+    node = env.get(P.expr_id(ne))
+    if we is None or P.cls(we) != "WindowExpression" or node is None:
+        return None
+    fn, spec = we.windowFunction(), we.windowSpec()
+    agg = P.cls(fn) == "AggregateExpression"
+    kind = _WINDOW_FUNCTIONS.get(P.cls(fn.aggregateFunction() if agg else fn))
+    frame = spec.frameSpecification()
+    if kind is None or (agg and bool(fn.isDistinct())) or P.cls(frame) != "SpecifiedWindowFrame":
+        return None
+    lower, upper = P.cls(frame.lower()).rstrip("$"), P.cls(frame.upper()).rstrip("$")
+    entry: dict[str, Any] = {"fn": kind, "arg": None, "frame": None, "offset": 0}
+    if kind == "shift":
+        if P.cls(frame.lower()) != "Literal" or P.cls(fn.default()) != "Literal" or fn.default().value() is not None:
+            return None
+        entry["offset"] = int(str(frame.lower().value()))
+        arg = fn.input()
+    elif agg:
+        entry["frame"] = {("UnboundedPreceding", "UnboundedFollowing"): "partition",
+                          ("UnboundedPreceding", "CurrentRow"): P.cls(frame.frameType()).rstrip("$")}.get((lower, upper))
+        kids = P.children(fn.aggregateFunction())
+        arg = kids[0] if kids and P.cls(kids[0]) != "Literal" else None
+        if entry["frame"] is None or len(kids) != 1:
+            return None
+    else:
+        arg = None
+    if arg is not None:
+        if P.cls(arg) != "AttributeReference" or P.expr_id(arg) not in env:
+            return None
+        entry["arg"] = env[P.expr_id(arg)]
+    order = []
+    for so in P.seq(spec.orderSpec()):
+        if P.cls(so.child()) != "AttributeReference" or P.expr_id(so.child()) not in env:
+            return None
+        order.append([env[P.expr_id(so.child())], str(so.direction().sql()) == "ASC",
+                      str(so.nullOrdering().sql()) == "NULLS FIRST"])
+    part = [env.get(P.expr_id(e)) for e in P.seq(spec.partitionSpec())]
+    if None in part:
+        return None
+    entry.update(partition=part, order=order, gates=gates)
+    return node, entry
+
+
 class _Unsupported(Exception):
     """An operator the provenance rewrite cannot carry units through (yet)."""
 
@@ -187,16 +273,25 @@ def _segment_root(plan: JObject) -> tuple[JObject | None, JObject]:
         return None, plan
 
 
-def _driving_candidates(p: JObject) -> list[JObject]:
-    """Relations the units of a segment may come from: leaves and sub-aggregates reachable by the rewrite."""
+def _driving_candidates(p: JObject, windows: bool = True) -> list[JObject]:
+    """Relations the units of a segment may come from: leaves and sub-aggregates reachable by the rewrite
+    (through windows partitioned by columns, when ``windows``)."""
     c = P.cls(p)
     if c == "Join":  # the rows of a semi/anti join are its left side's
         semi = str(p.joinType().toString()).lower().replace(" ", "") in ("leftsemi", "leftanti")
-        return _driving_candidates(p.left()) + ([] if semi else _driving_candidates(p.right()))
+        return _driving_candidates(p.left(), windows) + ([] if semi else _driving_candidates(p.right(), windows))
     kids = P.children(p)
-    if c in _UNARY_THROUGH and len(kids) == 1:
-        return _driving_candidates(kids[0])
+    if (c in _UNARY_THROUGH or c == "Window" and windows and _window_keys(p) is not None) and len(kids) == 1:
+        return _driving_candidates(kids[0], windows)
     return [p]
+
+
+def _window_keys(p: JObject) -> set[int] | None:
+    """ExprIds of a Window's partition columns; None when it has none, or partitions by an expression."""
+    spec = P.seq(p.partitionSpec())
+    if not spec or any(P.cls(e) != "AttributeReference" for e in spec):
+        return None
+    return {P.expr_id(e) for e in spec}
 
 
 def _rows(spark: Any, p: JObject) -> int:
@@ -213,7 +308,7 @@ def _rows(spark: Any, p: JObject) -> int:
 
 
 def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = None,
-                     partitions: dict[int, JObject] | None = None) -> tuple[JObject, int | None]:
+                     partitions: dict[int, JObject] | None = None, windows: bool = True) -> tuple[JObject, int | None]:
     """The relation whose rows are the units of the segment that ``plan`` ends, and its row count when
     known or counted (``known``: row counts by relation hashCode, from the job's own probes; a relation
     counts only its partitions the job reads, ``plan.partition_filters``).
@@ -222,7 +317,7 @@ def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = N
     (joined back to its own input, the input's rows are the units).
     """
     _, body = _segment_root(plan)
-    candidates = _driving_candidates(body)
+    candidates = _driving_candidates(body, windows)
     known = known or {}
     if len(candidates) == 1:
         return candidates[0], known.get(int(candidates[0].hashCode()))
@@ -246,35 +341,59 @@ class Provenance:
     rate: float
     driving_hash: int
     drops: dict[str, bool]  # selection column -> whether a 0 means the job dropped the unit
+    clusters: list[str]  # the driving columns windows partition by: units are sampled by them, whole
+    windows: dict[str, dict]  # window nodes over units, described to be computed again (``_describe_window``)
 
 
 def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
-               seed: int, known: dict[int, int] | None = None) -> Provenance:
+               seed: int, known: dict[int, int] | None = None, windows: bool = True) -> Provenance:
     """The provenance query of the segment that ``plan`` ends, sampled to about ``sample_size`` driving
-    rows (all rows when None). ``known``, row counts by relation hashCode, saves counting them."""
+    rows (all rows when None). ``known``, row counts by relation hashCode, saves counting them.
+
+    With ``windows``, units come from below the windows partitioned by columns (the filters and joins
+    below a dedup window are then selections like any other), else a window's result rows are the units;
+    the first is tried first."""
+    try:
+        return _provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
+                           windows=windows)
+    except _Unsupported:
+        if not windows:
+            raise
+        return _provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
+                           windows=False)
+
+
+def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
+                seed: int, known: dict[int, int] | None, windows: bool) -> Provenance:
     cat = _Catalyst()
     walk = builder.walks[output]
     G = builder.graph
     agg, body = _segment_root(plan)
     partitions = P.partition_filters(plan)  # the partitions the job reads are the source: kept as filters
-    driving, counted = driving_relation(spark, plan, known, partitions)
+    driving, counted = driving_relation(spark, plan, known, partitions, windows)
     driving_name = _relation_table(driving, walk.env, G)
     n_rows = counted
     if n_rows is None and sample_size is not None:
         n_rows = P.to_dataframe(spark, P.restrict(driving, partitions)).count()
     rate = 1.0 if sample_size is None or not n_rows or sample_size >= n_rows else sample_size / n_rows
     threshold = int(math.ceil(rate * HASH_BUCKETS))
+    needed = P.needed_ids(plan)
+    keys = window_keys(body, driving)
 
     def sample_pred(leaf: JObject, rw: _Rewriter) -> JObject:
         E = cat.E
         leaf = P.restrict(leaf, partitions)
-        h = E.XxHash64(cat.seq(P.output(leaf)), seed)
+        # only the columns the job reads: a wide fact table is scanned for its few used columns, as the
+        # job scans it, not whole; a unit is hashed by them (rows the job cannot tell apart hash alike)
+        cols = [a for a in P.output(leaf) if P.expr_id(a) in needed] or P.output(leaf)
+        h = E.XxHash64(cat.seq(cols), seed)
         unit = rw.add(h, UNIT)
-        with_unit = cat.project(P.output(leaf) + [unit], leaf)
+        with_unit = cat.project(cols + [unit], leaf)
         if rate >= 1.0:
             return with_unit
         unit_attr = [a for a in P.output(with_unit) if P.expr_id(a) == P.expr_id(unit)][0]
-        keep = E.LessThan(E.Pmod(unit_attr, cat.lit(HASH_BUCKETS)), cat.lit(threshold))
+        by = E.XxHash64(cat.seq([a for a in cols if P.expr_id(a) in keys]), seed) if keys else unit_attr
+        keep = E.LessThan(E.Pmod(by, cat.lit(HASH_BUCKETS)), cat.lit(threshold))
         return cat.L.Filter(keep, with_unit)
 
     rw = _Rewriter(cat, walk.selections, walk.env, driving, sample_pred)
@@ -313,7 +432,31 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
                       group_keys=list(dict.fromkeys(group_keys)),
                       joins=[_join_description(j, walk.env, rw) for j in rw.joins], driving=driving_name,
                       rows=-1 if n_rows is None else int(n_rows), rate=rate, driving_hash=int(driving.hashCode()),
-                      drops=dict(rw.drops))
+                      drops=dict(rw.drops), clusters=[walk.env[k] for k in sorted(keys) if k in walk.env],
+                      windows=rw.windows)
+
+
+def window_keys(body: JObject, driving: JObject) -> set[int]:
+    """The driving relation's columns that every window between it and ``body`` partitions by: units are
+    sampled by their hash, so each sampled unit's partition is sampled whole and its window values are
+    the job's. Empty when no window is on the way."""
+    path: list[JObject] = []
+    p, target = body, int(driving.hashCode())
+    while int(p.hashCode()) != target:
+        kids = [ch for ch in P.children(p) if _reaches(ch, target)]
+        if not kids:
+            return set()
+        path.append(p)
+        p = kids[0]
+    keys = [_window_keys(w) or set() for w in path if P.cls(w) == "Window"]
+    common = set.intersection(*keys) & {P.expr_id(a) for a in P.output(driving)} if keys else set()
+    if keys and not common:
+        raise _Unsupported("windows partitioned by no common column of the driving relation")
+    return common
+
+
+def _reaches(p: JObject, target: int) -> bool:
+    return int(p.hashCode()) == target or any(_reaches(ch, target) for ch in P.children(p))
 
 
 def segment_plans(plan: JObject) -> list[JObject]:
@@ -339,8 +482,13 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
     """The unit sample of one segment: one sampled provenance query, collected to the driver."""
     G = builder.graph
     prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known)
-    names, aggregates, rate = prov.names, prov.aggregates, prov.rate
     table = _to_pandas(prov.df)
+    if prov.clusters and prov.rate < 1 and len(table[prov.clusters].drop_duplicates()) < MIN_WINDOW_PARTITIONS:
+        # a window over few partitions (per country): too few to sample whole; its result rows are the units
+        prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
+                          windows=False)
+        table = _to_pandas(prov.df)
+    names, aggregates, rate = prov.names, prov.aggregates, prov.rate
     selections = [n for n in names if n in G and G.nodes[n]["kind"] == "selection"]
     for s in selections + [n for n in names if n.startswith("__filter") or n.startswith("__join")]:
         table[s] = table[s].fillna(False).astype("int8")
@@ -366,7 +514,7 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
         "sampled": int(len(table)), "rate": rate, "seed": seed,
         "nodes": [n for n in names if n in G and G.nodes[n]["kind"] != "selection"],
         "selections": selections, "aggregates": aggregates, "group_keys": prov.group_keys,
-        "joins": prov.joins,
+        "joins": prov.joins, "clusters": prov.clusters, "windows": prov.windows,
         "identifiers": _identifiers(table, [n for n in names if n in G]),
     }
     return Segment(description=desc, table=table)

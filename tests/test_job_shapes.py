@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import spark_causal
+from spark_causal.store import Store
 
 _SQL = "SELECT country, SUM(amount * qty{factor}) AS revenue, COUNT(*) AS orders FROM agg_orders GROUP BY country"
 
@@ -136,3 +137,149 @@ def test_a_range_join_follows_the_column_it_compares(spark, tmp_path):
         named = [a.node for a in res.attributions if a.contribution]
         assert res.significant and named[:1] == [cause], res.summary()
     assert not spark_causal.attribute(store, "a", "same", "report.fees").significant
+
+
+def _versions(seed: int, nulls: float) -> pd.DataFrame:
+    """Order rows with re-sent versions (a third of the orders twice or three times)."""
+    rng = np.random.default_rng(seed)
+    n = 5000
+    ids = np.concatenate([np.arange(n), rng.choice(n, n // 3), rng.choice(n, n // 10)])
+    amount = rng.lognormal(3, 0.5, len(ids)).round(2)
+    amount[rng.random(len(ids)) < nulls] = np.nan
+    return pd.DataFrame({"order_id": ids, "version": rng.permutation(len(ids)), "amount": amount,
+                         "currency": rng.choice(["EUR", "USD"], len(ids)), "country": rng.choice(["DE", "FR"], len(ids))})
+
+
+def _dedup_job(spark, folder, minimum: float):
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    o = spark.read.parquet(str(folder / "orders.parquet"))
+    fx = spark.read.parquet(str(folder / "fx.parquet"))
+    latest = Window.partitionBy("order_id").orderBy(F.col("version").desc())
+    return (o.filter(F.col("amount").isNotNull() & (F.col("amount") > minimum))  # below the dedup window
+            .withColumn("rn", F.row_number().over(latest)).filter("rn = 1").join(fx, "currency")
+            .groupBy("country").agg(F.sum(F.col("amount") * F.col("rate")).alias("revenue")))
+
+
+def test_filters_below_a_dedup_window_are_selections(spark, tmp_path):
+    """Units come from below a window partitioned by a column (the usual keep-the-latest dedup): the rows
+    its filter drops are units marked dropped, sampled whole per order, with the job's window values.
+    NULLs injected into the amounts are the amount's change, not a volume change; a changed threshold
+    is the filter's code; no change is no change."""
+    store = str(tmp_path / "store")
+    runs = {"a": (71, 0.01, 5.0), "nulls": (72, 0.2, 5.0), "threshold": (72, 0.01, 12.0), "same": (73, 0.01, 5.0)}
+    for run, (seed, nulls, minimum) in runs.items():
+        folder = tmp_path / run
+        folder.mkdir()
+        _versions(seed, nulls).to_parquet(folder / "orders.parquet")
+        pd.DataFrame({"currency": ["EUR", "USD"], "rate": [1.1, 1.0]}).to_parquet(folder / "fx.parquet")
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            report = _dedup_job(spark, folder, minimum)
+            report.write.parquet(str(folder / "report"))
+        assert not cap.errors
+    seg = cap.graph.graph["segments"][0]
+    assert seg["driving"] == "orders" and seg["clusters"] == ["orders.order_id"]
+    t = Store(store).read_parquet("same", f"samples/{seg['id']}.parquet")
+    exact = spark.read.parquet(str(tmp_path / "same" / "report")).agg({"revenue": "sum"}).collect()[0][0]
+    assert float((t["__weight__"] * t["__contrib__:report.revenue"]).sum()) == pytest.approx(exact, rel=1e-9)
+    for run, cause in (("nulls", "orders.amount"), ("threshold", "report.filter1")):
+        res = spark_causal.attribute(store, "a", run, "report.revenue")
+        named = [a.node for a in res.attributions if a.contribution]
+        assert res.significant and named[:1] == [cause], res.summary()
+    assert not spark_causal.attribute(store, "a", "same", "report.revenue").significant
+
+
+def test_a_dedup_window_is_sampled_by_whole_partitions(spark, tmp_path):
+    (tmp_path / "in").mkdir()
+    orders = _versions(74, 0.01)
+    orders.to_parquet(tmp_path / "in" / "orders.parquet")
+    pd.DataFrame({"currency": ["EUR", "USD"], "rate": [1.1, 1.0]}).to_parquet(tmp_path / "in" / "fx.parquet")
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=2500) as cap:
+        _dedup_job(spark, tmp_path / "in", 5.0).write.parquet(str(tmp_path / "report"))
+    seg = cap.graph.graph["segments"][0]
+    t = Store(str(tmp_path / "s")).read_parquet("r", f"samples/{seg['id']}.parquet")
+    assert 1500 < len(t) < 3500 and seg["clusters"] == ["orders.order_id"]
+    per_order = orders.groupby("order_id").size()
+    sampled = t.groupby("orders.order_id").size()
+    assert (sampled == per_order.loc[sampled.index]).all()  # every version of a sampled order
+    kept = t[(t["report.filter1"] == 1) & (t["report.filter2"] == 1)]
+    latest = orders[orders["amount"] > 5].sort_values("version").groupby("order_id").tail(1)
+    assert set(kept["orders.order_id"]) == set(latest["order_id"]) & set(sampled.index)
+
+
+def test_window_functions_computed_again_match_spark(spark):
+    """What attribution computes again over sampled partitions is what Spark computes (ties, NULLs,
+    frames), and two copies of a partition in a resample stay two partitions."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from spark_causal.attribution import _COPY, _window_fn
+
+    rng = np.random.default_rng(3)
+    n = 300
+    frame = pd.DataFrame({"k": rng.integers(0, 20, n).astype(float), "o": rng.integers(0, 15, n).astype(float),
+                          "u": rng.permutation(n).astype(float), "x": rng.normal(10, 3, n).round(1)})
+    frame.loc[rng.random(n) < 0.1, "x"] = np.nan
+    frame.loc[rng.random(n) < 0.05, "o"] = np.nan
+    by_o = Window.partitionBy("k").orderBy("o")
+    by_u = Window.partitionBy("k").orderBy(F.col("u").desc())
+    whole = Window.partitionBy("k")
+    cols = {"row_number": F.row_number().over(by_u), "rank": F.rank().over(by_o), "dense_rank": F.dense_rank().over(by_o),
+            "lag": F.lag("x", 1).over(by_u), "lead": F.lead("x", 2).over(by_u), "sum_all": F.sum("x").over(whole),
+            "sum_range": F.sum("x").over(by_o), "sum_rows": F.sum("x").over(by_o.rowsBetween(Window.unboundedPreceding, 0)),
+            "count_all": F.count(F.lit(1)).over(whole), "count_x": F.count("x").over(by_o), "avg": F.avg("x").over(whole),
+            "min": F.min("x").over(by_u), "max": F.max("x").over(whole)}
+    source = spark.createDataFrame(frame).select(  # NaN in pandas stands for NULL, as in a sample
+        *[F.when(~F.isnan(c), F.col(c)).alias(c) for c in frame.columns])
+    got = source.select("*", *[c.alias(name) for name, c in cols.items()]).toPandas()
+    u_desc, o_asc = [["u", False, False]], [["o", True, True]]
+    specs = {"row_number": ("row_number", None, None, 0, u_desc), "rank": ("rank", None, None, 0, o_asc),
+             "dense_rank": ("dense_rank", None, None, 0, o_asc), "lag": ("shift", "x", None, -1, u_desc),
+             "lead": ("shift", "x", None, 2, u_desc), "sum_all": ("sum", "x", "partition", 0, []),
+             "sum_range": ("sum", "x", "RangeFrame", 0, o_asc), "sum_rows": ("sum", "x", "RowFrame", 0, o_asc),
+             "count_all": ("count", None, "partition", 0, []), "count_x": ("count", "x", "RangeFrame", 0, o_asc),
+             "avg": ("avg", "x", "partition", 0, []), "min": ("min", "x", "RowFrame", 0, u_desc),
+             "max": ("max", "x", "partition", 0, [])}
+    env = {c: got[c].to_numpy(float) for c in ("k", "o", "u", "x")}
+    for name, (fn, arg, frm, offset, order) in specs.items():
+        w = {"fn": fn, "arg": arg, "frame": frm, "offset": offset, "partition": ["k"], "order": order, "gates": []}
+        ours = _window_fn(w)(env, n)
+        if name != "sum_rows":  # running sums over ties: Spark's order among peers is its own
+            np.testing.assert_allclose(ours, got[name].to_numpy(float), err_msg=name)
+    twice = {c: np.concatenate([v, v]) for c, v in env.items()} | {_COPY: np.r_[np.zeros(n), np.ones(n)]}
+    w = {"fn": "row_number", "arg": None, "frame": None, "offset": 0, "partition": ["k"], "order": u_desc, "gates": []}
+    np.testing.assert_allclose(_window_fn(w)(twice, 2 * n), np.r_[got["row_number"], got["row_number"]])
+
+
+def _events_struct(seed: int, drift: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 4000
+    price = np.round(rng.gamma(4.0, 8.0, n) * (1.4 if drift else 1.0), 2)
+    tags = np.array(["promo", "new", "gift"])
+    return pd.DataFrame({"event_id": np.arange(n),
+                         "payload": [{"price": float(p), "qty": int(q)} for p, q in zip(price, rng.integers(1, 6, n))],
+                         "tags": [list(tags[rng.choice(3, k, replace=False)]) for k in rng.integers(0, 3, n)]})
+
+
+def test_fields_of_a_struct_column_are_attributed(spark, tmp_path):
+    """A struct source column is held as JSON text: a drift of one of its fields is named as the stage
+    column reading that field, and an exploded array's aggregate is attributed without error."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed, drift in (("a", 81, False), ("same", 82, False), ("drift", 82, True)):
+        (tmp_path / run).mkdir()
+        _events_struct(seed, drift).to_parquet(tmp_path / run / "events.parquet")
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            ev = spark.read.parquet(str(tmp_path / run / "events.parquet")).select(
+                "event_id", F.col("payload.price").alias("price"), F.col("payload.qty").alias("qty"), "tags") \
+                .filter(F.col("price") >= 1.0).withColumn("gross", F.col("price") * F.col("qty"))
+            ev.groupBy("qty").agg(F.sum("gross").alias("revenue")).write.parquet(str(tmp_path / run / "daily"))
+            ev.select(F.explode("tags").alias("tag"), "gross").groupBy("tag").agg(F.sum("gross").alias("gross")) \
+                .write.parquet(str(tmp_path / run / "tags"))
+        assert not cap.errors
+    res = spark_causal.attribute(store, "a", "drift", "daily.revenue")
+    assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == ["daily.price"], res.summary()
+    assert not spark_causal.attribute(store, "a", "same", "daily.revenue").significant
+    assert not spark_causal.attribute(store, "a", "same", "tags.gross").significant

@@ -182,3 +182,23 @@ def test_window_rows_are_the_units(spark, data, tmp_path):
     written = spark.read.parquet(str(tmp_path / "ranked")).toPandas().set_index("order_id")
     rank_col = next(c for c in t.columns if c.endswith(".rank"))
     np.testing.assert_array_equal(t[rank_col].to_numpy(), written.loc[t["orders.order_id"], "rank"].to_numpy())
+
+
+def test_the_sample_carries_only_the_columns_the_job_reads(spark, data, tmp_path):
+    """A wide fact table is scanned for the few columns the job uses, as the job itself scans it; a
+    column derived but never used (``shout``) is left out with its input."""
+    root, orders = data
+    wide = orders.assign(note=[f"note {i}" for i in range(len(orders))], spare=np.arange(len(orders)) * 2.0)
+    wide.to_parquet(tmp_path / "wide.parquet")
+    report = (spark.read.parquet(str(tmp_path / "wide.parquet")).withColumn("shout", F.upper("note"))
+              .filter(F.col("amount") > 15).groupBy("country").agg(F.sum("amount").alias("revenue")))
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=10_000) as cap:
+        report.write.parquet(str(tmp_path / "report"))
+    assert not Store(str(tmp_path / "s")).meta("r")["capture_errors"]
+    seg = cap.graph.graph["segments"][0]
+    t = Store(str(tmp_path / "s")).read_parquet("r", f"samples/{seg['id']}.parquet")
+    nodes = {c for c in t.columns if not c.startswith("__")}
+    assert {"wide.amount", "wide.country"} <= nodes
+    assert not nodes & {"wide.note", "wide.spare", "wide.order_id", "wide.currency", "report.shout"}
+    exact = report.agg(F.sum("revenue")).collect()[0][0]
+    assert float((t["__weight__"] * t["__contrib__:report.revenue"]).sum()) == pytest.approx(exact, rel=1e-9)
