@@ -788,6 +788,30 @@ def _many_keys(keys: list[str], b: "_Run", c: "_Run") -> bool:
     return distinct >= 50 and len(pooled) / distinct < 20
 
 
+def _same_table(keys: list[str], cols: list[str], b: "_Run", c: "_Run", share: float = 0.9) -> bool:
+    """Did both runs look ``cols`` up in the same table? At least ``share`` of the keys both runs saw
+    (50 at least) got the same values in both, and every key one value per run."""
+    if not cols:
+        return False
+
+    def table(r: "_Run") -> pd.DataFrame:
+        df = pd.DataFrame({f"k{i}": r.values[k] for i, k in enumerate(keys)} | {f"y{j}": r.values[col]
+                                                                                for j, col in enumerate(cols)})
+        t = df.groupby([f"k{i}" for i in range(len(keys))], dropna=True).agg(["first", "nunique"])
+        t.columns = [f"{col}_{how}" for col, how in t.columns]
+        return t
+
+    both = table(b).join(table(c), how="inner", lsuffix="_b", rsuffix="_c")
+    if len(both) < 50:
+        return False
+    same = np.ones(len(both), dtype=bool)
+    for j in range(len(cols)):
+        if (both[f"y{j}_nunique_b"] > 1).any() or (both[f"y{j}_nunique_c"] > 1).any():
+            return False
+        same &= ~_neq(both[f"y{j}_first_b"].to_numpy(), both[f"y{j}_first_c"].to_numpy())
+    return float(same.mean()) >= share
+
+
 def _kish(w: np.ndarray) -> float:
     s = w.sum()
     return float(s * s / max((w * w).sum(), 1e-300))
@@ -1869,15 +1893,16 @@ def _order_discrete(disc: list[str], cond_of, b: _Run, c: _Run, discrete: dict[s
     return best[frozenset(disc)][1]
 
 
-def _depends_discrete(x: str, d: str, b: _Run, c: _Run, cfg: AttributionConfig) -> bool:
-    """Does numeric column x depend on discrete column d (pooled over both runs)? True when some
-    category's distribution of x differs from the overall one beyond a KS critical value."""
+def _dependence(x: str, d: str, b: _Run, c: _Run, cfg: AttributionConfig) -> float:
+    """How much numeric column x depends on discrete column d (pooled over both runs): the largest
+    ratio of a category's ECDF distance from the overall one to a KS critical value; above 1 it does."""
     xs = np.concatenate([b.values[x], c.values[x]])
     ds = np.concatenate([b.values[d], c.values[d]])
     xs = np.where(np.isnan(xs), np.inf, xs)
     allsorted = np.sort(xs)
     n = len(xs)
     ds = np.where(np.isnan(ds), -1.0, ds)
+    most = 0.0
     for cat in np.unique(ds):
         m = ds == cat
         k = int(m.sum())
@@ -1888,9 +1913,8 @@ def _depends_discrete(x: str, d: str, b: _Run, c: _Run, cfg: AttributionConfig) 
         f_all = np.searchsorted(allsorted, sub, side="right") / n
         f_sub = np.arange(1, k + 1) / k
         dist = float(np.max(np.abs(f_all - f_sub)))
-        if dist > max(0.05, 2.0 / math.sqrt(k)):
-            return True
-    return False
+        most = max(most, dist / max(0.05, 2.0 / math.sqrt(k)))
+    return most
 
 
 def _spearman(x: str, y: str, b: _Run, c: _Run, cache: dict | None = None) -> float:
@@ -2052,6 +2076,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     free: set[str] = set()        # joined columns of a many-key join: part of the unit, not a lookup
     key_ids: set[str] = set()     # many-valued join keys: identifiers, not causes
     ranged: dict[str, list[str]] = {}  # columns a range (non-equi) join brings: functions of what it compares
+    clustering: set[str] = set()  # keys of lookups in many-keyed tables: units sharing one are clustered
     for j in desc.get("joins") or []:
         keys = [k for k in j.get("keys") or [] if k in model_nodes]
         if not keys:
@@ -2064,20 +2089,24 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             ranged.update((col, keys) for col in cols)
             continue
         if _many_keys(keys, b, c):
-            # A per-key table is only a mechanism when each key has many units (fx rate by currency).
-            # With about one unit per key (orders by order key) the joined values are simply part of
-            # what a unit is: resampling units redraws the keys, and a per-key comparison would flag
-            # every pair of runs. Model them with the unit's other columns instead.
-            free.update(cols)
-            key_ids.update(keys)
-            continue
+            if not _same_table(keys, cols, b, c):
+                # A per-key table is only a mechanism when each key has many units (fx rate by currency).
+                # With about one unit per key (orders by order key) the joined values are simply part of
+                # what a unit is: resampling units redraws the keys, and a per-key comparison would flag
+                # every pair of runs. Model them with the unit's other columns instead.
+                free.update(cols)
+                key_ids.update(keys)
+                continue
+            # ... unless the runs looked up the same table (a customer dimension both runs joined): then
+            # it is one, and the keys the runs share say exactly which of its rows changed
+            clustering.update(keys)
         for col in cols:
             lookups[col] = keys
     # units sampled by the partitions of a window (whole partitions) are clustered by its keys
     windowed = [k for d in (desc, desc_b) for k in d.get("clusters") or [] if k in model_nodes]
     key_ids.update(windowed)
     for r in (b, c):
-        r.groups = [_cluster_codes(r.values[k]) for k in sorted(key_ids)]
+        r.groups = [_cluster_codes(r.values[k]) for k in sorted(key_ids | clustering)]
     aggregates = set(aggs)
 
     def fparents(v: str) -> list[str]:
@@ -2299,8 +2328,16 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # a numeric column is conditioned only on the columns it depends on: conditioning on an
             # independent column would re-draw it for nothing (noise, time) when that column changes.
             # Chosen before the cap, so that independent few-valued columns (status, channel) do not
-            # take the places of the one it depends on (country), whose mix shift would then be its own
-            cond = cond_of([d for d in disc_before if _depends_discrete(x, d, b, c, cfg)])
+            # take the places of the one it depends on (country), whose mix shift would then be its own;
+            # the strongest first, while their cells fit: cells beyond ``max_cells`` merge into one
+            # rest cell, and a 60-valued key would dilute the 3 quantities that matter into it
+            strength = {d: _dependence(x, d, b, c, cfg) for d in disc_before}
+            strong = sorted((d for d in disc_before if strength[d] > 1), key=lambda d: (-strength[d], rank[d]))
+            cond, cells = strong[:1], nuniq[strong[0]] + 1 if strong else 1  # the strongest, whatever it takes
+            for d in strong[1:]:
+                if len(cond) < cfg.max_cond_discrete and cells * (nuniq[d] + 1) <= cfg.max_cells:
+                    cond.append(d)
+                    cells *= nuniq[d] + 1
             rho = [(abs(_spearman(x, y, b, c, rank_cache)), y) for y in num_before]
             rho = [t for t in rho if t[0] >= max(0.05, 4 / math.sqrt(b.n + c.n))]
             if rho:

@@ -283,3 +283,60 @@ def test_fields_of_a_struct_column_are_attributed(spark, tmp_path):
     assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == ["daily.price"], res.summary()
     assert not spark_causal.attribute(store, "a", "same", "daily.revenue").significant
     assert not spark_causal.attribute(store, "a", "same", "tags.gross").significant
+
+
+def test_a_drift_within_one_quantity_keeps_its_size_next_to_a_many_keyed_lookup(spark, tmp_path):
+    """Prices up 60% on single-item orders only: the price is conditioned on the quantity, not diluted
+    by the 60 skus of a joined dimension (whose cells would merge the quantities into one rest cell)."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    skus = pd.DataFrame({"sku": np.arange(58), "cost": np.round(np.random.default_rng(5).uniform(1, 8, 58), 2)})
+    for run, drift in (("a", False), ("b", True)):
+        rng = np.random.default_rng(2)
+        n = 30000
+        orders = pd.DataFrame({"qty": rng.integers(1, 4, n), "unit_price": np.round(rng.gamma(3.0, 4.0, n), 2),
+                               "shop": rng.choice(["a", "b"], n), "sku": rng.integers(0, 60, n)})
+        if drift:
+            orders.loc[orders.qty == 1, "unit_price"] = np.round(orders.loc[orders.qty == 1, "unit_price"] * 1.6, 2)
+        (tmp_path / run).mkdir()
+        orders.to_parquet(tmp_path / run / "orders.parquet")
+        skus.to_parquet(tmp_path / run / "skus.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "orders.parquet")) \
+                .join(spark.read.parquet(str(tmp_path / run / "skus.parquet")), "sku") \
+                .withColumn("gross", F.col("unit_price") * F.col("qty")).groupBy("shop") \
+                .agg(F.sum("gross").alias("gross")).write.parquet(str(tmp_path / run / "sales"))
+    res = spark_causal.attribute(store, "a", "b", "sales.gross")
+    top = [a for a in res.attributions if a.contribution][0]
+    assert res.significant and top.node == "orders.unit_price"
+    assert top.contribution == pytest.approx(res.change, rel=0.15), res.summary()
+
+
+def test_one_corrupted_row_of_a_many_keyed_dimension_is_named(spark, tmp_path):
+    """A customer dimension of 1,000 rows, a few orders each: one customer's discount corrupted is a
+    change of the looked-up table (both runs joined the same table), not lost among the unit's columns."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    discount = np.where(np.random.default_rng(11).random(1000) < 0.3, 0.05, 0.0)
+    for run, seed, bad in (("a", 91, False), ("same", 92, False), ("bad", 92, True)):
+        rng = np.random.default_rng(seed)
+        n = 6000
+        orders = pd.DataFrame({"customer_id": rng.integers(0, 1000, n), "region": rng.choice(["n", "s"], n),
+                               "amount": np.round(rng.lognormal(3.5, 0.6, n), 2)})
+        customers = pd.DataFrame({"customer_id": np.arange(1000), "discount": discount})
+        if bad:
+            customers.loc[17, "discount"] = -999.0
+        (tmp_path / run).mkdir()
+        orders.to_parquet(tmp_path / run / "orders.parquet")
+        customers.to_parquet(tmp_path / run / "customers.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "orders.parquet")) \
+                .join(spark.read.parquet(str(tmp_path / run / "customers.parquet")), "customer_id") \
+                .withColumn("net", F.col("amount") * (1 - F.col("discount"))).groupBy("region") \
+                .agg(F.sum("net").alias("revenue")).write.parquet(str(tmp_path / run / "rev"))
+    res = spark_causal.attribute(store, "a", "bad", "rev.revenue")
+    assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == ["customers.discount"]
+    assert "keys changed (17)" in res.details["tests"]["customers.discount"]["note"]
+    assert not spark_causal.attribute(store, "a", "same", "rev.revenue").significant
