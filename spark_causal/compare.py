@@ -169,6 +169,35 @@ def _merge(into: dict[str, AttributionItem], a: AttributionItem) -> None:
         p_value=min(ps) if ps else None)
 
 
+def _relay(result: Attribution, desc: dict, others: dict[str, dict], b: RunSamples, c: RunSamples,
+           config: AttributionConfig | None, cache: dict) -> Attribution | None:
+    """A plain re-aggregation (``SELECT region, SUM(revenue) FROM daily GROUP BY region``, daily being
+    another output or aggregation) sums the very units another segment sums, in far fewer rows: a
+    shift its few rows cannot show may be plain in the segment below. Its attribution there, when that
+    one is significant; None otherwise (or when a filter or join of the re-aggregation selects rows)."""
+    entry = (desc.get("aggregates") or {}).get(result.target) or {}
+    inp = entry.get("input")
+    if (result.agg != "sum" or str(entry.get("fn", "")).lower() != "sum" or inp not in others
+            or str(others[inp].get("fn", "")).lower() not in ("sum", "count") or desc.get("selections")):
+        return None
+    try:
+        inner = drill_down(attribute_samples(c.graph, b, c, inp, agg="sum", config=config), b, c,
+                           config=config, _depth=1, _cache=cache)
+    except SparkCausalError:
+        return None
+    if not inner.significant:
+        return None
+    total = sum(a.contribution for a in inner.attributions)
+    details = dict(result.details or {})
+    details["drilldown"] = [{"node": inp, "aggregate": inp, "explained": True, "contribution": result.change,
+                             "parts": {a.node: a.contribution for a in inner.attributions if a.contribution}}]
+    return dataclasses.replace(
+        result, attributions=list(inner.attributions), significant=True, unexplained=result.change - total,
+        code_changes=list(result.code_changes) + [cc for cc in inner.code_changes if cc not in result.code_changes],
+        details=details, warnings=list(result.warnings) + [
+            f"{result.target} sums {inp}, computed over far more units upstream: attributed there"])
+
+
 def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
                config: AttributionConfig | None = None, _depth: int = 0,
                _cache: dict | None = None) -> Attribution:
@@ -187,11 +216,14 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     desc = _segment_of(result, c)
     if desc is None:
         return result
-    others = {a: meta for d in c.graph.graph.get("segments", [])
-              if d.get("id") != desc.get("id") and d.get("output") == desc.get("output")
+    others = {a: meta for d in c.graph.graph.get("segments", []) if d.get("id") != desc.get("id")
               for a, meta in (d.get("aggregates") or {}).items()}
     if not others:
         return result
+    if not result.significant and _depth == 0:
+        relayed = _relay(result, desc, others, b, c, config, cache)
+        if relayed is not None:
+            return relayed
     merged: dict[str, AttributionItem] = {}
     order: list[AttributionItem] = []
     warnings = list(result.warnings)

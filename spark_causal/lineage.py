@@ -193,6 +193,8 @@ class _Walk:
         c = P.cls(p)
         if c == "SubqueryAlias":
             name = str(p.alias())
+            if name.startswith("__auto_generated_subquery_name"):  # Spark's, for FROM (SELECT ...) unnamed
+                return self.visit(p.child(), stage=stage, alias=alias)
             return self.visit(p.child(), stage=name, alias=name)
         if c == "View":
             desc = P.call(p, "desc")

@@ -340,3 +340,30 @@ def test_one_corrupted_row_of_a_many_keyed_dimension_is_named(spark, tmp_path):
     assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == ["customers.discount"]
     assert "keys changed (17)" in res.details["tests"]["customers.discount"]["note"]
     assert not spark_causal.attribute(store, "a", "same", "rev.revenue").significant
+
+
+def test_a_summary_of_another_output_is_attributed_below_it(spark, tmp_path):
+    """``summary`` re-aggregates the 90 rows of ``daily``, which another statement wrote: a German
+    amount drift too small to show in 90 rows is found in the orders ``daily`` sums; no change, none."""
+    store = str(tmp_path / "store")
+    for run, seed, drift in (("a", 101, False), ("same", 102, False), ("drift", 102, True)):
+        rng = np.random.default_rng(seed)
+        n = 8000
+        country = rng.choice(["US", "DE", "FR"], n, p=[0.5, 0.3, 0.2])
+        amount = np.round(rng.lognormal(3.5, 0.8, n) * np.where((country == "DE") & drift, 1.3, 1.0), 2)
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"country": country, "amount": amount, "channel": rng.choice(["web", "app", "store"], n),
+                      "day": rng.integers(1, 31, n)}).to_parquet(tmp_path / run / "orders.parquet")
+        spark.read.parquet(str(tmp_path / run / "orders.parquet")).createOrReplaceTempView("rb_orders")
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            for table in ("rb_daily", "rb_summary"):
+                spark.sql(f"DROP TABLE IF EXISTS {table}")
+            spark.sql("CREATE TABLE rb_daily USING parquet AS SELECT day, channel, SUM(amount) AS revenue "
+                      "FROM rb_orders GROUP BY day, channel")
+            spark.sql("CREATE TABLE rb_summary USING parquet AS SELECT channel, SUM(revenue) AS revenue "
+                      "FROM rb_daily GROUP BY channel")
+        assert not cap.errors
+    res = spark_causal.attribute(store, "a", "drift", "rb_summary.revenue")
+    assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == ["orders.amount"], \
+        res.summary()
+    assert not spark_causal.attribute(store, "a", "same", "rb_summary.revenue").significant

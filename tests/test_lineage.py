@@ -129,6 +129,9 @@ def test_views_ctes_and_subqueries(tables, spark):
     assert ups["orders.country"] == "indirect"  # the CTE's filter
     assert ups["customers.tier"] == "indirect" and ups["customers.customer_id"] == "indirect"  # IN subquery
     assert ups["fx.currency"] == "indirect" and ups["orders.currency"] == "indirect"  # correlated EXISTS
+    # an unnamed derived table gets Spark's alias __auto_generated_subquery_name: not a stage name
+    G = graph_of(spark.sql("SELECT SUM(net) AS total FROM (SELECT amount * 0.9 AS net FROM orders)"), "q")
+    assert "q.net" in G and G.nodes["q.net"]["stage"] == "q"
 
 
 def test_python_and_pandas_udfs_are_opaque(tables):
