@@ -8,6 +8,7 @@ notebook) gives the same clear errors.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import networkx as nx
@@ -98,6 +99,7 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     result = drill_down(result, b, c, config=config)
     if where is None and agg == "sum":
         result = _exact_values(result, s, target)
+    result = _through_unions(result, s, c.graph)
     extra = graph_differences(b.graph, c.graph)
     return dataclasses.replace(result, warnings=list(result.warnings) + extra) if extra else result
 
@@ -127,6 +129,85 @@ def _exact_values(result: Attribution, store: Store, target: str) -> Attribution
                             "change": result.change}
     return dataclasses.replace(result, baseline_value=exact[0], current_value=exact[1], change=change,
                                unexplained=change - explained, details=details)
+
+
+# ============================================================================ through unions
+def _through_unions(result: Attribution, store: Store, graph: nx.DiGraph, dominance: float = 3.0) -> Attribution:
+    """Items naming a union's column, or its rows (the units of a segment driven by a union), refined to
+    the branch that changed, by the exact statistics of the union's inputs in both runs.
+
+    Units are the union's rows, so a drift in one branch (online prices, not store prices) is a change
+    of the union column; the branches' own statistics say which one moved: the branch column whose
+    mean (in standard deviations), NULL share or top values moved ``dominance`` times more than any
+    other's, or the branch table whose row count did. Without such a branch the item stays as it was.
+    """
+    unions = {n for n, d in graph.nodes(data=True) if d.get("subtype") == "union"}
+    if not unions:
+        return result
+    try:
+        sb, sc = (store.read_parquet(run, "stats.parquet").drop_duplicates("node").set_index("node")
+                  for run in (result.baseline_run, result.current_run))
+    except Exception:  # noqa: BLE001 - no statistics: nothing to refine with
+        return result
+
+    def dominant(scores: dict[str, float]) -> str | None:
+        ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+        if not ranked or ranked[0][1] <= 0.02 or (len(ranked) > 1 and ranked[0][1] < dominance * ranked[1][1]):
+            return None
+        return ranked[0][0]
+
+    items, notes = [], []
+    for a in result.attributions:
+        branch = None
+        if a.kind == "volume":
+            stage = a.node.rsplit(".", 1)[0]
+            tables = {graph.nodes[p].get("table") for u in unions if graph.nodes[u].get("stage") == stage
+                      for p in nx.ancestors(graph, u) if graph.nodes[p].get("kind") == "source"} - {None}
+            rows = {t: _rows_change(sb, sc, graph, t) for t in tables}
+            found = dominant({t: v for t, v in rows.items() if v is not None})
+            branch = f"{found}.__rows__" if found else None
+        elif a.node in unions and a.contribution:
+            branch = dominant({p: _stats_change(sb, sc, p) for p in graph.predecessors(a.node)})
+        if branch is None:
+            items.append(a)
+            continue
+        node = graph.nodes[branch] if branch in graph else {}
+        notes.append(f"{a.node} refined to {branch}: of the union's inputs, its statistics changed")
+        items.append(dataclasses.replace(a, node=branch, table=node.get("table", branch.split(".")[0]),
+                                         stage=node.get("stage"), column=node.get("column", a.column)))
+    if not notes:
+        return result
+    return dataclasses.replace(result, attributions=items, warnings=list(result.warnings) + notes)
+
+
+def _stats_change(sb: Any, sc: Any, node: str) -> float:
+    """How far a node's exact statistics moved between runs: mean shift in standard deviations, change
+    of the NULL share, total variation of the top values (the largest of them)."""
+    if node not in sb.index or node not in sc.index:
+        return 0.0
+    b, c = sb.loc[node], sc.loc[node]
+    out = []
+    nb, nc = float(b["count"] or 0), float(c["count"] or 0)
+    if nb and nc:
+        out.append(abs(float(c["nulls"]) / nc - float(b["nulls"]) / nb))
+    spread = max(float(b["std"] or 0) if b["std"] == b["std"] else 0.0, 1e-12)
+    if b["mean"] == b["mean"] and c["mean"] == c["mean"] and b["mean"] is not None and c["mean"] is not None:
+        out.append(abs(float(c["mean"]) - float(b["mean"])) / spread)
+    tops = [dict((str(v), n) for v, n in json.loads(t)) if isinstance(t, str) else None for t in (b["top"], c["top"])]
+    if tops[0] and tops[1]:
+        tb, tc = sum(tops[0].values()) or 1, sum(tops[1].values()) or 1
+        out.append(0.5 * sum(abs(tops[1].get(k, 0) / tc - tops[0].get(k, 0) / tb) for k in set(tops[0]) | set(tops[1])))
+    return max(out, default=0.0)
+
+
+def _rows_change(sb: Any, sc: Any, graph: nx.DiGraph, table: str) -> float | None:
+    """Relative change of a source table's row count (any of its measured columns' count)."""
+    cols = [n for n, d in graph.nodes(data=True) if d.get("kind") == "source" and d.get("table") == table
+            and n in sb.index and n in sc.index]
+    if not cols:
+        return None
+    b, c = float(sb.loc[cols[0], "count"]), float(sc.loc[cols[0], "count"])
+    return abs(c - b) / b if b else None
 
 
 # ============================================================================ drill-down across segments
