@@ -120,6 +120,28 @@ class Capture:
         if lost:  # an empty probe's columns
             log.info("spark-causal: measuring %s apart", ", ".join(lost))
             self._measure_by_extra_pass(used, plan, **where)
+        self._measure_subquery_sources(used, plan)
+
+    def _measure_subquery_sources(self, output: str, plan: Any) -> None:
+        """Sources read only inside subqueries (``x IN (SELECT ...)``, a scalar threshold) carry no
+        probe: the columns the job reads from them are measured by one aggregation after the write,
+        whole, as the subquery reads them (they are usually small lookup tables)."""
+        walk = self.builder.walks[output]
+        have = {s["node"] for s in self.stats}
+        needed = P.needed_ids(plan)
+        relations = []
+        for leaf, unions in _leaves(plan):
+            mapping = {P.name(a): nid for a in P.output(leaf) if P.expr_id(a) in needed
+                       and (nid := walk.node(P.expr_id(a), unions.get(P.expr_id(a), 0))) and nid not in have}
+            if mapping:
+                have.update(mapping.values())
+                relations.append((P.to_dataframe(self.spark, leaf).select([f"`{c}`" for c in mapping]), mapping))
+        if relations:
+            try:
+                self._add_stats(compute_stats(self.graph, relations, sketches=False))
+            except Exception as exc:  # noqa: BLE001
+                self._fail_soft(f"statistics of the subquery sources of output {output!r} failed: "
+                                f"{_one_line(exc)}", exc)
 
     def _add_stats(self, found: list[dict]) -> None:
         """Keep the first stats row of each node: a node shared by several outputs, or a relation the plan

@@ -386,3 +386,23 @@ def test_an_insert_into_a_table_with_rows_measures_the_rows_it_inserted(spark, t
     for col in ("cust", "total"):
         assert_matches(stats[f"ins_report.{col}"], exact(inserted, col))
     spark.sql("DROP TABLE ins_report")
+
+
+def test_sources_read_only_in_subqueries_are_measured(spark, tables, tmp_path):
+    """A threshold from a scalar subquery and an IN (SELECT ...) list: their tables carry no probe, yet
+    their columns get exact statistics like any source's."""
+    orders, _ = tables
+    cfg = spark.createDataFrame([(1.0,), (2.0,)], "th double")
+    allowed = spark.createDataFrame([("a",), ("b",), (None,)], "s string")
+    cfg.write.parquet(str(tmp_path / "cfg"))
+    allowed.write.parquet(str(tmp_path / "allowed"))
+    orders.createOrReplaceTempView("sq_orders")
+    spark.read.parquet(str(tmp_path / "cfg")).createOrReplaceTempView("sq_cfg")
+    spark.read.parquet(str(tmp_path / "allowed")).createOrReplaceTempView("sq_allowed")
+    with spark_causal.capture(spark, store=str(tmp_path / "st"), run="r") as cap:
+        spark.sql("SELECT s, SUM(amount) AS total FROM sq_orders WHERE amount > (SELECT MIN(th) FROM sq_cfg) "
+                  "AND s IN (SELECT s FROM sq_allowed) GROUP BY s").write.parquet(str(tmp_path / "out"))
+    assert not cap.errors
+    stats = {r["node"]: r for r in Store(str(tmp_path / "st")).read_parquet("r", "stats.parquet").to_dict("records")}
+    assert_matches(stats["cfg.th"], exact(cfg, "th"))
+    assert_matches(stats["allowed.s"], exact(allowed, "s"))
