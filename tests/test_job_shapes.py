@@ -285,6 +285,21 @@ def test_fields_of_a_struct_column_are_attributed(spark, tmp_path):
     assert not spark_causal.attribute(store, "a", "same", "tags.gross").significant
 
 
+def _capture_joined(spark, store: str, folder, tables: dict, key: str, value, group: str, target: str) -> None:
+    """Capture run ``folder.name``: the first table joined to the second on ``key``, ``value`` summed by
+    ``group`` into output column ``target`` (``<output>.<column>``)."""
+    from pyspark.sql import functions as F
+
+    folder.mkdir()
+    for name, frame in tables.items():
+        frame.to_parquet(folder / f"{name}.parquet")
+    fact, dim = (spark.read.parquet(str(folder / f"{name}.parquet")) for name in tables)
+    output, column = target.split(".")
+    with spark_causal.capture(spark, store=store, run=folder.name):
+        fact.join(dim, key).withColumn("v", value).groupBy(group).agg(F.sum("v").alias(column)) \
+            .write.parquet(str(folder / output))
+
+
 def test_a_drift_within_one_quantity_keeps_its_size_next_to_a_many_keyed_lookup(spark, tmp_path):
     """Prices up 60% on single-item orders only: the price is conditioned on the quantity, not diluted
     by the 60 skus of a joined dimension (whose cells would merge the quantities into one rest cell)."""
@@ -299,14 +314,8 @@ def test_a_drift_within_one_quantity_keeps_its_size_next_to_a_many_keyed_lookup(
                                "shop": rng.choice(["a", "b"], n), "sku": rng.integers(0, 60, n)})
         if drift:
             orders.loc[orders.qty == 1, "unit_price"] = np.round(orders.loc[orders.qty == 1, "unit_price"] * 1.6, 2)
-        (tmp_path / run).mkdir()
-        orders.to_parquet(tmp_path / run / "orders.parquet")
-        skus.to_parquet(tmp_path / run / "skus.parquet")
-        with spark_causal.capture(spark, store=store, run=run):
-            spark.read.parquet(str(tmp_path / run / "orders.parquet")) \
-                .join(spark.read.parquet(str(tmp_path / run / "skus.parquet")), "sku") \
-                .withColumn("gross", F.col("unit_price") * F.col("qty")).groupBy("shop") \
-                .agg(F.sum("gross").alias("gross")).write.parquet(str(tmp_path / run / "sales"))
+        _capture_joined(spark, store, tmp_path / run, {"orders": orders, "skus": skus}, "sku",
+                        F.col("unit_price") * F.col("qty"), "shop", "sales.gross")
     res = spark_causal.attribute(store, "a", "b", "sales.gross")
     top = [a for a in res.attributions if a.contribution][0]
     assert res.significant and top.node == "orders.unit_price"
@@ -328,14 +337,8 @@ def test_one_corrupted_row_of_a_many_keyed_dimension_is_named(spark, tmp_path):
         customers = pd.DataFrame({"customer_id": np.arange(1000), "discount": discount})
         if bad:
             customers.loc[17, "discount"] = -999.0
-        (tmp_path / run).mkdir()
-        orders.to_parquet(tmp_path / run / "orders.parquet")
-        customers.to_parquet(tmp_path / run / "customers.parquet")
-        with spark_causal.capture(spark, store=store, run=run):
-            spark.read.parquet(str(tmp_path / run / "orders.parquet")) \
-                .join(spark.read.parquet(str(tmp_path / run / "customers.parquet")), "customer_id") \
-                .withColumn("net", F.col("amount") * (1 - F.col("discount"))).groupBy("region") \
-                .agg(F.sum("net").alias("revenue")).write.parquet(str(tmp_path / run / "rev"))
+        _capture_joined(spark, store, tmp_path / run, {"orders": orders, "customers": customers}, "customer_id",
+                        F.col("amount") * (1 - F.col("discount")), "region", "rev.revenue")
     res = spark_causal.attribute(store, "a", "bad", "rev.revenue")
     assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == ["customers.discount"]
     assert "keys changed (17)" in res.details["tests"]["customers.discount"]["note"]
