@@ -595,6 +595,10 @@ def needed_ids(root: JObject) -> set[int]:
     column the job prunes. Computed top
     down like Catalyst's column pruning: a Project needs only the inputs of its needed outputs.
     """
+    return _memo(root, "needed", lambda: _needed(root))
+
+
+def _needed(root: JObject) -> set[int]:
     used: set[int] = set()
     stack = [(root, {expr_id(a) for a in output(root)})]
     while stack:
