@@ -2181,6 +2181,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 used |= u
         used -= selections - {node}
         used.discard(node)
+        if not (fns["b"] or fns["c"]) and any(str(_node_attr(graphs, p, "dtype") or "").startswith(_NESTED)
+                                              for p in used):
+            continue  # of a struct's fields, held as JSON text, no function can be fitted: its values are the unit's
         det[node] = _DetSpec(node, sorted(used, key=model_nodes.index), is_sel, fns,
                              node in changed_code, node in changed_code)
         parents[node] = det[node].parents

@@ -257,21 +257,28 @@ def _events_struct(seed: int, drift: bool) -> pd.DataFrame:
     n = 4000
     price = np.round(rng.gamma(4.0, 8.0, n) * (1.4 if drift else 1.0), 2)
     tags = np.array(["promo", "new", "gift"])
-    return pd.DataFrame({"event_id": np.arange(n),
+    return pd.DataFrame({"event_id": np.arange(n), "user_id": rng.integers(0, 500, n),
                          "payload": [{"price": float(p), "qty": int(q)} for p, q in zip(price, rng.integers(1, 6, n))],
                          "tags": [list(tags[rng.choice(3, k, replace=False)]) for k in rng.integers(0, 3, n)]})
 
 
 def test_fields_of_a_struct_column_are_attributed(spark, tmp_path):
     """A struct source column is held as JSON text: a drift of one of its fields is named as the stage
-    column reading that field, and an exploded array's aggregate is attributed without error."""
+    column reading that field, and an exploded array's aggregate is attributed without error; an
+    aggregate of fields (no stage column) next to a join raises no false alarm."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
     for run, seed, drift in (("a", 81, False), ("same", 82, False), ("drift", 82, True)):
         (tmp_path / run).mkdir()
         _events_struct(seed, drift).to_parquet(tmp_path / run / "events.parquet")
+        pd.DataFrame({"user_id": np.arange(500), "country": np.random.default_rng(0).choice(["DE", "FR"], 500)}) \
+            .to_parquet(tmp_path / run / "users.parquet")
         with spark_causal.capture(spark, store=store, run=run) as cap:
+            spark.read.parquet(str(tmp_path / run / "events.parquet")) \
+                .join(spark.read.parquet(str(tmp_path / run / "users.parquet")), "user_id").groupBy("country") \
+                .agg(F.sum(F.col("payload.price") * F.col("payload.qty")).alias("revenue")) \
+                .write.parquet(str(tmp_path / run / "kpi"))
             ev = spark.read.parquet(str(tmp_path / run / "events.parquet")).select(
                 "event_id", F.col("payload.price").alias("price"), F.col("payload.qty").alias("qty"), "tags") \
                 .filter(F.col("price") >= 1.0).withColumn("gross", F.col("price") * F.col("qty"))
@@ -283,6 +290,7 @@ def test_fields_of_a_struct_column_are_attributed(spark, tmp_path):
     assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == ["daily.price"], res.summary()
     assert not spark_causal.attribute(store, "a", "same", "daily.revenue").significant
     assert not spark_causal.attribute(store, "a", "same", "tags.gross").significant
+    assert not spark_causal.attribute(store, "a", "same", "kpi.revenue").significant
 
 
 def _capture_joined(spark, store: str, folder, tables: dict, key: str, value, group: str, target: str) -> None:
