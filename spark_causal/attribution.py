@@ -2104,7 +2104,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             lookups[col] = keys
     # units sampled by the partitions of a window (whole partitions) are clustered by its keys
     windowed = [k for d in (desc, desc_b) for k in d.get("clusters") or [] if k in model_nodes]
-    key_ids.update(windowed)
+    if windowed and _many_keys(sorted(set(windowed)), b, c):  # a few large partitions (per country) are
+        key_ids.update(windowed)  # no clusters of the design: with every unit sampled, they are cells
     for r in (b, c):
         r.groups = [_cluster_codes(r.values[k]) for k in sorted(key_ids | clustering)]
     aggregates = set(aggs)

@@ -402,3 +402,27 @@ def test_a_change_in_one_branch_of_a_union_is_named_by_its_branch(spark, tmp_pat
         res = spark_causal.attribute(store, "a", run, "sales.gross")
         assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == [cause], res.summary()
     assert not spark_causal.attribute(store, "a", "same", "sales.gross").significant
+
+
+def test_a_window_over_a_few_large_partitions_keeps_its_power(spark, tmp_path):
+    """Every unit sampled, a window per country: its 3 partitions are cells, not 3 clusters of the
+    sample design that would leave a volume change of 30% or a German drift insignificant."""
+    store = str(tmp_path / "store")
+    for run, seed, n, de in (("a", 121, 4000, 1.0), ("same", 122, 4000, 1.0), ("more", 122, 5200, 1.0),
+                             ("drift", 122, 4000, 2.0)):
+        rng = np.random.default_rng(seed)
+        country = rng.choice(["DE", "FR", "US"], n)
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"country": country, "amount": np.round(rng.lognormal(3, 0.5, n) * np.where(
+            country == "DE", de, 1.0), 2)}).to_parquet(tmp_path / run / "tx.parquet")
+        spark.read.parquet(str(tmp_path / run / "tx.parquet")).createOrReplaceTempView("wc_tx")
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            spark.sql("""WITH w AS (SELECT *, AVG(amount) OVER (PARTITION BY country) AS avg_c FROM wc_tx
+                         WHERE amount > 3)
+                         SELECT country, SUM(CASE WHEN amount > avg_c THEN amount ELSE 0 END) AS metric
+                         FROM w GROUP BY country""").write.parquet(str(tmp_path / run / "report"))
+        assert not cap.errors
+    for run, cause in (("more", "tx.__rows__"), ("drift", "tx.amount")):
+        res = spark_causal.attribute(store, "a", run, "report.metric")
+        assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == [cause], res.summary()
+    assert not spark_causal.attribute(store, "a", "same", "report.metric").significant
