@@ -2295,7 +2295,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # a table's columns are modelled jointly: every column of the driving table joins the chain, so
     # that a drift confined to one group (one country's amounts) stays a change of one conditional
     root_nodes = [x for x in model_nodes if x not in parents and (x not in selections or x in free) and (
-        x in relevant or _node_attr(graphs, x, "table") == driving)]
+        x in relevant or (_node_attr(graphs, x, "table") or _node_attr(graphs, x, "stage")) == driving)]
     discrete, identifiers, nuniq = {}, [], {}
     declared_ids = set(desc.get("identifiers") or []) | set(desc_b.get("identifiers") or []) | key_ids
     lookup_keys = {k for keys in lookups.values() for k in keys}
