@@ -97,7 +97,9 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     b, c = load_pair(s, baseline, current, target, agg, spark=spark)
     result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config)
     result = drill_down(result, b, c, config=config)
-    if where is None and agg == "sum":
+    fns = {str(meta.get("fn", "")).lower() for d in c.graph.graph.get("segments", [])
+           for a, meta in (d.get("aggregates") or {}).items() if a == target}
+    if where is None and agg == "sum" and fns <= {"sum", "count"}:  # what the samples sum is the column's sum
         result = _exact_values(result, s, target)
     result = _through_unions(result, s, c.graph)
     extra = graph_differences(b.graph, c.graph)

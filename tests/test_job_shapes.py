@@ -430,3 +430,24 @@ def test_a_window_over_a_few_large_partitions_keeps_its_power(spark, tmp_path):
         res = spark_causal.attribute(store, "a", run, "report.metric")
         assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == [cause], res.summary()
     assert not spark_causal.attribute(store, "a", "same", "report.metric").significant
+
+
+def test_reported_values_are_the_outputs_exact_sums(spark, tmp_path):
+    """A sum's baseline and current are what the job wrote (not the sample's estimate); an avg's
+    column sum is no metric the samples estimate, so its values stay the samples'."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 131), ("b", 132)):
+        (tmp_path / run).mkdir()
+        _orders(seed, drift=run == "b").to_parquet(tmp_path / run / "orders.parquet")
+        with spark_causal.capture(spark, store=store, run=run, sample_size=1000):
+            spark.read.parquet(str(tmp_path / run / "orders.parquet")).groupBy("country").agg(
+                F.sum("amount").alias("revenue"), F.avg("amount").alias("mean_amount")) \
+                .write.parquet(str(tmp_path / run / "report"))
+    written = [spark.read.parquet(str(tmp_path / run / "report")).agg(F.sum("revenue")).collect()[0][0]
+               for run in ("a", "b")]
+    res = spark_causal.attribute(store, "a", "b", "report.revenue")
+    assert (res.baseline_value, res.current_value) == (pytest.approx(written[0]), pytest.approx(written[1]))
+    assert res.details["estimated"]["baseline"] != pytest.approx(written[0], rel=1e-6)  # a 1,000-unit sample
+    assert "estimated" not in spark_causal.attribute(store, "a", "b", "report.mean_amount").details
