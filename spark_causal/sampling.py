@@ -230,8 +230,9 @@ def _describe_window(ne: JObject, env: dict[int, str], gates: list[str]) -> tupl
         entry["offset"] = int(str(frame.lower().value()))
         arg = fn.input()
     elif agg:
-        entry["frame"] = {("UnboundedPreceding", "UnboundedFollowing"): "partition",
-                          ("UnboundedPreceding", "CurrentRow"): P.cls(frame.frameType()).rstrip("$")}.get((lower, upper))
+        frames = {("UnboundedPreceding", "UnboundedFollowing"): "partition",
+                  ("UnboundedPreceding", "CurrentRow"): P.cls(frame.frameType()).rstrip("$")}
+        entry["frame"] = frames.get((lower, upper))
         kids = P.children(fn.aggregateFunction())
         arg = kids[0] if kids and P.cls(kids[0]) != "Literal" else None
         if entry["frame"] is None or len(kids) != 1:
