@@ -2154,8 +2154,6 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             continue
         if kind == "source" or not ps or node in free:
             continue
-        if all(str(_node_attr(graphs, p, "dtype") or "").startswith(_NESTED) for p in ps):
-            continue  # a field of a struct (array, map) column, stored as text: its values are the unit's
         is_sel = node in selections
         fns: dict[str, Callable | None] = {"b": None, "c": None}
         used: set[str] = set(ps)
@@ -2184,7 +2182,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         used.discard(node)
         if not (fns["b"] or fns["c"]) and any(str(_node_attr(graphs, p, "dtype") or "").startswith(_NESTED)
                                               for p in used):
-            continue  # of a struct's fields, held as JSON text, no function can be fitted: its values are the unit's
+            # a struct's field (``payload.price``) or an expression of several: the struct is held as JSON
+            # text, which no function can be fitted to, so its values are the unit's own
+            continue
         det[node] = _DetSpec(node, sorted(used, key=model_nodes.index), is_sel, fns,
                              node in changed_code, node in changed_code)
         parents[node] = det[node].parents

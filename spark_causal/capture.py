@@ -131,8 +131,7 @@ class Capture:
         needed = P.needed_ids(plan)
         relations = []
         for leaf, unions in _leaves(plan):
-            mapping = {P.name(a): nid for a in P.output(leaf) if P.expr_id(a) in needed
-                       and (nid := walk.node(P.expr_id(a), unions.get(P.expr_id(a), 0))) and nid not in have}
+            mapping = {c: nid for c, nid in _leaf_nodes(walk, leaf, unions, needed).items() if nid not in have}
             if mapping:
                 have.update(mapping.values())
                 relations.append((P.to_dataframe(self.spark, leaf).select([f"`{c}`" for c in mapping]), mapping))
@@ -179,8 +178,7 @@ class Capture:
                                   mapping))
         partitions = P.partition_filters(plan)
         for leaf, unions in _leaves(plan):  # sources as read (their partitions): a plain scan, no joins to redo
-            mapping = {P.name(a): nid for a in P.output(leaf)
-                       if (nid := walk.node(P.expr_id(a), unions.get(P.expr_id(a), 0)))}
+            mapping = _leaf_nodes(walk, leaf, unions)
             relations.append((P.to_dataframe(self.spark, P.restrict(leaf, partitions)), mapping))
             if mapping:
                 counted.setdefault(int(leaf.hashCode()), next(iter(mapping.values())))
@@ -575,6 +573,13 @@ def _leaves(plan: Any) -> list[tuple[Any, dict[int, int]]]:
         for e in P.seq(p.expressions()):
             stack.extend((sub, unions) for sub in P.inspect_expr(e).subqueries)
     return out
+
+
+def _leaf_nodes(walk: Any, leaf: Any, unions: dict[int, int], only: set[int] | None = None) -> dict[str, str]:
+    """{column of a source leaf: its node} (``_leaves`` gives the unions above it), for the columns in
+    ``only`` (exprIds) when given."""
+    return {P.name(a): nid for a in P.output(leaf) if (only is None or P.expr_id(a) in only)
+            and (nid := walk.node(P.expr_id(a), unions.get(P.expr_id(a), 0)))}
 
 
 def _read_back(spark: Any, *, path: str | None, table: str | None, fmt: str | None) -> Any:

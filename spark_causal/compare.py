@@ -99,27 +99,33 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     result = drill_down(result, b, c, config=config)
     fns = {str(meta.get("fn", "")).lower() for d in c.graph.graph.get("segments", [])
            for a, meta in (d.get("aggregates") or {}).items() if a == target}
-    if where is None and agg == "sum" and fns <= {"sum", "count"}:  # what the samples sum is the column's sum
-        result = _exact_values(result, s, target)
-    result = _through_unions(result, s, c.graph)
+    stats = _run_stats(s, baseline, current)
+    if stats is not None and where is None and agg == "sum" and fns <= {"sum", "count"}:
+        result = _exact_values(result, stats, target)  # what the samples sum is the column's sum
+    if stats is not None:
+        result = _through_unions(result, stats, c.graph)
     extra = graph_differences(b.graph, c.graph)
     return dataclasses.replace(result, warnings=list(result.warnings) + extra) if extra else result
 
 
-def _exact_values(result: Attribution, store: Store, target: str) -> Attribution:
+def _run_stats(store: Store, baseline: str, current: str) -> tuple[Any, Any] | None:
+    """Both runs' statistics indexed by node, read once for what uses them; None when a run has none."""
+    try:
+        return tuple(store.read_parquet(run, "stats.parquet").drop_duplicates("node").set_index("node")
+                     for run in (baseline, current))
+    except Exception:  # noqa: BLE001 - an old or partial run: the samples' estimates stand
+        return None
+
+
+def _exact_values(result: Attribution, stats: tuple[Any, Any], target: str) -> Attribution:
     """The result with the metric's values as the job wrote them (the output column's exact statistics:
     mean x non-NULL count), not as the samples estimate them; the contributions stay the samples' and
-    what they leave of the exact change is unexplained. Kept as estimated when a run has no statistics."""
+    what they leave of the exact change is unexplained. Kept as estimated when a run has no statistics of it."""
     exact = []
-    for run in (result.baseline_run, result.current_run):
-        try:
-            stats = store.read_parquet(run, "stats.parquet")
-        except Exception:  # noqa: BLE001 - an old or partial run: the estimate stands
+    for run_stats in stats:
+        if target not in run_stats.index:
             return result
-        row = stats[stats["node"] == target]
-        if row.empty:
-            return result
-        r = row.iloc[0]
+        r = run_stats.loc[target]
         valued = int(r["count"]) - int(r["nulls"])
         if valued and (r["mean"] is None or r["mean"] != r["mean"]):
             return result
@@ -134,7 +140,8 @@ def _exact_values(result: Attribution, store: Store, target: str) -> Attribution
 
 
 # ============================================================================ through unions
-def _through_unions(result: Attribution, store: Store, graph: nx.DiGraph, dominance: float = 3.0) -> Attribution:
+def _through_unions(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGraph,
+                    dominance: float = 3.0) -> Attribution:
     """Items naming a union's column, or its rows (the units of a segment driven by a union), refined to
     the branch that changed, by the exact statistics of the union's inputs in both runs.
 
@@ -146,11 +153,7 @@ def _through_unions(result: Attribution, store: Store, graph: nx.DiGraph, domina
     unions = {n for n, d in graph.nodes(data=True) if d.get("subtype") == "union"}
     if not unions:
         return result
-    try:
-        sb, sc = (store.read_parquet(run, "stats.parquet").drop_duplicates("node").set_index("node")
-                  for run in (result.baseline_run, result.current_run))
-    except Exception:  # noqa: BLE001 - no statistics: nothing to refine with
-        return result
+    sb, sc = stats
 
     def dominant(scores: dict[str, float]) -> str | None:
         ranked = sorted(scores.items(), key=lambda kv: -kv[1])

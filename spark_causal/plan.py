@@ -592,8 +592,8 @@ def needed_ids(root: JObject) -> set[int]:
     """ExprIds of the columns the job needs: written, or read by an operator whose own output is needed.
 
     Probes measure only those, and the sampled pass carries only those, so neither makes a scan read a
-    column the job prunes. Computed top
-    down like Catalyst's column pruning: a Project needs only the inputs of its needed outputs.
+    column the job prunes. Computed top down like Catalyst's column pruning: a Project needs only the
+    inputs of its needed outputs. Remembered per plan: capture, probes and sampling all ask.
     """
     return _memo(root, "needed", lambda: _needed(root))
 
@@ -621,4 +621,3 @@ def _needed(root: JObject) -> set[int]:
             else:  # Union, Distinct, an opaque operator ...: every input column
                 stack.append((ch, out))
     return used
-

@@ -83,9 +83,7 @@ class _Rewriter:
         self.windows: dict[str, dict] = {}  # window node -> how to compute it again (``_describe_window``)
 
     def on_path(self, p: JObject) -> bool:
-        if int(p.hashCode()) == self.driving_hash:
-            return True
-        return any(self.on_path(ch) for ch in P.children(p))
+        return _reaches(p, self.driving_hash)
 
     def add(self, expr: JObject, name: str) -> JObject:
         a = self.c.alias(expr, name)
@@ -457,6 +455,7 @@ def window_keys(body: JObject, driving: JObject) -> set[int]:
 
 
 def _reaches(p: JObject, target: int) -> bool:
+    """Is the relation of hashCode ``target`` ``p`` or below it?"""
     return int(p.hashCode()) == target or any(_reaches(ch, target) for ch in P.children(p))
 
 
