@@ -104,6 +104,7 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
         result = _exact_values(result, stats, target)  # what the samples sum is the column's sum
     if stats is not None:
         result = _through_unions(result, stats, c.graph)
+        result = _through_filtered_joins(result, stats, b.graph, c.graph)
     extra = graph_differences(b.graph, c.graph)
     return dataclasses.replace(result, warnings=list(result.warnings) + extra) if extra else result
 
@@ -154,13 +155,6 @@ def _through_unions(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGra
     if not unions:
         return result
     sb, sc = stats
-
-    def dominant(scores: dict[str, float]) -> str | None:
-        ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-        if not ranked or ranked[0][1] <= 0.02 or (len(ranked) > 1 and ranked[0][1] < dominance * ranked[1][1]):
-            return None
-        return ranked[0][0]
-
     items, notes = [], []
     for a in result.attributions:
         branch = None
@@ -169,20 +163,103 @@ def _through_unions(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGra
             tables = {graph.nodes[p].get("table") for u in unions if graph.nodes[u].get("stage") == stage
                       for p in nx.ancestors(graph, u) if graph.nodes[p].get("kind") == "source"} - {None}
             rows = {t: _rows_change(sb, sc, graph, t) for t in tables}
-            found = dominant({t: v for t, v in rows.items() if v is not None})
+            found = _dominant({t: v for t, v in rows.items() if v is not None}, dominance)
             branch = f"{found}.__rows__" if found else None
         elif a.node in unions and a.contribution:
-            branch = dominant({p: _stats_change(sb, sc, p) for p in graph.predecessors(a.node)})
+            branch = _dominant({p: _stats_change(sb, sc, p) for p in graph.predecessors(a.node)}, dominance)
         if branch is None:
             items.append(a)
             continue
-        node = graph.nodes[branch] if branch in graph else {}
         notes.append(f"{a.node} refined to {branch}: of the union's inputs, its statistics changed")
-        items.append(dataclasses.replace(a, node=branch, table=node.get("table", branch.split(".")[0]),
-                                         stage=node.get("stage"), column=node.get("column", a.column)))
+        items.append(_renamed(a, branch, graph))
     if not notes:
         return result
     return dataclasses.replace(result, attributions=items, warnings=list(result.warnings) + notes)
+
+
+def _dominant(scores: dict[str, float], dominance: float) -> str | None:
+    """The key whose score is ``dominance`` times any other's (and above noise), else None."""
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    if not ranked or ranked[0][1] <= 0.02 or (len(ranked) > 1 and ranked[0][1] < dominance * ranked[1][1]):
+        return None
+    return ranked[0][0]
+
+
+def _renamed(a: AttributionItem, node_id: str, graph: nx.DiGraph) -> AttributionItem:
+    node = graph.nodes[node_id] if node_id in graph else {}
+    return dataclasses.replace(a, node=node_id, kind=node.get("kind", a.kind), table=node.get("table", node_id.split(".")[0]),
+                               stage=node.get("stage"), column=node.get("column", a.column))
+
+
+# ============================================================================ through filtered joins
+def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baseline: nx.DiGraph,
+                            graph: nx.DiGraph, dominance: float = 3.0) -> Attribution:
+    """Items naming a join's match refined to the filter of the join's other side that changed.
+
+    A unit's match says whether its key found a row of the other side *as the job filtered it*:
+    ``JOIN customers c ... WHERE c.segment IN (SELECT segment FROM segments WHERE active)`` is
+    planned with the filter inside the customers side (so is ``orders.join(customers.filter(...))``),
+    and the sample cannot see it apart from the match. Which one moved the match is told by the exact
+    statistics: the filter's code (its fingerprint), or the source column under the filter whose
+    statistics moved ``dominance`` times more than the other side's keys and row count did (a flipped
+    flag in ``segments``); else the item stays the join's.
+    """
+    sb, sc = stats
+    other_sides = _join_other_sides(graph)
+    if not other_sides:
+        return result
+    items, notes = [], []
+    for a in result.attributions:
+        side = other_sides.get(a.node)
+        found = None
+        if side is not None and a.contribution:
+            tables, keys, filters = side
+            changed = [f for f in filters if f in baseline
+                       and baseline.nodes[f].get("fingerprint") != graph.nodes[f].get("fingerprint")]
+            if changed:
+                found = changed[0]
+            else:
+                roots = {r for f in filters for r in nx.ancestors(graph, f)
+                         if graph.nodes[r].get("kind") == "source"} - set(keys)
+                scores = {r: _stats_change(sb, sc, r) for r in roots}
+                scores.update({k: _stats_change(sb, sc, k) for k in keys})
+                scores.update({f"{t}.__rows__": _rows_change(sb, sc, graph, t) or 0.0 for t in tables})
+                best = _dominant(scores, dominance)
+                found = best if best in roots else None
+        if found is None:
+            items.append(a)
+            continue
+        notes.append(f"{a.node} refined to {found}: the join's other side is filtered by it, and it changed")
+        items.append(_renamed(a, found, graph))
+    if not notes:
+        return result
+    return dataclasses.replace(result, attributions=items, warnings=list(result.warnings) + notes)
+
+
+def _join_other_sides(graph: nx.DiGraph) -> dict[str, tuple[set[str], list[str], list[str]]]:
+    """Each join selection of a segment: (the source tables of its other side, that side's key columns,
+    the filters off the driving path that read those tables and reach the segment's results)."""
+    on_paths = {s for d in graph.graph.get("segments", []) for s in d.get("selections", [])}
+    out = {}
+    for desc in graph.graph.get("segments", []):
+        results = [n for n in list(desc.get("aggregates") or {}) + list(desc.get("group_keys") or []) if n in graph]
+        results += [n for n, d in graph.nodes(data=True) if d.get("output") and d.get("output") == desc.get("output")]
+        reach = set().union(*(nx.ancestors(graph, n) for n in results)) if results else set()
+        for j in desc.get("joins", []):
+            cols = list(j.get("other_keys", [])) + list(j.get("columns", []))
+            tables = {graph.nodes[c].get("table") for c in cols if c in graph} - {None}
+            off = sorted(n for n in reach - on_paths if graph.nodes[n].get("kind") == "selection")
+            filters, read = [], set(tables)
+            while True:  # a filter of a table semi-joined to the other side filters it too
+                more = [n for n in off if n not in filters
+                        and any(graph.nodes[r].get("table") in read for r in graph.predecessors(n))]
+                if not more:
+                    break
+                filters += more
+                read |= {graph.nodes[r].get("table") for n in more for r in graph.predecessors(n)} - {None}
+            if filters and j.get("selection"):
+                out[j["selection"]] = (tables, [k for k in j.get("other_keys", []) if k in graph], sorted(filters))
+    return out
 
 
 def _stats_change(sb: Any, sc: Any, node: str) -> float:

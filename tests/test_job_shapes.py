@@ -449,3 +449,64 @@ def test_reported_values_are_the_outputs_exact_sums(spark, tmp_path):
     assert (res.baseline_value, res.current_value) == (pytest.approx(written[0]), pytest.approx(written[1]))
     assert res.details["estimated"]["baseline"] != pytest.approx(written[0], rel=1e-6)  # a 1,000-unit sample
     assert "estimated" not in spark_causal.attribute(store, "a", "b", "report.mean_amount").details
+
+
+def _segmented_tables(seed: int, *, active_e: bool = True, customers: int = 500) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    n = 6000
+    return {"orders": pd.DataFrame({"customer_id": rng.integers(0, 500, n),
+                                    "amount": np.round(rng.lognormal(3, 0.5, n), 2)}),
+            "customers": pd.DataFrame({"customer_id": np.arange(customers),
+                                       "segment": np.array(list("ABCDE"))[np.arange(customers) % 5],
+                                       "tier": np.arange(customers) % 4}),
+            "segments": pd.DataFrame({"segment": list("ABCDE"), "active": [True, True, True, False, active_e]})}
+
+
+def _capture_segmented(spark, store: str, folder, tables: dict, api: str, min_tier: int = 0) -> None:
+    """Orders joined to customers whose segment is active (an IN subquery, or a semi join) and whose
+    tier is at least ``min_tier``: both filters sit on the customers side of the join."""
+    from pyspark.sql import functions as F
+
+    folder.mkdir()
+    for name, frame in tables.items():
+        frame.to_parquet(folder / f"{name}.parquet")
+        spark.read.parquet(str(folder / f"{name}.parquet")).createOrReplaceTempView(name)
+    with spark_causal.capture(spark, store=store, run=folder.name):
+        if api == "sql":
+            df = spark.sql(f"""SELECT c.segment, SUM(o.amount) AS revenue FROM orders o
+                JOIN customers c ON o.customer_id = c.customer_id
+                WHERE c.segment IN (SELECT segment FROM segments WHERE active) AND c.tier >= {min_tier}
+                GROUP BY c.segment""")
+        else:
+            o, c, s = (spark.table(name) for name in ("orders", "customers", "segments"))
+            kept = c.filter(F.col("tier") >= min_tier).join(s.filter("active"), "segment", "left_semi")
+            df = o.join(kept, "customer_id").groupBy("segment").agg(F.sum("amount").alias("revenue"))
+        df.write.parquet(str(folder / "rev"))
+
+
+@pytest.mark.parametrize("api", ["sql", "df"])
+def test_a_flag_of_a_table_filtering_the_joined_side_is_named(spark, tmp_path, api):
+    """Segment E switched off in ``segments``: the orders of its customers no longer match, and the
+    cause is the flag, not the join (Catalyst plans the filter inside the customers side)."""
+    store = str(tmp_path / "store")
+    for run, seed, active in (("a", 1, True), ("same", 2, True), ("off", 2, False)):
+        _capture_segmented(spark, store, tmp_path / run, _segmented_tables(seed, active_e=active), api)
+    res = spark_causal.attribute(store, "a", "off", "rev.revenue")
+    top = [a for a in res.attributions if a.contribution][0]
+    assert res.significant and top.node == "segments.active", res.summary()
+    assert top.contribution == pytest.approx(res.change, rel=0.1)
+    assert not spark_causal.attribute(store, "a", "same", "rev.revenue").significant
+
+
+def test_the_joined_sides_filter_code_or_its_lost_rows_are_named(spark, tmp_path):
+    """A changed threshold of the customers-side filter is that filter's code; customers missing from
+    the dimension (keys lost, every filter input as before) stay the join's own change."""
+    store = str(tmp_path / "store")
+    for run, seed, rows, tier in (("a", 1, 500, 1), ("code", 2, 500, 2), ("gone", 2, 400, 1)):
+        _capture_segmented(spark, store, tmp_path / run, _segmented_tables(seed, customers=rows), "df", tier)
+    code = spark_causal.attribute(store, "a", "code", "rev.revenue")
+    changed = [a for a in code.attributions if a.contribution][0]
+    assert code.significant and changed.kind == "selection" and changed.node.startswith("rev.filter"), code.summary()
+    gone = spark_causal.attribute(store, "a", "gone", "rev.revenue")
+    top = [a for a in gone.attributions if a.contribution][0]
+    assert gone.significant and top.node.startswith("rev.join"), gone.summary()
