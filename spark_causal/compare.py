@@ -187,8 +187,9 @@ def _dominant(scores: dict[str, float], dominance: float) -> str | None:
 
 def _renamed(a: AttributionItem, node_id: str, graph: nx.DiGraph) -> AttributionItem:
     node = graph.nodes[node_id] if node_id in graph else {}
-    return dataclasses.replace(a, node=node_id, kind=node.get("kind", a.kind), table=node.get("table", node_id.split(".")[0]),
-                               stage=node.get("stage"), column=node.get("column", a.column))
+    return dataclasses.replace(a, node=node_id, kind=node.get("kind", a.kind),
+                               table=node.get("table", node_id.split(".")[0]), stage=node.get("stage"),
+                               column=node.get("column", a.column))
 
 
 # ============================================================================ through filtered joins
@@ -202,7 +203,7 @@ def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baselin
     and the sample cannot see it apart from the match. Which one moved the match is told by the exact
     statistics: the filter's code (its fingerprint), or the source column under the filter whose
     statistics moved ``dominance`` times more than the other side's keys and row count did (a flipped
-    flag in ``segments``); else the item stays the join's.
+    flag in ``segments``); else, and when the join's own code changed, the item stays the join's.
     """
     sb, sc = stats
     other_sides = _join_other_sides(graph)
@@ -212,7 +213,9 @@ def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baselin
     for a in result.attributions:
         side = other_sides.get(a.node)
         found = None
-        if side is not None and a.contribution:
+        own_code = a.node in baseline and a.node in graph \
+            and baseline.nodes[a.node].get("fingerprint") != graph.nodes[a.node].get("fingerprint")
+        if side is not None and a.contribution and not own_code:
             tables, keys, filters = side
             changed = [f for f in filters if f in baseline
                        and baseline.nodes[f].get("fingerprint") != graph.nodes[f].get("fingerprint")]
