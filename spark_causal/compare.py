@@ -323,6 +323,27 @@ def _significant_item(a: AttributionItem) -> bool:
                 and not (a.ci_low < 0 < a.ci_high))
 
 
+def _row_level_target(item: AttributionItem, desc: dict, row_level: dict[str, dict],
+                      graph: nx.DiGraph) -> tuple[str, str] | None:
+    """(target, agg) that explains ``item`` in the segment of another, row-level output this segment
+    reads (``CREATE TABLE enriched AS SELECT ...`` then ``SELECT ... FROM enriched GROUP BY ...``):
+    the sum of that output's numeric column the item names, or, for a change in the rows this segment
+    is driven by, the count of that output's rows. None when the item is not such a significant change."""
+    if not item.contribution or not item.mechanism_changed or item.ci_low < 0 < item.ci_high:
+        return None
+    if item.kind == "volume":
+        inner = row_level.get(desc.get("driving"))
+        if inner is None or item.node != f"{desc.get('driving')}.__rows__":
+            return None
+        columns = sorted(n for n, d in graph.nodes(data=True) if d.get("output") == inner.get("output"))
+        return (columns[0], "count") if columns else None
+    node = graph.nodes[item.node] if item.node in graph else {}
+    dtype = str(node.get("dtype", "")).lower()
+    if node.get("output") in row_level and (dtype in NUMERIC or dtype.startswith("decimal")):
+        return item.node, "sum"
+    return None
+
+
 def _merge(into: dict[str, AttributionItem], a: AttributionItem) -> None:
     old = into.get(a.node)
     if old is None:
@@ -384,9 +405,11 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         return result
     others = {a: meta for d in c.graph.graph.get("segments", []) if d.get("id") != desc.get("id")
               for a, meta in (d.get("aggregates") or {}).items()}
-    if not others:
+    row_level = {d.get("output"): d for d in c.graph.graph.get("segments", [])
+                 if d.get("id") != desc.get("id") and not d.get("aggregates") and d.get("output")}
+    if not others and not row_level:
         return result
-    if not result.significant and _depth == 0:
+    if not result.significant and _depth == 0 and others:
         relayed = _relay(result, desc, others, b, c, config, cache)
         if relayed is not None:
             return relayed
@@ -398,7 +421,13 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     own_code = {cc.get("node") for cc in result.code_changes}
     for item in result.attributions:
         agg_node = _upstream_aggregate(c.graph, item.node, others) if _significant_item(item) else None
-        if agg_node is None:
+        inner_agg = None
+        if agg_node is not None:
+            fn = str(others[agg_node].get("fn", "sum")).lower()
+            inner_agg = {"sum": "sum", "count": "sum", "avg": "mean", "mean": "mean", "average": "mean"}.get(fn)
+        elif (found := _row_level_target(item, desc, row_level, c.graph)) is not None:
+            agg_node, inner_agg = found
+        if agg_node is None or inner_agg is None:
             order.append(item)
             continue
         if item.node in own_code:  # its own expression changed: that is a cause in itself, not a relay
@@ -406,19 +435,14 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
                             "may carry part of its contribution")
             order.append(item)
             continue
-        fn = str(others[agg_node].get("fn", "sum")).lower()
-        inner_agg = {"sum": "sum", "count": "sum", "avg": "mean", "mean": "mean", "average": "mean"}.get(fn)
-        if inner_agg is None:
-            order.append(item)
-            continue
-        if agg_node not in cache:
+        if (agg_node, inner_agg) not in cache:
             try:
                 inner = attribute_samples(c.graph, b, c, agg_node, agg=inner_agg, config=config)
                 inner = drill_down(inner, b, c, config=config, _depth=_depth + 1, _cache=cache)
             except SparkCausalError as exc:
                 inner = exc
-            cache[agg_node] = inner
-        inner = cache[agg_node]
+            cache[(agg_node, inner_agg)] = inner
+        inner = cache[(agg_node, inner_agg)]
         if isinstance(inner, Exception):
             warnings.append(f"could not drill down from {item.node} into {agg_node}: {inner}")
             order.append(item)
@@ -437,7 +461,7 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         f = item.contribution / total
         parts = []
         for a in inner.attributions:
-            if a.contribution == 0:
+            if abs(a.contribution) <= 1e-9 * abs(total):  # float noise of a term that did not move
                 continue
             lo, hi = sorted((a.ci_low * f, a.ci_high * f))
             scaled = dataclasses.replace(a, contribution=a.contribution * f, ci_low=lo, ci_high=hi)
