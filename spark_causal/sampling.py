@@ -383,9 +383,11 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
         E = cat.E
         leaf = P.restrict(leaf, partitions)
         # only the columns the job reads: a wide fact table is scanned for its few used columns, as the
-        # job scans it, not whole; a unit is hashed by them (rows the job cannot tell apart hash alike)
+        # job scans it, not whole. A unit is hashed by them and by its position in the scan: rows that
+        # repeat in the columns read (91 distinct (country, amount) pairs over 20,000 rows) would hash
+        # alike and be all in or all out, a sample of one value.
         cols = [a for a in P.output(leaf) if P.expr_id(a) in needed] or P.output(leaf)
-        h = E.XxHash64(cat.seq(cols), seed)
+        h = E.XxHash64(cat.seq(cols + [E.MonotonicallyIncreasingID()]), seed)
         unit = rw.add(h, UNIT)
         with_unit = cat.project(cols + [unit], leaf)
         if rate >= 1.0:

@@ -79,6 +79,23 @@ def test_sum_estimate_is_unbiased_and_exact_at_full_coverage(spark, data, tmp_pa
     assert seg["aggregates"]["report.revenue"] == {"fn": "sum", "input": "report.amount_usd"}
 
 
+def test_rows_that_repeat_in_the_columns_read_are_sampled_one_by_one(spark, tmp_path):
+    """20,000 rows of 91 distinct (country, amount) pairs: a hash of the columns alone would take every
+    copy of a pair or none (a sample of a handful of values); each row is a unit of its own."""
+    rows = spark.range(20_000).select((F.col("id") % 7).cast("string").alias("country"),
+                                      (F.col("id") % 13 + 1).cast("double").alias("amount"))
+    rows.write.parquet(str(tmp_path / "orders"))
+    report = spark.read.parquet(str(tmp_path / "orders")).groupBy("country").agg(F.sum("amount").alias("revenue"))
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=2000) as cap:
+        report.write.parquet(str(tmp_path / "report"))
+    seg = cap.graph.graph["segments"][0]
+    t = Store(str(tmp_path / "s")).read_parquet("r", f"samples/{seg['id']}.parquet")
+    assert abs(len(t) - 2000) < 4 * np.sqrt(2000) and t["__unit__"].nunique() == len(t)
+    assert t.groupby(["orders.country", "orders.amount"]).size().max() < 60  # ~22 of each pair's 220
+    est = float((t["__weight__"] * t["__contrib__:report.revenue"]).sum())
+    assert est == pytest.approx(float(rows.agg(F.sum("amount")).collect()[0][0]), rel=0.05)
+
+
 def test_types_survive_the_round_trip(spark, tmp_path):
     rows = [(1, None, float("nan"), "a", True, dt.date(2026, 1, 1), dt.datetime(2026, 1, 1, 12),
              decimal.Decimal("1.25"), [1, 2]),
