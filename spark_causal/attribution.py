@@ -1627,6 +1627,11 @@ def _decimal_scale(dtype: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _passes_all(env: dict, n: int) -> np.ndarray:
+    """The mechanism of a filter in the run whose code has none: every unit passes."""
+    return np.ones(n)
+
+
 _NESTED = ("struct", "array", "map")  # Spark types of columns a sample holds as JSON text
 _COPY = "__copy__"  # the env key of ``_Run.copies`` for a window's function
 
@@ -2005,8 +2010,13 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         fn, inp = "sum", target
     tb_, tc_ = seg_b.table, seg_c.table
     common_cols = set(tb_.columns) & set(tc_.columns)
+    # a filter the code added (or removed) is in one run only: where it is absent it passes every unit
+    one_sided = sorted(x for x in set(desc.get("selections") or []) ^ set(desc_b.get("selections") or [])
+                       if str(_node_attr(graphs, x, "column", "")).startswith("filter")
+                       and x in (tc_.columns if x in (desc.get("selections") or []) else tb_.columns))
     model_nodes = [x for x in list(desc.get("nodes") or []) + list(desc.get("selections") or [])
-                   if x in common_cols]
+                   if x in common_cols or x in one_sided]
+    model_nodes += [x for x in one_sided if x not in model_nodes]
     # an aggregate of an expression (SUM(price * qty)): the target itself is modelled, per unit, as its
     # argument, a deterministic node of the columns it reads (its code may change like any stage's)
     arg_col = f"__arg__:{target}"
@@ -2023,7 +2033,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     def prep(seg: SegmentSamples) -> _Run:
         t = seg.table
-        vals = {x: _to_array(t[x] if x in t.columns else t[f"__arg__:{x}"]) for x in model_nodes}
+        vals = {x: _to_array(t[x]) if x in t.columns else np.ones(len(t)) if x in one_sided
+                else _to_array(t[f"__arg__:{x}"]) for x in model_nodes}
         # a join that keeps unmatched units (left join from the driving side) lets every unit through:
         # as a gate its value is 1, so a join whose type changed (inner -> left) is a changed mechanism
         for j in seg.description.get("joins") or []:
@@ -2055,7 +2066,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     if inp is not None and not (_is_numeric(b.values[inp]) and _is_numeric(c.values[inp])) and \
             fn != "count" and agg != "count":
         raise SparkCausalError(f"target {target!r} is not numeric", hint="use agg='count' or a numeric column")
-    selections = set(x for x in (desc.get("selections") or []) if x in model_nodes)
+    selections = set(x for x in (desc.get("selections") or []) if x in model_nodes) | set(one_sided)
     # string columns become float category codes (pooled over both runs): fast to compare, sort, look up
     coded: dict[str, np.ndarray] = {}
     for x in model_nodes:
@@ -2112,7 +2123,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     def fparents(v: str) -> list[str]:
         out = []
-        for p in graph.predecessors(v) if v in graph else []:
+        g = graph if v in graph else baseline.graph  # a filter the current code removed
+        for p in g.predecessors(v) if v in g else []:
             if p in model_nodes and p not in selections and p not in aggregates and p != v:
                 out.append(p)
         return out
@@ -2129,6 +2141,15 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                                  "baseline": baseline.graph.nodes[node].get("expr") or fb,
                                  "current": current.graph.nodes[node].get("expr") or fc,
                                  "baseline_fingerprint": fb, "current_fingerprint": fc})
+    for node in one_sided:
+        there = current.graph if node in (desc.get("selections") or []) else baseline.graph
+        expr = there.nodes[node].get("expr") if node in there else None
+        code_changes.append({"node": node, "baseline": expr if there is baseline.graph else "(no such filter)",
+                             "current": expr if there is current.graph else "(no such filter)",
+                             "baseline_fingerprint": there.nodes[node].get("fingerprint") if there is baseline.graph
+                             else None,
+                             "current_fingerprint": there.nodes[node].get("fingerprint") if there is current.graph
+                             else None})
     changed_code = {cc["node"] for cc in code_changes}
     how: dict[str, str] = {}
     windows: set[str] = set()
@@ -2152,6 +2173,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 det[node], parents[node], how[node] = wspec, wspec.parents, "window"
                 windows.add(node)
             continue
+        if node in one_sided and not ps:  # its inputs are not read in the other run: its pass/drop
+            free.add(node)                # values are part of the unit, ones where the filter is absent
         if kind == "source" or not ps or node in free:
             continue
         is_sel = node in selections
@@ -2159,6 +2182,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         used: set[str] = set(ps)
         scale = _decimal_scale(_node_attr(graphs, node, "dtype"))
         for tag, rg, r, d in (("b", baseline.graph, b, desc_b), ("c", current.graph, c, desc)):
+            if node in one_sided and node not in (d.get("selections") or []):
+                fns[tag] = _passes_all  # no such filter in this run's code
+                continue
             expr = rg.nodes[node].get("expr") if node in rg.nodes else None
             if node == target and node == inp and node in aggregates:
                 expr = d["aggregates"][node]["arg"]

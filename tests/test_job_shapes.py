@@ -545,3 +545,33 @@ def test_a_table_created_by_an_earlier_statement_is_attributed_through(spark, tm
         assert res.significant and top.node == cause, res.summary()
         assert top.contribution == pytest.approx(res.change, rel=0.2)  # the rest: the seeds' own amounts
     assert not spark_causal.attribute(store, "a", "same", "kpis.gross").significant
+
+
+def test_a_filter_the_code_added_or_removed_is_named(spark, tmp_path):
+    """The same data, the job's code changed: a filter added, the filter removed while its column is
+    still read, and removed along with the only use of its column. Where a run's code has no such
+    filter it passes every unit, so the filter is a code change like a changed threshold."""
+    from pyspark.sql import functions as F
+
+    rng = np.random.default_rng(4)
+    n = 6000
+    pd.DataFrame({"country": rng.choice(list("abc"), n), "amount": np.round(rng.gamma(2.0, 5.0, n), 2),
+                  "qty": rng.integers(0, 4, n)}).to_parquet(tmp_path / "orders.parquet")
+    store = str(tmp_path / "store")
+    value = F.col("amount") * F.col("qty")
+    jobs = {"base": lambda o: o.filter("qty > 1").withColumn("v", value),
+            "added": lambda o: o.filter("qty > 1").filter("amount < 20").withColumn("v", value),
+            "removed": lambda o: o.withColumn("v", value),
+            "base_amount": lambda o: o.filter("qty > 1").withColumn("v", F.col("amount") + 0),
+            "unread": lambda o: o.withColumn("v", F.col("amount") + 0)}
+    for run, body in jobs.items():
+        with spark_causal.capture(spark, store=store, run=run):
+            body(spark.read.parquet(str(tmp_path / "orders.parquet"))).groupBy("country") \
+                .agg(F.sum("v").alias("revenue")).write.parquet(str(tmp_path / run / "revenue"))
+    for base, run, word in (("base", "added", "amount"), ("base", "removed", "qty"), ("base_amount", "unread", "qty")):
+        res = spark_causal.attribute(store, base, run, "revenue.revenue")
+        top = [a for a in res.attributions if a.contribution][0]
+        changed = {cc["node"]: cc for cc in res.code_changes}
+        assert res.significant and top.kind == "selection" and top.node in changed, res.summary()
+        assert word in str(changed[top.node]["current" if run == "added" else "baseline"])
+        assert top.contribution == pytest.approx(res.change, rel=0.05), res.summary()
