@@ -195,35 +195,37 @@ def _renamed(a: AttributionItem, node_id: str, graph: nx.DiGraph) -> Attribution
 # ============================================================================ through filtered joins
 def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baseline: nx.DiGraph,
                             graph: nx.DiGraph, dominance: float = 3.0) -> Attribution:
-    """Items naming a join's match refined to the filter of the join's other side that changed.
+    """Items naming a selection refined to the filter, off the units' path, that changed its outcome.
 
-    A unit's match says whether its key found a row of the other side *as the job filtered it*:
+    A unit's join match says whether its key found a row of the other side *as the job filtered it*:
     ``JOIN customers c ... WHERE c.segment IN (SELECT segment FROM segments WHERE active)`` is
-    planned with the filter inside the customers side (so is ``orders.join(customers.filter(...))``),
-    and the sample cannot see it apart from the match. Which one moved the match is told by the exact
-    statistics: the filter's code (its fingerprint), or the source column under the filter whose
-    statistics moved ``dominance`` times more than the other side's keys and row count did (a flipped
-    flag in ``segments``); else, and when the join's own code changed, the item stays the join's.
+    planned with the filter inside the customers side (so is ``orders.join(customers.filter(...))``);
+    a filter ``product_id IN (SELECT ... WHERE k.active)`` passes a unit by what its subquery read. The
+    sample cannot see those tables apart from the selection. Which one moved it is told by the runs'
+    graphs and exact statistics: a filter among them whose code (fingerprint) changed, or the source
+    column under them whose statistics moved ``dominance`` times more than anything else there (and,
+    for a join, than its side's keys and row count: customers missing from the dimension stay the
+    join's change). When the selection's own code changed, the item stays its own.
     """
     sb, sc = stats
-    other_sides = _join_other_sides(graph)
-    if not other_sides:
+    inputs = _outside_inputs(graph)
+    if not inputs:
         return result
     items, notes = [], []
     for a in result.attributions:
-        side = other_sides.get(a.node)
-        found = None
+        side = inputs.get(a.node)
         own_code = a.node in baseline and a.node in graph \
             and baseline.nodes[a.node].get("fingerprint") != graph.nodes[a.node].get("fingerprint")
+        found = None
         if side is not None and a.contribution and not own_code:
-            tables, keys, filters = side
+            filters, per_unit, tables, keys = side
             changed = [f for f in filters if f in baseline
                        and baseline.nodes[f].get("fingerprint") != graph.nodes[f].get("fingerprint")]
             if changed:
                 found = changed[0]
             else:
-                roots = {r for f in filters for r in nx.ancestors(graph, f)
-                         if graph.nodes[r].get("kind") == "source"} - set(keys)
+                roots = {r for f in filters + [a.node] for r in nx.ancestors(graph, f)
+                         if graph.nodes[r].get("kind") == "source"} - set(keys) - per_unit
                 scores = {r: _stats_change(sb, sc, r) for r in roots}
                 scores.update({k: _stats_change(sb, sc, k) for k in keys})
                 scores.update({f"{t}.__rows__": _rows_change(sb, sc, graph, t) or 0.0 for t in tables})
@@ -232,26 +234,41 @@ def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baselin
         if found is None:
             items.append(a)
             continue
-        notes.append(f"{a.node} refined to {found}: the join's other side is filtered by it, and it changed")
+        notes.append(f"{a.node} refined to {found}: it decides what the selection passes, and it changed")
         items.append(_renamed(a, found, graph))
     if not notes:
         return result
     return dataclasses.replace(result, attributions=items, warnings=list(result.warnings) + notes)
 
 
-def _join_other_sides(graph: nx.DiGraph) -> dict[str, tuple[set[str], list[str], list[str]]]:
-    """Each join selection of a segment: (the source tables of its other side, that side's key columns,
-    the filters off the driving path that read those tables and reach the segment's results)."""
+def _outside_inputs(graph: nx.DiGraph) -> dict[str, tuple[list[str], set[str], set[str], list[str]]]:
+    """Each selection of a segment that reads tables the units do not hold: (the filters off the
+    units' path it depends on, the segment's per-unit nodes, and for a join the source tables of its
+    other side and that side's key columns).
+
+    A join's other side counts the filters off the path that read its tables (and the tables those
+    read: a semi-joined table's filter); a path filter, its subqueries' filters (its ancestors)."""
     on_paths = {s for d in graph.graph.get("segments", []) for s in d.get("selections", [])}
     out = {}
     for desc in graph.graph.get("segments", []):
+        per_unit = set(desc.get("nodes") or [])
         results = [n for n in list(desc.get("aggregates") or {}) + list(desc.get("group_keys") or []) if n in graph]
         results += [n for n, d in graph.nodes(data=True) if d.get("output") and d.get("output") == desc.get("output")]
         reach = set().union(*(nx.ancestors(graph, n) for n in results)) if results else set()
-        for j in desc.get("joins", []):
+        off = sorted(n for n in reach - on_paths if graph.nodes[n].get("kind") == "selection")
+        joins = {j.get("selection"): j for j in desc.get("joins", []) if j.get("selection")}
+        for sel in desc.get("selections") or []:
+            if sel not in graph:
+                continue
+            if sel not in joins:
+                above = sorted(n for n in nx.ancestors(graph, sel) if n in off)
+                outside = {r for r in nx.ancestors(graph, sel) if graph.nodes[r].get("kind") == "source"} - per_unit
+                if outside:
+                    out[sel] = (above, per_unit, set(), [])
+                continue
+            j = joins[sel]
             cols = list(j.get("other_keys", [])) + list(j.get("columns", []))
             tables = {graph.nodes[c].get("table") for c in cols if c in graph} - {None}
-            off = sorted(n for n in reach - on_paths if graph.nodes[n].get("kind") == "selection")
             filters, read = [], set(tables)
             while True:  # a filter of a table semi-joined to the other side filters it too
                 more = [n for n in off if n not in filters
@@ -260,8 +277,8 @@ def _join_other_sides(graph: nx.DiGraph) -> dict[str, tuple[set[str], list[str],
                     break
                 filters += more
                 read |= {graph.nodes[r].get("table") for n in more for r in graph.predecessors(n)} - {None}
-            if filters and j.get("selection"):
-                out[j["selection"]] = (tables, [k for k in j.get("other_keys", []) if k in graph], sorted(filters))
+            if filters:
+                out[sel] = (sorted(filters), set(), tables, [k for k in j.get("other_keys", []) if k in graph])
     return out
 
 

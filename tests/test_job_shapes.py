@@ -477,6 +477,11 @@ def _capture_segmented(spark, store: str, folder, tables: dict, api: str, min_ti
                 JOIN customers c ON o.customer_id = c.customer_id
                 WHERE c.segment IN (SELECT segment FROM segments WHERE active) AND c.tier >= {min_tier}
                 GROUP BY c.segment""")
+        elif api == "sql_in":  # the orders' own filter, by what its nested subqueries read
+            df = spark.sql(f"""SELECT o.customer_id % 3 AS shard, SUM(o.amount) AS revenue FROM orders o
+                WHERE o.amount > 2 AND o.customer_id IN (SELECT customer_id FROM customers WHERE tier >= {min_tier}
+                    AND segment IN (SELECT segment FROM segments WHERE active))
+                GROUP BY o.customer_id % 3""")
         else:
             o, c, s = (spark.table(name) for name in ("orders", "customers", "segments"))
             kept = c.filter(F.col("tier") >= min_tier).join(s.filter("active"), "segment", "left_semi")
@@ -484,10 +489,11 @@ def _capture_segmented(spark, store: str, folder, tables: dict, api: str, min_ti
         df.write.parquet(str(folder / "rev"))
 
 
-@pytest.mark.parametrize("api", ["sql", "df"])
+@pytest.mark.parametrize("api", ["sql", "df", "sql_in"])
 def test_a_flag_of_a_table_filtering_the_joined_side_is_named(spark, tmp_path, api):
     """Segment E switched off in ``segments``: the orders of its customers no longer match, and the
-    cause is the flag, not the join (Catalyst plans the filter inside the customers side)."""
+    cause is the flag, not the join (Catalyst plans the filter inside the customers side), nor the
+    orders' filter whose IN subquery reads it."""
     store = str(tmp_path / "store")
     for run, seed, active in (("a", 1, True), ("same", 2, True), ("off", 2, False)):
         _capture_segmented(spark, store, tmp_path / run, _segmented_tables(seed, active_e=active), api)
