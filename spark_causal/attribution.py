@@ -139,6 +139,14 @@ def _isnull(v: Any, n: int) -> np.ndarray:
     return np.full(n, v is None or (isinstance(v, float) and math.isnan(v)))
 
 
+def _days(text: str) -> float | None:
+    """A date or timestamp written as text, as the samples hold dates: days since 1970-01-01."""
+    try:
+        return pd.Timestamp(text).value / 86400e9
+    except (ValueError, TypeError):
+        return None
+
+
 def _num(v: Any, n: int) -> np.ndarray:
     if isinstance(v, np.ndarray):
         if v.dtype.kind in "fiub":
@@ -170,6 +178,14 @@ def _arr(v: Any, n: int) -> np.ndarray:
     return np.full(n, float(v))
 
 
+def _num_or_day(v: Any, n: int) -> np.ndarray:
+    """``_num``, except that a text literal that is a date (``'2026-11-02'``) is its day number: the
+    samples hold date and timestamp columns as days, and SQL compares them with such literals."""
+    if isinstance(v, str) and (day := _days(v)) is not None and np.isnan(_num(v, 1)[0]):
+        return np.full(n, day)
+    return _num(v, n)
+
+
 def _is_textual(v: Any) -> bool:
     return isinstance(v, str) or (isinstance(v, np.ndarray) and v.dtype == object)
 
@@ -180,7 +196,7 @@ def _compare(a: Any, b: Any, op: str, n: int) -> np.ndarray:
         sa = pd.Series(_arr(a, n), dtype=object).where(~null, "")
         sb = pd.Series(_arr(b, n), dtype=object).where(~null, "")
         if not (_is_textual(a) and _is_textual(b)):  # text against number: compare as numbers
-            sa, sb = pd.Series(_num(a, n)), pd.Series(_num(b, n))
+            sa, sb = pd.Series(_num_or_day(a, n)), pd.Series(_num_or_day(b, n))
         sa, sb = sa.astype(str) if sa.dtype == object else sa, sb.astype(str) if sb.dtype == object else sb
         x, y = sa.to_numpy(), sb.to_numpy()
     else:
@@ -448,6 +464,11 @@ class _Compiler:
             return lambda e, n: x
         if low == "null":
             return lambda e, n: None
+        if low in ("date", "timestamp") and self._peek(0)[0] == "str":  # DATE '2026-11-02'
+            day = _days(_unquote(self._take()[1]))
+            if day is None:
+                raise _ExprError(f"not a {low}: {val}")
+            return lambda e, n: day
         if low == "case":
             return self._case()
         if low == "cast" and self._is_op("("):
@@ -2261,6 +2282,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         group_keys = [k for k in desc.get("group_keys") or [] if k in model_nodes]
         for col in out_cols:
             nm = str(_node_attr(graphs, col, "column") or col.rsplit(".", 1)[-1])
+            if _node_attr(graphs, col, "kind") == "aggregate":  # a unit has no value of it to slice by
+                continue
             if col in model_nodes:
                 names[nm.lower()] = col
                 continue
@@ -2294,6 +2317,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                     hint=f"use one of: {', '.join(sorted(names))}") from None
             raise SparkCausalError(f"cannot parse where {where!r}: {e}",
                                    hint="write a SQL predicate such as country = 'DE'") from None
+        if not any((_bool(wfn(r.values, r.n), r.n) == 1).any() for r in (b, c)):
+            raise SparkCausalError(f"where {where!r} matches no unit of either run",
+                                   hint="check the values and their types, e.g. country = 'DE', "
+                                        "day >= '2026-11-02'")
         spec.where_fn = wfn
 
     # ---------------------------------------------------------------- relevant part of the segment

@@ -102,6 +102,10 @@ def test_where_on_a_group_key():
     with pytest.raises(UnknownOutputError) as err:
         attribute_samples(g, b, c, TARGET, where="city = 'Paris'", config=FAST)
     assert "country" in str(err.value)
+    with pytest.raises(UnknownOutputError):  # an aggregate has no value per unit to slice by
+        attribute_samples(g, b, c, TARGET, where="revenue > 100", config=FAST)
+    with pytest.raises(SparkCausalError, match="matches no unit"):
+        attribute_samples(g, b, c, TARGET, where="country = 'XX'", config=FAST)
 
 
 def test_mean_and_count():

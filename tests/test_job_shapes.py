@@ -581,3 +581,29 @@ def test_a_filter_the_code_added_or_removed_is_named(spark, tmp_path):
         assert res.significant and top.kind == "selection" and top.node in changed, res.summary()
         assert word in str(changed[top.node]["current" if run == "added" else "baseline"])
         assert top.contribution == pytest.approx(res.change, rel=0.05), res.summary()
+
+
+def test_where_compares_a_date_key_with_date_literals(spark, tmp_path):
+    """``--where "day >= '2026-01-15'"`` and ``DATE '...'`` literals slice by a date group key (the
+    samples hold dates as day numbers): the late days' drift is there, the early days' slice is quiet."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, drift in (("a", False), ("b", True)):
+        rng = np.random.default_rng(3)
+        n = 6000
+        orders = pd.DataFrame({"day": (pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 30, n), "D")).date,
+                               "amount": np.round(rng.gamma(2.0, 10.0, n), 2)})
+        if drift:
+            late = orders["day"] >= pd.Timestamp("2026-01-15").date()
+            orders.loc[late, "amount"] = np.round(orders.loc[late, "amount"] * 1.5, 2)
+        (tmp_path / run).mkdir()
+        orders.to_parquet(tmp_path / run / "orders.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "orders.parquet")).groupBy("day") \
+                .agg(F.sum("amount").alias("revenue")).write.parquet(str(tmp_path / run / "daily"))
+    late = spark_causal.attribute(store, "a", "b", "daily.revenue", where="day >= '2026-01-15'")
+    assert late.significant and late.attributions[0].node == "orders.amount", late.summary()
+    assert late.change > 0.3 * late.baseline_value
+    early = spark_causal.attribute(store, "a", "b", "daily.revenue", where="day < DATE '2026-01-15'")
+    assert not early.significant and abs(early.change) < 1e-6 * early.baseline_value, early.summary()
