@@ -41,6 +41,7 @@ from scipy import stats
 
 from .errors import SparkCausalError, UnknownOutputError
 from .result import Attribution, AttributionItem
+from .sampling import UNIT
 
 __all__ = ["SegmentSamples", "RunSamples", "AttributionConfig", "attribute_samples", "FittedModel",
            "fit_model", "evaluate", "observed_metric", "refit"]
@@ -898,6 +899,7 @@ class _Run:
     # which copy of its unit each unit is, in a resample that draws units more than once: a window
     # computed again must not merge the copies of one partition into one partition twice the size
     copies: np.ndarray | None = None
+    units: np.ndarray | None = None  # the driving row of each sample row, when an explode repeats them
 
     def take(self, idx: np.ndarray) -> "_Run":
         copies = pd.Series(idx).groupby(idx).cumcount().to_numpy(float)
@@ -2063,22 +2065,30 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 vals[j["selection"]] = np.ones(len(t))
         w = (pd.to_numeric(t["__weight__"], errors="coerce").fillna(1.0).to_numpy(float)
              if "__weight__" in t.columns else np.ones(len(t)))
+        # an explode on the driving path gives a driving row (a unit) several sample rows: the units
+        # are counted once each, and the rows of one unit are a cluster
+        units = t[UNIT].to_numpy() if UNIT in t.columns else None
+        first = ~pd.Series(units).duplicated().to_numpy() if units is not None else np.ones(len(t), bool)
+        repeated = not first.all()
+        n_units, w_units = int(first.sum()), float(w[first].sum())  # rows are weighted per row
         rows = seg.description.get("rows")
-        if isinstance(rows, (int, float)) and rows > 0 and w.sum() > 0:
+        if isinstance(rows, (int, float)) and rows > 0 and w_units > 0:
             # the driving rows are counted exactly: weights that add up to them remove the sample
             # size's own noise (a 0.2% sample of 10M rows misstates the rows by ~0.7%) from the
             # metric and from the volume term, which then compares true row counts. A count the
             # sample contradicts (a stale catalog statistic) is not trusted.
-            q = min(1.0, len(t) / float(w.sum()))
-            if abs(w.sum() - rows) <= 6 * math.sqrt(rows * (1 - q) / q) + 1:
-                w = w * (float(rows) / float(w.sum()))
+            q = min(1.0, n_units / w_units)
+            if abs(w_units - rows) <= 6 * math.sqrt(rows * (1 - q) / q) + 1:
+                w = w * (float(rows) / w_units)
             else:
-                warnings.append(f"{seg.description.get('id')}: the sample implies {w.sum():,.0f} driving "
+                warnings.append(f"{seg.description.get('id')}: the sample implies {w_units:,.0f} driving "
                                 f"rows, not the {rows:,} recorded; the sample's own count is used")
         col = f"__contrib__:{target}"
         rec = (pd.to_numeric(t[col], errors="coerce").fillna(0.0).to_numpy(float)
                if col in t.columns else None)
-        return _Run(vals, w, len(t), float(w.sum()), rec)
+        run = _Run(vals, w, len(t), float(w.sum()), rec)
+        run.units = _cluster_codes(units) if repeated else None
+        return run
 
     b, c = prep(seg_b), prep(seg_c)
     if b.n == 0 or c.n == 0:
@@ -2139,7 +2149,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     if windowed and _many_keys(sorted(set(windowed)), b, c):  # a few large partitions (per country) are
         key_ids.update(windowed)  # no clusters of the design: with every unit sampled, they are cells
     for r in (b, c):
-        r.groups = [_cluster_codes(r.values[k]) for k in sorted(key_ids | clustering)]
+        r.groups = [_cluster_codes(r.values[k]) for k in sorted(key_ids | clustering)] + \
+            ([r.units] if r.units is not None else [])
     aggregates = set(aggs)
 
     def fparents(v: str) -> list[str]:

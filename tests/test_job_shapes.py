@@ -607,3 +607,29 @@ def test_where_compares_a_date_key_with_date_literals(spark, tmp_path):
     assert late.change > 0.3 * late.baseline_value
     early = spark_causal.attribute(store, "a", "b", "daily.revenue", where="day < DATE '2026-01-15'")
     assert not early.significant and abs(early.change) < 1e-6 * early.baseline_value, early.summary()
+
+
+def test_an_exploded_driving_table_counts_its_rows_once(spark, tmp_path):
+    """Sessions exploded into their items: a session is one driving row however many sample rows it
+    gives, so the recorded session count stands (no "the sample implies ..." warning), the items of a
+    session are one cluster (the array column is no false alarm), and +30% sessions is volume."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed, n in (("a", 1, 3000), ("same", 2, 3000), ("more", 3, 3900)):
+        rng = np.random.default_rng(seed)
+        rows = [(f"{seed}-{i}", str(rng.choice(["ios", "web"])),
+                 [(f"s{int(rng.integers(0, 50))}", float(round(rng.uniform(5, 100), 2)))
+                  for _ in range(int(rng.integers(1, 4)))]) for i in range(n)]
+        spark.createDataFrame(rows, "session_id string, device string, items array<struct<sku:string,price:double>>") \
+            .write.parquet(str(tmp_path / run / "sessions"))
+        with spark_causal.capture(spark, store=store, run=run, sample_size=2000):
+            spark.read.parquet(str(tmp_path / run / "sessions")).withColumn("item", F.explode("items")) \
+                .select("device", F.col("item.price").alias("price")).groupBy("device") \
+                .agg(F.sum("price").alias("revenue")).write.parquet(str(tmp_path / run / "summary"))
+    same = spark_causal.attribute(store, "a", "same", "summary.revenue")
+    assert not same.significant and not any("driving rows" in w for w in same.warnings), same.warnings
+    assert not any(a.mechanism_changed for a in same.attributions), same.to_pandas()
+    more = spark_causal.attribute(store, "a", "more", "summary.revenue")
+    assert more.significant and more.attributions[0].node == "sessions.__rows__", more.summary()
+    assert more.attributions[0].contribution == pytest.approx(more.change, rel=0.1)
