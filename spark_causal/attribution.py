@@ -1608,6 +1608,15 @@ def _find_segment(run: RunSamples, target: str) -> tuple[str, SegmentSamples] | 
     return None
 
 
+def _copied_column(graph: nx.DiGraph, target: str) -> str | None:
+    """The column a row-level output column copies unchanged (its one ``identity`` input), if any."""
+    if target not in graph or graph.nodes[target].get("kind") == "aggregate":
+        return None
+    copied = [p for p in graph.predecessors(target)
+              if graph.edges[p, target].get("subtype") == "identity" and graph.nodes[p].get("kind") != "selection"]
+    return copied[0] if len(copied) == 1 else None
+
+
 def _output_columns(graph: nx.DiGraph) -> list[str]:
     out = []
     for name, o in (graph.graph.get("outputs") or {}).items():
@@ -1990,7 +1999,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     warnings: list[str] = []
     graphs = [graph, current.graph, baseline.graph]
 
-    found_b, found_c = _find_segment(baseline, target), _find_segment(current, target)
+    # an output column that is a source or stage column written unchanged (SELECT amount ... ) is not a
+    # node of its own in the sample: its values are those of the column it copies
+    held = _copied_column(graph, target) or target
+    found_b, found_c = _find_segment(baseline, held), _find_segment(current, held)
     if found_b is None or found_c is None:
         known = [n for g in graphs for n in g.nodes]
         if target not in known:
@@ -2030,7 +2042,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         if fn == "avg" and agg == "sum":
             warnings.append(f"{target} is an avg() aggregate; agg='mean' gives its ratio of sums")
     else:
-        fn, inp = "sum", target
+        fn, inp = "sum", held
     tb_, tc_ = seg_b.table, seg_c.table
     common_cols = set(tb_.columns) & set(tc_.columns)
     # a filter the code added (or removed) is in one run only: where it is absent it passes every unit

@@ -633,3 +633,27 @@ def test_an_exploded_driving_table_counts_its_rows_once(spark, tmp_path):
     more = spark_causal.attribute(store, "a", "more", "summary.revenue")
     assert more.significant and more.attributions[0].node == "sessions.__rows__", more.summary()
     assert more.attributions[0].contribution == pytest.approx(more.change, rel=0.1)
+
+
+def test_a_row_level_output_column_copied_unchanged_is_a_target(spark, tmp_path):
+    """``SELECT order_id, amount, amount * 2 AS amount2 ... WHERE qty > 0``: ``rows.amount`` copies the
+    source column, so the sample holds it as ``orders.amount``; it is a target like ``rows.amount2``."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, drift in (("a", 1.0), ("b", 1.3)):
+        rng = np.random.default_rng(6)
+        n = 4000
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"order_id": np.arange(n), "qty": rng.integers(0, 3, n),
+                      "amount": np.round(rng.gamma(2.0, 10.0, n) * drift, 2)}).to_parquet(tmp_path / run / "orders.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "orders.parquet")).filter("qty > 0") \
+                .select("order_id", "amount", (F.col("amount") * 2).alias("amount2")) \
+                .write.parquet(str(tmp_path / run / "rows"))
+    plain = spark_causal.attribute(store, "a", "b", "rows.amount")
+    double = spark_causal.attribute(store, "a", "b", "rows.amount2")
+    assert plain.attributions[0].node == "orders.amount" and plain.significant, plain.summary()
+    assert double.change == pytest.approx(2 * plain.change) and plain.baseline_value > 0
+    kept = pd.read_parquet(tmp_path / "a" / "orders.parquet").query("qty > 0")["amount"].sum()
+    assert plain.baseline_value == pytest.approx(kept, rel=1e-6)
