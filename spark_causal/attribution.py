@@ -2217,6 +2217,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 det[node], parents[node], how[node] = wspec, wspec.parents, "window"
                 windows.add(node)
             continue
+        if kind == "aggregate" and node not in aggregates:
+            continue  # computed in the segment below (per-customer totals): a value of the unit here
         if node in one_sided and not ps:  # its inputs are not read in the other run: its pass/drop
             free.add(node)                # values are part of the unit, ones where the filter is absent
         if kind == "source" or not ps or node in free:

@@ -312,17 +312,30 @@ def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = N
     known or counted (``known``: row counts by relation hashCode, from the job's own probes; a relation
     counts only its partitions the job reads, ``plan.partition_filters``).
 
-    The largest relation gives the units; a sub-aggregate only drives a segment made of aggregates
-    (joined back to its own input, the input's rows are the units).
+    The relation over the largest source gives the units: a sub-aggregate counts the rows it was
+    aggregated from, so per-customer totals of 40,000 orders drive a segment that joins them to 2,000
+    customers, whichever way the join goes (a LEFT join changed to INNER keeps the same units), and
+    an aggregate joined back to its own input ties with it and gives way: the input's rows are the units.
     """
     _, body = _segment_root(plan)
     candidates = _driving_candidates(body, windows)
     known = known or {}
     if len(candidates) == 1:
         return candidates[0], known.get(int(candidates[0].hashCode()))
-    counts = [known[h] if (h := int(c.hashCode())) in known else _rows(spark, P.restrict(c, partitions or {}))
-              for c in candidates]
-    best = max(range(len(candidates)), key=lambda i: (P.cls(candidates[i]) != "Aggregate", counts[i]))
+
+    def rows(c: JObject) -> int:
+        h = int(c.hashCode())
+        return known[h] if h in known else _rows(spark, P.restrict(c, partitions or {}))
+
+    def source_rows(c: JObject) -> int:
+        if P.cls(c) != "Aggregate":
+            return rows(c)
+        return max((source_rows(x) for x in _driving_candidates(c.child(), windows)), default=0)
+
+    counts = [rows(c) for c in candidates]
+    sources = [source_rows(c) for c in candidates]
+    best = max(range(len(candidates)),
+               key=lambda i: (sources[i], P.cls(candidates[i]) != "Aggregate", counts[i]))
     return candidates[best], counts[best]
 
 

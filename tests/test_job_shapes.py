@@ -657,3 +657,35 @@ def test_a_row_level_output_column_copied_unchanged_is_a_target(spark, tmp_path)
     assert double.change == pytest.approx(2 * plain.change) and plain.baseline_value > 0
     kept = pd.read_parquet(tmp_path / "a" / "orders.parquet").query("qty > 0")["amount"].sum()
     assert plain.baseline_value == pytest.approx(kept, rel=1e-6)
+
+
+def test_per_customer_totals_joined_to_a_smaller_dimension_are_the_units(spark, tmp_path):
+    """Per-customer totals (HAVING n >= k) LEFT JOINed to a customer dimension that lacks some ids, then
+    summed by country: the totals are the units whichever way the join goes, so a LEFT join changed
+    to INNER and a raised HAVING threshold are named, and two seeds of the same data are no change."""
+    store = str(tmp_path / "store")
+    customers = pd.DataFrame({"customer_id": np.arange(400), "country": np.where(np.arange(400) % 3, "DE", "US")})
+    for run, seed, join, least in (("a", 1, "LEFT", 2), ("same", 2, "LEFT", 2), ("inner", 2, "INNER", 2),
+                                   ("having", 2, "LEFT", 9)):
+        rng = np.random.default_rng(seed)
+        n = 4000
+        orders = pd.DataFrame({"customer_id": rng.integers(0, 440, n), "amount": np.round(rng.lognormal(3, 0.6, n), 2)})
+        folder = tmp_path / run
+        folder.mkdir()
+        for name, frame in (("orders", orders), ("customers", customers)):
+            frame.to_parquet(folder / f"{name}.parquet")
+            spark.read.parquet(str(folder / f"{name}.parquet")).createOrReplaceTempView(name)
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql(f"""WITH cust AS (SELECT customer_id, SUM(amount) AS spend FROM orders
+                              GROUP BY customer_id HAVING COUNT(*) >= {least})
+                          SELECT c.country, SUM(cu.spend) AS spend FROM cust cu
+                          {join} JOIN customers c ON cu.customer_id = c.customer_id GROUP BY c.country""") \
+                .write.parquet(str(folder / "value"))
+    same = spark_causal.attribute(store, "a", "same", "value.spend")
+    assert not same.significant and not any(a.mechanism_changed for a in same.attributions), same.to_pandas()
+    for run, cause in (("inner", "value.join1"), ("having", "cust.filter1")):
+        res = spark_causal.attribute(store, "a", run, "value.spend")
+        top = [a for a in res.attributions if a.contribution][0]
+        assert res.significant and top.node == cause, res.summary()
+        effect = res.current_value - same.current_value  # the code's own effect on the same data
+        assert top.contribution == pytest.approx(effect, rel=0.1), res.summary()
