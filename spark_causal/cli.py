@@ -53,7 +53,9 @@ def _write_text(text: str, path: str | None) -> None:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    """Plain aligned columns: readable in a terminal and in a CI log, no dependency."""
+    """Plain aligned columns: readable in a terminal and in a CI log, no dependency. Control characters
+    in values (a newline inside a text value) are shown escaped, so a row stays one line."""
+    rows = [[c.encode("unicode_escape").decode("ascii") if not c.isprintable() else c for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines = [headers, ["-" * w for w in widths], *rows]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines) + "\n"
@@ -118,7 +120,8 @@ def _runs(args: argparse.Namespace) -> int:
     else:
         headers = ["run", "status", "started", "ended", "outputs", "samples"]
         rows = [[str(m.get("run", "")), str(m.get("status", "")), str(m.get("started") or ""),
-                 str(m.get("ended") or ""), ",".join(m.get("outputs") or []), str(m.get("samples") or "")]
+                 str(m.get("ended") or ""), ",".join(m.get("outputs") or []) or str(m.get("error") or ""),
+                 str(m.get("samples") or "")]
                 for m in metas]
         _write_text(_table(headers, rows), None)
     return 0

@@ -197,10 +197,10 @@ def _filesystem(root: str, spark: SparkSession | None) -> _FileSystem:
 
 def _check_run_id(run: str) -> str:
     """A run id becomes a folder name on every filesystem the store supports, so keep it plain."""
-    if not isinstance(run, str) or not _SAFE_NAME.fullmatch(run) or run.startswith("."):
+    if not isinstance(run, str) or not _SAFE_NAME.fullmatch(run) or run.startswith(".") or len(run) > 200:
         raise StoreError(
             f"invalid run id {run!r}",
-            hint="use letters, digits, '.', '_' and '-' only, not starting with '.' (e.g. 2026-11-24)",
+            hint="use at most 200 letters, digits, '.', '_' and '-', not starting with '.' (e.g. 2026-11-24)",
         )
     return run
 
@@ -343,13 +343,27 @@ class Store:
     # reading
 
     def runs(self) -> list[dict[str, Any]]:
-        """The meta of every committed run, oldest first (by ``started``, then id)."""
-        metas = [self.meta(run) for run in self._run_ids()]
+        """The meta of every committed run, oldest first (by ``started``, then id). A run whose meta
+        cannot be read is listed with status ``damaged`` and the reason, so one broken folder does
+        not hide the others."""
+        metas = []
+        for run in self._run_ids():
+            try:
+                metas.append(self.meta(run))
+            except StoreError as e:
+                metas.append({"run": run, "status": "damaged", "error": e.message})
         return sorted(metas, key=lambda m: (str(m.get("started") or ""), m["run"]))
 
     def meta(self, run: str) -> dict[str, Any]:
         """The run's ``meta.json``; refuses runs written by a newer spark-causal."""
-        meta = json.loads(self._read(run, _META))
+        try:
+            meta = json.loads(self._read(run, _META))
+        except ValueError:
+            raise StoreError(f"run {run!r} in {self.root} has a damaged meta.json",
+                             hint="capture the run again with --replace, or delete its folder") from None
+        if not isinstance(meta, dict):
+            raise StoreError(f"run {run!r} in {self.root} has a damaged meta.json",
+                             hint="capture the run again with --replace, or delete its folder")
         version = meta.get("schema_version")
         if not isinstance(version, int) or version < 1:
             raise StoreError(
@@ -376,7 +390,12 @@ class Store:
         import pyarrow.parquet as pq
 
         self.meta(run)
-        return pq.read_table(io.BytesIO(self._read(run, name))).to_pandas()
+        data = self._read(run, name)
+        try:
+            return pq.read_table(io.BytesIO(data)).to_pandas()
+        except Exception as e:  # noqa: BLE001 - pyarrow's errors for a truncated or foreign file
+            raise StoreError(f"run {run!r}: {name} is damaged ({str(e).splitlines()[0][:120]})",
+                             hint="capture the run again with --replace") from None
 
     def list(self, run: str, subfolder: str = "") -> list[str]:
         """File names in the run's ``subfolder`` (the run folder itself by default), sorted."""
@@ -414,6 +433,10 @@ class Store:
             ) from None
 
     def _unknown_error(self, run: str) -> UnknownRunError:
+        if self._fs.exists(self._fs.join(self._runs_dir, run)):
+            return UnknownRunError(
+                f"run {run!r} in store {self.root} is incomplete (no {_SUCCESS} marker)",
+                hint="a capture of it is still writing or was killed; capture it again with --replace")
         known = self._run_ids()
         if not known:
             return UnknownRunError(f"no run {run!r} in store {self.root}", hint="the store holds no runs yet")

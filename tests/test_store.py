@@ -76,6 +76,33 @@ def test_folder_without_success_marker_is_not_a_run(tmp_path):
     assert _hidden_leftovers(tmp_path) == []
 
 
+def test_a_damaged_run_is_named_and_hides_no_other(tmp_path, capsys):
+    """A truncated meta.json, a garbage Parquet file, a folder left without its marker: each gives one
+    readable error for that run, and the store's other runs list and read as before."""
+    from spark_causal.cli import main
+
+    store = Store(str(tmp_path))
+    for run in ("good", "bad_meta", "bad_samples", "half"):
+        _write_run(store, run)
+    (tmp_path / "runs" / "bad_meta" / "meta.json").write_text('{"schema_version": 1, "ru')
+    (tmp_path / "runs" / "bad_samples" / "samples" / "out.seg0.parquet").write_bytes(b"not parquet")
+    (tmp_path / "runs" / "half" / "_SUCCESS").unlink()
+    status = {m["run"]: m["status"] for m in store.runs()}
+    assert status == {"good": "succeeded", "bad_meta": "damaged", "bad_samples": "succeeded"}
+    with pytest.raises(StoreError, match="damaged meta.json"):
+        store.graph("bad_meta")
+    with pytest.raises(StoreError, match="out.seg0.parquet is damaged"):
+        store.read_parquet("bad_samples", "samples/out.seg0.parquet")
+    with pytest.raises(UnknownRunError, match="incomplete"):
+        store.meta("half")
+    with pytest.raises(StoreError, match="invalid run id"):
+        store.meta("r" * 300)
+    assert store.read_parquet("good", "samples/out.seg0.parquet")["t.x"].iloc[0] == 1.0
+    assert main(["runs", "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "good" in out and "damaged meta.json" in out
+
+
 def test_existing_run_is_refused_unless_replace(tmp_path):
     store = Store(str(tmp_path))
     _write_run(store, "r1")
