@@ -102,6 +102,29 @@ class _ExprError(Exception):
     """The expression cannot be compiled; the caller falls back to a fitted mechanism."""
 
 
+class _NoRows(Exception):
+    """A run's driving relation had no rows at all (yesterday's partition never arrived)."""
+
+    def __init__(self, driving: str, values: list[float]) -> None:
+        super().__init__(driving)
+        self.driving, self.values = driving, values
+
+
+def _no_rows_result(e: _NoRows, target: str, agg: str, baseline: str, current: str, seed: int) -> Attribution:
+    """With no driving rows in one run there is nothing to model: the whole change is the volume."""
+    vb, vc = (float(v) for v in e.values)
+    change = vc - vb
+    empty = "current" if vc == 0 and vb != 0 else "baseline" if vb == 0 and vc != 0 else "both"
+    item = AttributionItem(node=f"{e.driving}.__rows__", kind="volume", table=e.driving, stage=None,
+                           column="__rows__", contribution=change, ci_low=change, ci_high=change,
+                           mechanism_changed=True, p_value=0.0)
+    return Attribution(target=target, agg=agg, where=None, baseline_run=baseline, current_run=current,
+                       baseline_value=vb, current_value=vc, change=change, significant=bool(change),
+                       attributions=[item], code_changes=[],
+                       warnings=[f"{e.driving} had no rows in the {empty} run: the whole change is its volume"],
+                       seed=seed, unexplained=0.0, details={"no_rows": empty})
+
+
 _TOKEN_RE = re.compile(r"""
     (?P<ws>\s+)
   | (?P<bt>`(?:[^`]|``)*`)
@@ -2104,6 +2127,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     b, c = prep(seg_b), prep(seg_c)
     if b.n == 0 or c.n == 0:
+        empty = [seg for seg, r in ((seg_b, b), (seg_c, c)) if r.n == 0]
+        if agg != "mean" and where is None and all(seg.description.get("rows") == 0 for seg in empty):
+            raise _NoRows(desc.get("driving") or "driving", [(r.w * r.recorded).sum() if r.recorded is not None
+                                                             else float("nan") for r in (b, c)])
         raise SparkCausalError("a run has an empty sample for this segment",
                                hint="check that the runs succeeded with samples enabled")
     if inp is not None and not (_is_numeric(b.values[inp]) and _is_numeric(c.values[inp])) and \
@@ -2498,7 +2525,10 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     cfg = config or AttributionConfig()
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
-    model = fit_model(graph, baseline, current, target, agg=agg, where=where, config=cfg, rng=rng)
+    try:
+        model = fit_model(graph, baseline, current, target, agg=agg, where=where, config=cfg, rng=rng)
+    except _NoRows as e:
+        return _no_rows_result(e, target, agg, baseline.run, current.run, cfg.seed)
     agg, spec, b, c, tests = model.agg, model.spec, model.baseline, model.current, model.tests
     driving, graphs, selections = model.driving, list(model.graphs), spec.selections
     warnings = list(model.warnings)

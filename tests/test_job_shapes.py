@@ -689,3 +689,22 @@ def test_per_customer_totals_joined_to_a_smaller_dimension_are_the_units(spark, 
         assert res.significant and top.node == cause, res.summary()
         effect = res.current_value - same.current_value  # the code's own effect on the same data
         assert top.contribution == pytest.approx(effect, rel=0.1), res.summary()
+
+
+def test_a_source_with_no_rows_is_all_volume(spark, tmp_path):
+    """Today's orders never arrived (the file has no rows): the revenue fell to 0, all of it volume."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    rng = np.random.default_rng(8)
+    orders = pd.DataFrame({"country": rng.choice(["DE", "US"], 500), "amount": np.round(rng.gamma(2.0, 5.0, 500), 2)})
+    for run, frame in (("a", orders), ("empty", orders.iloc[:0])):
+        (tmp_path / run).mkdir()
+        frame.to_parquet(tmp_path / run / "orders.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "orders.parquet")).groupBy("country") \
+                .agg(F.sum("amount").alias("revenue")).write.parquet(str(tmp_path / run / "report"))
+    res = spark_causal.attribute(store, "a", "empty", "report.revenue")
+    assert res.significant and res.current_value == 0 and res.change == pytest.approx(-orders.amount.sum())
+    assert [a.node for a in res.attributions] == ["orders.__rows__"]
+    assert res.attributions[0].contribution == pytest.approx(res.change)
