@@ -2093,6 +2093,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         t = seg.table
         vals = {x: _to_array(t[x]) if x in t.columns else np.ones(len(t)) if x in one_sided
                 else _to_array(t[f"__arg__:{x}"]) for x in model_nodes}
+        for x, v in vals.items():  # an infinity is no amount: counted like a NaN (Spark's sum would be inf)
+            if v.dtype.kind == "f" and np.isinf(v).any():
+                vals[x] = np.where(np.isinf(v), np.nan, v)
+                warnings.append(f"{x} holds infinite values in {seg.description.get('id')}; they count as NaN")
         # a join that keeps unmatched units (left join from the driving side) lets every unit through:
         # as a gate its value is 1, so a join whose type changed (inner -> left) is a changed mechanism
         for j in seg.description.get("joins") or []:
@@ -2119,7 +2123,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 warnings.append(f"{seg.description.get('id')}: the sample implies {w_units:,.0f} driving "
                                 f"rows, not the {rows:,} recorded; the sample's own count is used")
         col = f"__contrib__:{target}"
-        rec = (pd.to_numeric(t[col], errors="coerce").fillna(0.0).to_numpy(float)
+        rec = (pd.to_numeric(t[col], errors="coerce").replace([np.inf, -np.inf], np.nan).fillna(0.0).to_numpy(float)
                if col in t.columns else None)
         run = _Run(vals, w, len(t), float(w.sum()), rec)
         run.units = _cluster_codes(units) if repeated else None

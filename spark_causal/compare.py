@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 import networkx as nx
@@ -123,13 +124,16 @@ def _exact_values(result: Attribution, stats: tuple[Any, Any], target: str) -> A
     mean x non-NULL count), not as the samples estimate them; the contributions stay the samples' and
     what they leave of the exact change is unexplained. Kept as estimated when a run has no statistics of it."""
     exact = []
-    for run_stats in stats:
+    for name, run_stats in zip(("baseline", "current"), stats):
         if target not in run_stats.index:
             return result
         r = run_stats.loc[target]
         valued = int(r["count"]) - int(r["nulls"])
-        if valued and (r["mean"] is None or r["mean"] != r["mean"]):
-            return result
+        if valued and (r["mean"] is None or r["mean"] != r["mean"] or not math.isfinite(float(r["mean"]))):
+            # Spark's sum over a NaN or an infinity is NaN/inf: the samples' finite estimate stands, said so
+            note = (f"{target} is NaN or infinite in the {name} run's output (a NaN or infinite input value): "
+                    "the figures are the samples' estimates over finite values")
+            return dataclasses.replace(result, warnings=list(result.warnings) + [note])
         exact.append(float(r["mean"]) * valued if valued else 0.0)
     change = exact[1] - exact[0]
     explained = result.change - result.unexplained

@@ -708,3 +708,26 @@ def test_a_source_with_no_rows_is_all_volume(spark, tmp_path):
     assert res.significant and res.current_value == 0 and res.change == pytest.approx(-orders.amount.sum())
     assert [a.node for a in res.attributions] == ["orders.__rows__"]
     assert res.attributions[0].contribution == pytest.approx(res.change)
+
+
+def test_nan_and_infinite_amounts_are_said_not_summed(spark, tmp_path):
+    """Spark's sum over a NaN is NaN and over an infinity inf: the result says so and reports the
+    finite values' figures, instead of "rose inf" or a silent drop."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, bad in (("a", None), ("nan", float("nan")), ("inf", float("inf"))):
+        df = spark.range(3000).select("id", (F.col("id") % 3).cast("string").alias("country"),
+                                      ((F.col("id") % 17) * 1.25).alias("x"))
+        if bad is not None:
+            df = df.withColumn("x", F.when(F.col("id") % 50 == 0, F.lit(bad)).otherwise(F.col("x")))
+        df.drop("id").write.parquet(str(tmp_path / run / "src"))
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "src")).groupBy("country").agg(F.sum("x").alias("sx")) \
+                .write.parquet(str(tmp_path / run / "agg"))
+    for run in ("nan", "inf"):
+        res = spark_causal.attribute(store, "a", run, "agg.sx")
+        assert np.isfinite(res.current_value) and np.isfinite(res.change), res.summary()
+        assert any("NaN or infinite" in w for w in res.warnings), res.warnings
+        dropped = sum((i % 17) * 1.25 for i in range(0, 3000, 50))
+        assert res.change == pytest.approx(-dropped, rel=0.05), res.summary()
