@@ -1331,6 +1331,9 @@ class _Spec:
     selections: set[str] = field(default_factory=set)
     coded: dict[str, np.ndarray] = field(default_factory=dict)  # string columns -> categories
     windows: set[str] = field(default_factory=set)  # window nodes computed again over whole partitions
+    # the windows' partitions are the bootstrap's clusters (sampled whole): a resample's copies of one
+    # stay apart; otherwise units are resampled one by one within a few large partitions (per region)
+    copies_apart: bool = False
 
 
 class _Fitted:
@@ -1541,7 +1544,7 @@ def evaluate(model: FittedModel, switched: set[str] | frozenset[str] | list[str]
         idx = np.flatnonzero(dirty)
         fn = _mechanism_fn(spec, fit, node, "c" if node in switched else "b")
         sub = {p: env[p][idx] for p in spec.parents[node]}
-        if node in spec.windows and base.copies is not None:
+        if node in spec.windows and base.copies is not None and spec.copies_apart:
             sub[_COPY] = base.copies
         val = fn(sub, len(idx))
         old = base.values[node]
@@ -2313,7 +2316,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         if cand not in cands:
             cands.append(cand)
     spec = _Spec(target, agg, fn, inp, cands[0], None, [], {}, lookups, det, [], parents, selections,
-                 coded, windows)
+                 coded, windows, copies_apart=bool(windowed) and set(windowed) <= key_ids)
     if b.recorded is not None and agg == "sum":
         best, best_rate = cands[0], -1.0
         for cand in cands:

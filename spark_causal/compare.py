@@ -340,8 +340,10 @@ def _upstream_aggregate(graph: nx.DiGraph, node: str, candidates: dict[str, dict
 
 
 def _significant_item(a: AttributionItem) -> bool:
-    return bool(a.kind not in ("source", "volume") and a.contribution != 0 and a.mechanism_changed
-                and not (a.ci_low < 0 < a.ci_high))
+    """A changed mechanism worth explaining from below. Its interval is not asked to exclude 0: the
+    bootstrap of a few hundred aggregated units under a top-N window is too rough for that, and an
+    aggregate that moved by chance is found out by the inner attribution (not significant: demoted)."""
+    return bool(a.kind not in ("source", "volume") and a.contribution != 0 and a.mechanism_changed)
 
 
 def _row_level_target(item: AttributionItem, desc: dict, row_level: dict[str, dict],
