@@ -400,7 +400,8 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
         # repeat in the columns read (91 distinct (country, amount) pairs over 20,000 rows) would hash
         # alike and be all in or all out, a sample of one value.
         cols = [a for a in P.output(leaf) if P.expr_id(a) in needed] or P.output(leaf)
-        h = E.XxHash64(cat.seq(cols + [E.MonotonicallyIncreasingID()]), seed)
+        hashable = [a for a in cols if "map<" not in P.dtype(a)]  # Spark hashes no map (nor what holds one)
+        h = E.XxHash64(cat.seq(hashable + [E.MonotonicallyIncreasingID()]), seed)
         unit = rw.add(h, UNIT)
         with_unit = cat.project(cols + [unit], leaf)
         if rate >= 1.0:

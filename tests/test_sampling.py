@@ -98,10 +98,10 @@ def test_rows_that_repeat_in_the_columns_read_are_sampled_one_by_one(spark, tmp_
 
 def test_types_survive_the_round_trip(spark, tmp_path):
     rows = [(1, None, float("nan"), "a", True, dt.date(2026, 1, 1), dt.datetime(2026, 1, 1, 12),
-             decimal.Decimal("1.25"), [1, 2]),
-            (2, 2.0, 1.5, None, None, None, None, None, None)]
+             decimal.Decimal("1.25"), [1, 2], {"k": 1}),
+            (2, 2.0, 1.5, None, None, None, None, None, None, None)]
     df = spark.createDataFrame(rows, "id int, x double, y double, s string, b boolean, d date, ts timestamp, "
-                                     "dec decimal(10,2), arr array<int>")
+                                     "dec decimal(10,2), arr array<int>, m map<string,int>")
     df.createOrReplaceTempView("typed")
     out = spark.table("typed").withColumn("z", F.col("x") + 1)
     with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r") as cap:
@@ -114,6 +114,7 @@ def test_types_survive_the_round_trip(spark, tmp_path):
     assert pd.api.types.is_datetime64_any_dtype(t["typed.ts"])
     assert t["typed.dec"].tolist()[0] == 1.25
     assert t["typed.arr"].tolist()[0] == "[1,2]"
+    assert t["typed.m"].tolist()[0] == '{"k":1}'  # a map is sampled too (Spark cannot hash one)
     stats = {s["node"]: s for s in store.read_parquet("r", "stats.parquet").to_dict("records")}
     assert stats["typed.x"]["count"] == 2 and stats["typed.x"]["nulls"] == 1
     assert stats["typed.d"]["min"] == "2026-01-01"
