@@ -611,6 +611,14 @@ def _now() -> str:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The exception as one line; for a py4j error, the Java exception's own message, not py4j's
+    "An error occurred while calling o196.exprId"."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            return f"{java.getClass().getSimpleName()}: {str(java.getMessage()).strip().splitlines()[0]}"[:500]
+        except Exception:  # noqa: BLE001 - the JVM is gone: py4j's own text below
+            pass
     text = str(exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
     return f"{type(exc).__name__}: {first}"[:500]
