@@ -278,6 +278,11 @@ class Capture:
             with contextlib.suppress(Exception):
                 spark_version = self.spark.version
         writer = self._writer or Store(self.store, spark=self.spark).begin(self.run, replace=self.replace)
+        if status == "failed" and self.replace and _committed(writer.store, self.run):
+            # --replace asks for a better run, not for losing a good one to a job that failed
+            writer.abort()
+            log.warning("spark-causal: the job failed; run %r is kept as it was, not replaced", self.run)
+            return
         try:
             writer.write_json("graph.json", nx.node_link_data(self.graph, edges="edges"))
             if self.stats:
@@ -300,6 +305,16 @@ class Capture:
         except BaseException:
             writer.abort()
             raise
+
+
+def _committed(store: Any, run: str) -> bool:
+    from .errors import UnknownRunError
+
+    try:
+        store.meta(run)
+        return True
+    except UnknownRunError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------- hooks

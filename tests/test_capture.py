@@ -77,7 +77,7 @@ if sys.argv[3] == "exit":
 """
 
 
-def test_run_script_passes_failures_through_and_keeps_runs(spark, orders, tmp_path, capsys):
+def test_run_script_passes_failures_through_and_keeps_runs(spark, orders, tmp_path, capsys, caplog):
     job = tmp_path / "job.py"
     job.write_text(JOB)
     store = str(tmp_path / "store")
@@ -97,6 +97,10 @@ def test_run_script_passes_failures_through_and_keeps_runs(spark, orders, tmp_pa
         run_script(str(job), [src, str(tmp_path / "o4"), "ok"], store=store, run="good")
     assert run_script(str(job), [src, str(tmp_path / "o4"), "ok"], store=store, run="good", replace=True) == 0
     assert s.meta("good")["outputs"] == ["o4"]
+    # --replace with a job that fails keeps the good run it would have replaced
+    assert run_script(str(job), [src, str(tmp_path / "o5"), "fail"], store=store, run="good", replace=True) == 1
+    assert s.meta("good")["outputs"] == ["o4"] and s.meta("good")["status"] == "succeeded"
+    assert "kept as it was" in caplog.text
 
 
 def test_cli_capture_exit_codes(orders, tmp_path):
