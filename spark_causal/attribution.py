@@ -2434,6 +2434,16 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     chain = _order_discrete(disc, cond_of, b, c, discrete, cfg) if 2 <= len(disc) <= 5 else disc
     chain += [x for x in root_nodes if x in discrete and not discrete[x]]
+    # few-valued columns looked up by keys the model never redraws (a customer's country): a unit keeps
+    # its own, so a numeric root may be conditioned on them too (a drift of German customers' amounts
+    # is then a change within Germany, not spread over every country that pays in euros)
+    looked_up = []
+    for x in lookups:
+        if x in relevant and all(k in identifiers or k in discrete for k in lookups[x]):
+            pooled = np.concatenate([b.values[x], c.values[x]])
+            nuniq[x] = int(len(np.unique(pooled[~np.isnan(pooled)])))
+            if 2 <= nuniq[x] <= cfg.discrete_max_values:
+                looked_up.append(x)
     roots = []
     disc_before: list[str] = []
     num_before: list[str] = []
@@ -2447,9 +2457,17 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # take the places of the one it depends on (country), whose mix shift would then be its own;
             # the strongest first, while their cells fit: cells beyond ``max_cells`` merge into one
             # rest cell, and a 60-valued key would dilute the 3 quantities that matter into it
-            strength = {d: _dependence(x, d, b, c, cfg) for d in disc_before}
-            strong = sorted((d for d in disc_before if strength[d] > 1), key=lambda d: (-strength[d], rank[d]))
-            cond, cells = strong[:1], nuniq[strong[0]] + 1 if strong else 1  # the strongest, whatever it takes
+            strength = {d: _dependence(x, d, b, c, cfg) for d in disc_before + looked_up}
+            # a column the ``where`` slices by comes first, dependent or not: each slice keeps its own
+            # distribution (a German drift must not leak into the French slice)
+            strength.update({d: math.inf for d in strength if d in where_nodes})
+            strong = sorted((d for d in strength if strength[d] > 1),
+                            key=lambda d: (-strength[d], rank.get(d, len(rank)), d))
+            # the strongest that fits (a customer's country before the 2,000 customers it groups, whose
+            # cells would mostly merge into the rest cell), else the strongest, whatever it takes
+            fits = [d for d in strong if nuniq[d] + 1 <= cfg.max_cells]
+            strong = fits[:1] + [d for d in strong if d not in fits[:1]]
+            cond, cells = strong[:1], nuniq[strong[0]] + 1 if strong else 1
             for d in strong[1:]:
                 if len(cond) < cfg.max_cond_discrete and cells * (nuniq[d] + 1) <= cfg.max_cells:
                     cond.append(d)
@@ -2461,7 +2479,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         roots.append(_RootSpec(x, discrete[x], cond, [d for d in disc_before if d not in cond]))
         (disc_before if discrete[x] else num_before).append(x)
     spec.roots = roots
-    spec.discrete = discrete
+    spec.discrete = {**discrete, **{x: True for x in looked_up}}
     for x in root_nodes:
         how[x] = "identifier (carried)" if x in identifiers else "root"
 

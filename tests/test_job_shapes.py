@@ -759,3 +759,28 @@ def test_top_n_per_group_of_aggregated_units_drills_down(spark, tmp_path):
     assert res.significant and res.attributions[0].node == "sales.status", res.summary()
     same = spark_causal.attribute(store, "a", "same", "top.top_revenue")
     assert not same.significant and not any(a.mechanism_changed for a in same.attributions), same.to_pandas()
+
+
+def test_a_drift_of_one_countrys_customers_stays_in_its_where_slice(spark, tmp_path):
+    """Amounts up 30% for German customers only (country comes from the customer dimension): the French
+    slice, whose rows are the same in both runs, shows no change, and the German one has its size."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    customers = pd.DataFrame({"customer_id": np.arange(200), "country": np.array(["DE", "FR", "US", "UK"])[
+        np.arange(200) % 4]})
+    for run, drift in (("a", False), ("b", True)):
+        rng = np.random.default_rng(12)
+        n = 8000
+        orders = pd.DataFrame({"customer_id": rng.integers(0, 200, n), "channel": rng.choice(["web", "app"], n),
+                               "amount": np.round(rng.lognormal(3.5, 0.8, n), 2)})
+        if drift:
+            german = orders.customer_id % 4 == 0
+            orders.loc[german, "amount"] = np.round(orders.loc[german, "amount"] * 1.3, 2)
+        _capture_joined(spark, store, tmp_path / run, {"orders": orders, "customers": customers}, "customer_id",
+                        F.col("amount"), "country", "rev.revenue")
+    fr = spark_causal.attribute(store, "a", "b", "rev.revenue", where="country = 'FR'")
+    assert not fr.significant and not any(a.contribution for a in fr.attributions), fr.summary()
+    de = spark_causal.attribute(store, "a", "b", "rev.revenue", where="country = 'DE'")
+    assert de.significant and de.attributions[0].node == "orders.amount"
+    assert de.attributions[0].contribution == pytest.approx(de.change, rel=0.15), de.summary()
