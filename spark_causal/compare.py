@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any
+from typing import Any, Callable
 
 import networkx as nx
 
@@ -159,23 +159,31 @@ def _through_unions(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGra
     if not unions:
         return result
     sb, sc = stats
-    items, notes = [], []
-    for a in result.attributions:
-        branch = None
+
+    def branch(a: AttributionItem) -> str | None:
         if a.kind == "volume":
             stage = a.node.rsplit(".", 1)[0]
             tables = {graph.nodes[p].get("table") for u in unions if graph.nodes[u].get("stage") == stage
                       for p in nx.ancestors(graph, u) if graph.nodes[p].get("kind") == "source"} - {None}
             rows = {t: _rows_change(sb, sc, graph, t) for t in tables}
             found = _dominant({t: v for t, v in rows.items() if v is not None}, dominance)
-            branch = f"{found}.__rows__" if found else None
-        elif a.node in unions and a.contribution:
-            branch = _dominant({p: _stats_change(sb, sc, p) for p in graph.predecessors(a.node)}, dominance)
-        if branch is None:
-            items.append(a)
-            continue
-        notes.append(f"{a.node} refined to {branch}: of the union's inputs, its statistics changed")
-        items.append(_renamed(a, branch, graph))
+            return f"{found}.__rows__" if found else None
+        if a.node in unions and a.contribution:
+            return _dominant({p: _stats_change(sb, sc, p) for p in graph.predecessors(a.node)}, dominance)
+        return None
+
+    return _refined(result, branch, graph, "of the union's inputs, its statistics changed")
+
+
+def _refined(result: Attribution, pick: Callable[[AttributionItem], str | None], graph: nx.DiGraph,
+             why: str) -> Attribution:
+    """The result with each item that ``pick`` names another node for renamed to it, and a note why."""
+    items, notes = [], []
+    for a in result.attributions:
+        found = pick(a)
+        items.append(a if found is None else _renamed(a, found, graph))
+        if found is not None:
+            notes.append(f"{a.node} refined to {found}: {why}")
     if not notes:
         return result
     return dataclasses.replace(result, attributions=items, warnings=list(result.warnings) + notes)
@@ -215,34 +223,27 @@ def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baselin
     inputs = _outside_inputs(graph)
     if not inputs:
         return result
-    items, notes = [], []
-    for a in result.attributions:
+
+    def cause(a: AttributionItem) -> str | None:
         side = inputs.get(a.node)
         own_code = a.node in baseline and a.node in graph \
             and baseline.nodes[a.node].get("fingerprint") != graph.nodes[a.node].get("fingerprint")
-        found = None
-        if side is not None and a.contribution and not own_code:
-            filters, per_unit, tables, keys = side
-            changed = [f for f in filters if f in baseline
-                       and baseline.nodes[f].get("fingerprint") != graph.nodes[f].get("fingerprint")]
-            if changed:
-                found = changed[0]
-            else:
-                roots = {r for f in filters + [a.node] for r in nx.ancestors(graph, f)
-                         if graph.nodes[r].get("kind") == "source"} - set(keys) - per_unit
-                scores = {r: _stats_change(sb, sc, r) for r in roots}
-                scores.update({k: _stats_change(sb, sc, k) for k in keys})
-                scores.update({f"{t}.__rows__": _rows_change(sb, sc, graph, t) or 0.0 for t in tables})
-                best = _dominant(scores, dominance)
-                found = best if best in roots else None
-        if found is None:
-            items.append(a)
-            continue
-        notes.append(f"{a.node} refined to {found}: it decides what the selection passes, and it changed")
-        items.append(_renamed(a, found, graph))
-    if not notes:
-        return result
-    return dataclasses.replace(result, attributions=items, warnings=list(result.warnings) + notes)
+        if side is None or not a.contribution or own_code:
+            return None
+        filters, per_unit, tables, keys = side
+        changed = [f for f in filters if f in baseline
+                   and baseline.nodes[f].get("fingerprint") != graph.nodes[f].get("fingerprint")]
+        if changed:
+            return changed[0]
+        roots = {r for f in filters + [a.node] for r in nx.ancestors(graph, f)
+                 if graph.nodes[r].get("kind") == "source"} - set(keys) - per_unit
+        scores = {r: _stats_change(sb, sc, r) for r in roots}
+        scores.update({k: _stats_change(sb, sc, k) for k in keys})
+        scores.update({f"{t}.__rows__": _rows_change(sb, sc, graph, t) or 0.0 for t in tables})
+        best = _dominant(scores, dominance)
+        return best if best in roots else None
+
+    return _refined(result, cause, graph, "it decides what the selection passes, and it changed")
 
 
 def _outside_inputs(graph: nx.DiGraph) -> dict[str, tuple[list[str], set[str], set[str], list[str]]]:

@@ -451,6 +451,14 @@ def test_reported_values_are_the_outputs_exact_sums(spark, tmp_path):
     assert "estimated" not in spark_causal.attribute(store, "a", "b", "report.mean_amount").details
 
 
+def _as_views(spark, folder, tables: dict[str, pd.DataFrame]) -> None:
+    """Each table written to ``folder`` as Parquet and read back as a temporary view of its name."""
+    folder.mkdir()
+    for name, frame in tables.items():
+        frame.to_parquet(folder / f"{name}.parquet")
+        spark.read.parquet(str(folder / f"{name}.parquet")).createOrReplaceTempView(name)
+
+
 def _segmented_tables(seed: int, *, active_e: bool = True, customers: int = 500) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     n = 6000
@@ -467,10 +475,7 @@ def _capture_segmented(spark, store: str, folder, tables: dict, api: str, min_ti
     tier is at least ``min_tier``: both filters sit on the customers side of the join."""
     from pyspark.sql import functions as F
 
-    folder.mkdir()
-    for name, frame in tables.items():
-        frame.to_parquet(folder / f"{name}.parquet")
-        spark.read.parquet(str(folder / f"{name}.parquet")).createOrReplaceTempView(name)
+    _as_views(spark, folder, tables)
     with spark_causal.capture(spark, store=store, run=folder.name):
         if api == "sql":
             df = spark.sql(f"""SELECT c.segment, SUM(o.amount) AS revenue FROM orders o
@@ -533,10 +538,7 @@ def test_a_table_created_by_an_earlier_statement_is_attributed_through(spark, tm
             orders.loc[rng.random(n) < 0.15, "day"] = None
         fx = pd.DataFrame({"currency": ["EUR", "USD"], "rate": [1.08 * (100 if fault == "fx" else 1), 1.0]})
         folder = tmp_path / run
-        folder.mkdir()
-        for name, frame in (("orders", orders), ("fx", fx)):
-            frame.to_parquet(folder / f"{name}.parquet")
-            spark.read.parquet(str(folder / f"{name}.parquet")).createOrReplaceTempView(name)
+        _as_views(spark, folder, {"orders": orders, "fx": fx})
         with spark_causal.capture(spark, store=store, run=run):
             spark.sql(f"""CREATE TABLE enriched USING parquet LOCATION '{folder / "enriched"}' AS
                 SELECT o.channel, o.amount * f.rate AS amount_usd FROM orders o JOIN fx f ON o.currency = f.currency
@@ -671,10 +673,7 @@ def test_per_customer_totals_joined_to_a_smaller_dimension_are_the_units(spark, 
         n = 4000
         orders = pd.DataFrame({"customer_id": rng.integers(0, 440, n), "amount": np.round(rng.lognormal(3, 0.6, n), 2)})
         folder = tmp_path / run
-        folder.mkdir()
-        for name, frame in (("orders", orders), ("customers", customers)):
-            frame.to_parquet(folder / f"{name}.parquet")
-            spark.read.parquet(str(folder / f"{name}.parquet")).createOrReplaceTempView(name)
+        _as_views(spark, folder, {"orders": orders, "customers": customers})
         with spark_causal.capture(spark, store=store, run=run):
             spark.sql(f"""WITH cust AS (SELECT customer_id, SUM(amount) AS spend FROM orders
                               GROUP BY customer_id HAVING COUNT(*) >= {least})
