@@ -2434,12 +2434,14 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     chain = _order_discrete(disc, cond_of, b, c, discrete, cfg) if 2 <= len(disc) <= 5 else disc
     chain += [x for x in root_nodes if x in discrete and not discrete[x]]
-    # few-valued columns looked up by keys the model never redraws (a customer's country): a unit keeps
-    # its own, so a numeric root may be conditioned on them too (a drift of German customers' amounts
-    # is then a change within Germany, not spread over every country that pays in euros)
+    # few-valued source columns of a dimension, looked up by the unit's keys (a customer's country): a
+    # unit keeps its own, so a numeric root may be conditioned on them too (a drift of German customers'
+    # amounts is then a change within Germany, not spread over every country that pays in euros). Not a
+    # column the job derives (a tier from the customer's total spend): it may follow from the root itself
     looked_up = []
     for x in lookups:
-        if x in relevant and all(k in identifiers or k in discrete for k in lookups[x]):
+        if x in relevant and _node_attr(graphs, x, "kind") == "source" and \
+                all(k in identifiers or k in discrete for k in lookups[x]):
             pooled = np.concatenate([b.values[x], c.values[x]])
             nuniq[x] = int(len(np.unique(pooled[~np.isnan(pooled)])))
             if 2 <= nuniq[x] <= cfg.discrete_max_values:
