@@ -105,6 +105,7 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
         result = _exact_values(result, stats, target)  # what the samples sum is the column's sum
     if stats is not None:
         result = _through_unions(result, stats, c.graph)
+        result = _through_fanout(result, stats, c.graph)
         result = _through_filtered_joins(result, stats, b.graph, c.graph)
     extra = graph_differences(b.graph, c.graph)
     return dataclasses.replace(result, warnings=list(result.warnings) + extra) if extra else result
@@ -173,6 +174,34 @@ def _through_unions(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGra
         return None
 
     return _refined(result, branch, graph, "of the union's inputs, its statistics changed")
+
+
+def _through_fanout(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGraph) -> Attribution:
+    """The volume of the rows refined to the joined table whose row count moved, when the driving
+    table's exact row count explains little of it: a key repeated in a lookup table (fx with two EUR
+    rows) multiplies the rows a join gives each driving row, which the rows' volume term counts."""
+    sb, sc = stats
+    details = result.details or {}
+    desc = next((d for d in graph.graph.get("segments", []) if d.get("id") == details.get("segment")), None)
+    rows = details.get("rows") or {}
+    if desc is None or not rows.get("baseline"):
+        return result
+    driving = str(desc.get("driving"))
+    moved = abs(float(rows["current"]) - float(rows["baseline"])) / float(rows["baseline"])
+    own = _rows_change(sb, sc, graph, driving)
+    tables = {graph.nodes[col].get("table") for j in desc.get("joins", [])
+              for col in list(j.get("other_keys", [])) + list(j.get("columns", []))
+              if col in graph and graph.nodes[col].get("table")} - {driving}
+    changes = {t: v for t in sorted(tables) if (v := _rows_change(sb, sc, graph, t))}
+    fanned = own is not None and moved > 3 * own + 0.01 and changes
+
+    def table(a: AttributionItem) -> str | None:
+        if not fanned or a.kind != "volume" or a.node != f"{driving}.__rows__" or not a.mechanism_changed:
+            return None
+        return f"{max(changes, key=lambda t: changes[t])}.__rows__"
+
+    return _refined(result, table, graph, "the driving rows did not change as much, the rows this joined "
+                                          "table gives each of them did")
 
 
 def _refined(result: Attribution, pick: Callable[[AttributionItem], str | None], graph: nx.DiGraph,

@@ -783,3 +783,24 @@ def test_a_drift_of_one_countrys_customers_stays_in_its_where_slice(spark, tmp_p
     de = spark_causal.attribute(store, "a", "b", "rev.revenue", where="country = 'DE'")
     assert de.significant and de.attributions[0].node == "orders.amount"
     assert de.attributions[0].contribution == pytest.approx(de.change, rel=0.15), de.summary()
+
+
+def test_a_key_repeated_in_a_lookup_table_is_that_tables_rows(spark, tmp_path):
+    """A second row for one currency in fx makes the join give its orders twice: the orders did not
+    change, fx's rows did; +30% orders with the same fx stays the orders' volume."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    rates = [("0", 1.0), ("1", 1.1), ("2", 0.9)]
+    for run, n, fx_rows in (("a", 6000, rates), ("dup", 6000, rates + [("1", 1.1)]), ("more", 7800, rates)):
+        spark.range(n).select((F.col("id") % 3).cast("string").alias("cur"), ((F.col("id") * 7) % 23 + 1.0).alias("amount")) \
+            .write.parquet(str(tmp_path / run / "orders"))
+        spark.createDataFrame(fx_rows, "cur string, rate double").write.parquet(str(tmp_path / run / "fx"))
+        with spark_causal.capture(spark, store=store, run=run):
+            o, fx = (spark.read.parquet(str(tmp_path / run / name)) for name in ("orders", "fx"))
+            o.join(fx, "cur").groupBy("cur").agg(F.sum(F.col("amount") * F.col("rate")).alias("revenue")) \
+                .write.parquet(str(tmp_path / run / "report"))
+    dup = spark_causal.attribute(store, "a", "dup", "report.revenue")
+    assert dup.significant and dup.attributions[0].node == "fx.__rows__", dup.summary()
+    more = spark_causal.attribute(store, "a", "more", "report.revenue")
+    assert more.significant and more.attributions[0].node == "orders.__rows__", more.summary()
