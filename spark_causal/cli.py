@@ -252,9 +252,10 @@ def _add_attribute(subparsers: Any) -> None:
     p.add_argument("--baseline", required=True, help="run id of the baseline (before)")
     p.add_argument("--current", required=True, help="run id of the current run (after)")
     p.add_argument("--target", required=True, help="output column id, <output>.<column>")
-    p.add_argument("--agg", choices=("sum", "count", "mean"), default="sum", help="sum: the column's total over the output's rows (default); "
-                   "count: the input rows (units) it is computed from; mean: the average per such input row, "
-                   "a ratio of sums (for an avg() column, its overall average)")
+    p.add_argument("--agg", choices=("sum", "count", "mean"), default="sum",
+                   help="sum: the column's total over the output's rows (default); count: the input rows (units) "
+                   "it is computed from; mean: the average per such input row, a ratio of sums (for an avg() "
+                   "column, its overall average)")
     p.add_argument("--where", default=None, help="SQL predicate on the output's columns, e.g. \"country = 'DE'\"")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and Shapley draws (default 0)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stdout)")
