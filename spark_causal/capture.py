@@ -291,6 +291,10 @@ class Capture:
                 writer.write_parquet("stats.parquet", pd.DataFrame(self.stats))
             for name, frame in self.tables.items():
                 writer.write_parquet(name, frame)
+            if not self.graph.graph["outputs"] and status == "succeeded":
+                self.errors.append("the job wrote no output that capture saw (a DataFrameWriter or SQL write, "
+                                   "or spark_causal.register_output for a job that collects)")
+                log.warning("spark-causal: %s", self.errors[-1])
             if self.errors and status == "succeeded":
                 status = "incomplete"
             writer.commit({

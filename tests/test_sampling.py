@@ -130,6 +130,10 @@ def test_empty_inputs_give_a_valid_run(spark, tmp_path):
     assert meta["status"] == "succeeded", meta
     seg = cap.graph.graph["segments"][0]
     assert seg["rows"] == 0 and seg["sampled"] == 0
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="nothing"):
+        agg.collect()  # collected, never written nor registered: the run says so
+    meta = Store(str(tmp_path / "s")).meta("nothing")
+    assert meta["status"] == "incomplete" and "no output" in meta["capture_errors"][0], meta
 
 
 def test_aggregate_joined_back_gives_two_segments(spark, data, tmp_path):
