@@ -2128,9 +2128,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         col = f"__contrib__:{target}"
         rec = (pd.to_numeric(t[col], errors="coerce").replace([np.inf, -np.inf], np.nan).fillna(0.0).to_numpy(float)
                if col in t.columns else None)
-        run = _Run(vals, w, len(t), float(w.sum()), rec)
-        run.units = _cluster_codes(units) if repeated else None
-        return run
+        return _Run(vals, w, len(t), float(w.sum()), rec, units=_cluster_codes(units) if repeated else None)
 
     b, c = prep(seg_b), prep(seg_c)
     if b.n == 0 or c.n == 0:
@@ -2220,14 +2218,11 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                                  "current": current.graph.nodes[node].get("expr") or fc,
                                  "baseline_fingerprint": fb, "current_fingerprint": fc})
     for node in one_sided:
-        there = current.graph if node in (desc.get("selections") or []) else baseline.graph
-        expr = there.nodes[node].get("expr") if node in there else None
-        code_changes.append({"node": node, "baseline": expr if there is baseline.graph else "(no such filter)",
-                             "current": expr if there is current.graph else "(no such filter)",
-                             "baseline_fingerprint": there.nodes[node].get("fingerprint") if there is baseline.graph
-                             else None,
-                             "current_fingerprint": there.nodes[node].get("fingerprint") if there is current.graph
-                             else None})
+        now = node in (desc.get("selections") or [])  # the current code has it, the baseline's not
+        attrs = (current.graph if now else baseline.graph).nodes[node]
+        expr, fp, absent = attrs.get("expr"), attrs.get("fingerprint"), "(no such filter)"
+        code_changes.append({"node": node, "baseline": absent if now else expr, "current": expr if now else absent,
+                             "baseline_fingerprint": None if now else fp, "current_fingerprint": fp if now else None})
     changed_code = {cc["node"] for cc in code_changes}
     how: dict[str, str] = {}
     windows: set[str] = set()

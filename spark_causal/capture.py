@@ -28,7 +28,7 @@ import networkx as nx
 
 from . import plan as P
 from . import sampling
-from .errors import CaptureError, SparkCausalError
+from .errors import CaptureError, SparkCausalError, UnknownRunError
 from .lineage import LineageBuilder
 from .observe import Observed, observe
 from .stats import MAX_KNOWN_VALUES, SampleHints, compute_stats, selection_stats
@@ -312,8 +312,6 @@ class Capture:
 
 
 def _committed(store: Any, run: str) -> bool:
-    from .errors import UnknownRunError
-
     try:
         store.meta(run)
         return True

@@ -189,9 +189,7 @@ def _through_fanout(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGra
     driving = str(desc.get("driving"))
     moved = abs(float(rows["current"]) - float(rows["baseline"])) / float(rows["baseline"])
     own = _rows_change(sb, sc, graph, driving)
-    tables = {graph.nodes[col].get("table") for j in desc.get("joins", [])
-              for col in list(j.get("other_keys", [])) + list(j.get("columns", []))
-              if col in graph and graph.nodes[col].get("table")} - {driving}
+    tables = set().union(*(_other_tables(graph, j) for j in desc.get("joins", []))) - {driving}
     changes = {t: v for t in sorted(tables) if (v := _rows_change(sb, sc, graph, t))}
     fanned = own is not None and moved > 3 * own + 0.01 and changes
 
@@ -253,15 +251,16 @@ def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baselin
     if not inputs:
         return result
 
+    def code_changed(node: str) -> bool:
+        return node in baseline and node in graph \
+            and baseline.nodes[node].get("fingerprint") != graph.nodes[node].get("fingerprint")
+
     def cause(a: AttributionItem) -> str | None:
         side = inputs.get(a.node)
-        own_code = a.node in baseline and a.node in graph \
-            and baseline.nodes[a.node].get("fingerprint") != graph.nodes[a.node].get("fingerprint")
-        if side is None or not a.contribution or own_code:
+        if side is None or not a.contribution or code_changed(a.node):
             return None
         filters, per_unit, tables, keys = side
-        changed = [f for f in filters if f in baseline
-                   and baseline.nodes[f].get("fingerprint") != graph.nodes[f].get("fingerprint")]
+        changed = [f for f in filters if code_changed(f)]
         if changed:
             return changed[0]
         roots = {r for f in filters + [a.node] for r in nx.ancestors(graph, f)
@@ -301,8 +300,7 @@ def _outside_inputs(graph: nx.DiGraph) -> dict[str, tuple[list[str], set[str], s
                     out[sel] = (above, per_unit, set(), [])
                 continue
             j = joins[sel]
-            cols = list(j.get("other_keys", [])) + list(j.get("columns", []))
-            tables = {graph.nodes[c].get("table") for c in cols if c in graph} - {None}
+            tables = _other_tables(graph, j)
             filters, read = [], set(tables)
             while True:  # a filter of a table semi-joined to the other side filters it too
                 more = [n for n in off if n not in filters
@@ -314,6 +312,12 @@ def _outside_inputs(graph: nx.DiGraph) -> dict[str, tuple[list[str], set[str], s
             if filters:
                 out[sel] = (sorted(filters), set(), tables, [k for k in j.get("other_keys", []) if k in graph])
     return out
+
+
+def _other_tables(graph: nx.DiGraph, join: dict) -> set[str]:
+    """The source tables of a join's other side (of its keys and the columns it brings)."""
+    cols = list(join.get("other_keys", [])) + list(join.get("columns", []))
+    return {graph.nodes[c].get("table") for c in cols if c in graph} - {None}
 
 
 def _stats_change(sb: Any, sc: Any, node: str) -> float:

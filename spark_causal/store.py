@@ -358,12 +358,11 @@ class Store:
         """The run's ``meta.json``; refuses runs written by a newer spark-causal."""
         try:
             meta = json.loads(self._read(run, _META))
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
         except ValueError:
             raise StoreError(f"run {run!r} in {self.root} has a damaged meta.json",
                              hint="capture the run again with --replace, or delete its folder") from None
-        if not isinstance(meta, dict):
-            raise StoreError(f"run {run!r} in {self.root} has a damaged meta.json",
-                             hint="capture the run again with --replace, or delete its folder")
         version = meta.get("schema_version")
         if not isinstance(version, int) or version < 1:
             raise StoreError(
