@@ -1622,6 +1622,38 @@ def _shapley(model: FittedModel, players: list[str], rng) -> tuple[np.ndarray, f
     return phi, v(frozenset()), v(frozenset(players))
 
 
+def _forward_shapley(model: FittedModel, players: list[str], rng) -> tuple[np.ndarray, float, float]:
+    """:func:`_shapley` signed from the baseline to the current run whichever run is the reference:
+    (values, the metric with every player in its baseline version, in its current version)."""
+    phi, v0, v1 = _shapley(model, players, rng)
+    return (-phi, v1, v0) if model.reversed else (phi, v0, v1)
+
+
+def _nearer_split(model: FittedModel, players: list[str], current: float,
+                  rng) -> tuple[FittedModel, np.ndarray, float, float]:
+    """The Shapley split of the change on the baseline's units, or on the current run's if that
+    leaves clearly less unexplained: (the model used, :func:`_forward_shapley`'s triple).
+
+    Why: the mechanisms that did not change are evaluated on one run's units, and their own noise is
+    what the players leave unexplained. It interacts with a change of a rare key: a corrupted customer
+    with 1 order in the baseline and 8 today is worth 8 orders of the corruption today, not 1 (the
+    baseline's units said 1/8 of it). A corruption that zeroes a key with 8 orders in the baseline
+    and 1 today is the baseline's 8. Of the two evaluations, the one whose players reproduce the
+    observed metric more closely credits the least to unchanged mechanisms, which is what they are.
+    """
+    phi, v0, v1 = _forward_shapley(model, players, rng)
+    if not players:
+        return model, phi, v0, v1
+    rev = refit(model, reverse=True, rng=np.random.default_rng([model.config.seed, 1]))
+    phi_r, v0_r, v1_r = _forward_shapley(rev, players, rng)
+    # forward: v0 is the baseline's observed metric, v1 its model of today; reverse: v1_r is today's
+    # observed metric, v0_r the model of the baseline on today's units
+    left, left_r = abs(current - v1), abs(v0_r - v0)
+    if left_r < 0.5 * left and left - left_r > 0.05 * abs(current - v0):
+        return rev, phi_r, v0, v0 + (v1_r - v0_r)
+    return model, phi, v0, v1
+
+
 # ============================================================================ building the model
 _NON_DROPPING_JOINS = {"leftouter", "left", "fullouter", "full", "outer", "fullouterjoin", "leftouterjoin"}
 
@@ -2594,7 +2626,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     players = [k for k, t in tests.items() if t["changed"]]
     mb, mc = _metric_from(spec, cb_, db_, b.w), _metric_from(spec, cc_, dc_, c.w)
     nbar = (b.N + c.N) / 2 if agg != "mean" else 1.0
-    phi, v0, v1 = _shapley(model, players, rng)
+    split, phi, v0, v1 = _nearer_split(model, players, mc, rng)
     rescued: list[str] = []
     explained = nbar * (v1 - v0)
     mech_change = nbar * (mc - mb)
@@ -2604,7 +2636,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         if extra:
             rescued = extra
             players = players + extra
-            phi, v0, v1 = _shapley(model, players, rng)
+            split, phi, v0, v1 = _nearer_split(model, players, mc, rng)
             warnings.append("the metric moved significantly but the significantly changed mechanisms "
                             f"explain little of it; weakly changed ones were added: {', '.join(extra)}")
     contrib = {p: float(nbar * phi[i]) for i, p in enumerate(players)}
@@ -2624,7 +2656,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         boots["__volume__"].append((c.N - b.N) * (mb2 + mc2) / 2 if agg != "mean" else 0.0)
         if players:
             try:
-                ph2, _, _ = _shapley(refit(model, baseline=ib, current=ic, rng=rng), players, rng)
+                ph2, _, _ = _forward_shapley(refit(split, baseline=ib, current=ic, rng=rng), players, rng)
             except Exception:  # noqa: BLE001 - a degenerate resample: skip it
                 continue
             for i, p in enumerate(players):
@@ -2689,6 +2721,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         "significance": {"metric": bool(sig_metric), "items": {k if k != "__volume__" else f"{driving}.__rows__": v
                                                                for k, v in item_sig.items()}},
         "se_change": se_change, "v_empty": v0, "v_all": v1,
+        "reference": "current" if split.reversed else "baseline",
         "seconds": {"fit": model.seconds["fit"], "tests": model.seconds["tests"],
                     "shapley": t_shap - t_test,
                     "bootstrap": t_boot - t_shap, "total": time.perf_counter() - t0},

@@ -351,6 +351,34 @@ def test_one_corrupted_row_of_a_many_keyed_dimension_is_named(spark, tmp_path):
     assert not spark_causal.attribute(store, "a", "same", "rev.revenue").significant
 
 
+@pytest.mark.parametrize("case", ["more_today", "fewer_today"])
+def test_a_corrupted_key_is_sized_on_the_orders_it_acted_on(spark, tmp_path, case):
+    """One customer of 2,000 changed, whose orders went 1 -> 8 (multiplier 1 -> 50) or 8 -> 1 (50 -> 0):
+    the change is the customer's multiplier on the run where it acted on 8 orders (39,200 / -40,000),
+    not on the other run's single order (4,900 / -5,000, the rest left unexplained)."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    k = {"a": 1, "b": 8} if case == "more_today" else {"a": 8, "b": 1}
+    mult = {"a": 1.0, "b": 50.0} if case == "more_today" else {"a": 50.0, "b": 0.0}
+    for run in ("a", "b"):
+        rng = np.random.default_rng(3)
+        n = 6000
+        orders = pd.DataFrame({"customer_id": rng.integers(0, 2000, n), "region": rng.choice(["n", "s"], n),
+                               "amount": np.round(rng.uniform(50, 150, n), 2)})
+        orders.loc[orders.customer_id == 1234, "customer_id"] = 1235
+        orders.loc[: k[run] - 1, ["customer_id", "amount"]] = [1234, 100.0]
+        customers = pd.DataFrame({"customer_id": np.arange(2000), "mult": 1.0})
+        customers.loc[1234, "mult"] = mult[run]
+        _capture_joined(spark, store, tmp_path / run, {"orders": orders, "customers": customers}, "customer_id",
+                        F.col("amount") * F.col("mult"), "region", "loyalty.points")
+    res = spark_causal.attribute(store, "a", "b", "loyalty.points")
+    top = [a for a in res.attributions if a.contribution][0]
+    assert res.significant and top.node == "customers.mult", res.summary()
+    assert top.contribution == pytest.approx(39_200 if case == "more_today" else -40_000, rel=0.05), res.summary()
+    assert abs(res.unexplained) < 0.1 * abs(res.change)
+
+
 def test_a_summary_of_another_output_is_attributed_below_it(spark, tmp_path):
     """``summary`` re-aggregates the 90 rows of ``daily``, which another statement wrote: a German
     amount drift too small to show in 90 rows is found in the orders ``daily`` sums; no change, none."""
