@@ -832,3 +832,45 @@ def test_a_key_repeated_in_a_lookup_table_is_that_tables_rows(spark, tmp_path):
     assert dup.significant and dup.attributions[0].node == "fx.__rows__", dup.summary()
     more = spark_causal.attribute(store, "a", "more", "report.revenue")
     assert more.significant and more.attributions[0].node == "orders.__rows__", more.summary()
+
+
+def test_a_column_type_change_with_the_same_values_is_no_change(spark, tmp_path):
+    """Amounts written as DOUBLE instead of DECIMAL(18,4) (same values; the job's casts change with
+    them) and a struct gaining a field the job never reads: code changes listed, nothing changed
+    (was: the amount's expression a certain change sized -1,100 on a day's ordinary noise)."""
+    import json
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    rng = np.random.default_rng(4)
+    n = 5000
+    cur = rng.choice(["EUR", "USD", "SEK"], n)
+    amounts = np.round(rng.lognormal(3, 0.6, n), 2)
+    pq.write_table(pa.table({"currency": ["EUR", "USD", "SEK"],
+                             "rate": pa.array([Decimal("1"), Decimal("0.92"), Decimal("0.087")], pa.decimal128(18, 8))}),
+                   tmp_path / "fx.parquet")
+    for run, as_double in (("a", False), ("b", True)):
+        folder = tmp_path / run
+        folder.mkdir()
+        col = pa.array(amounts, pa.float64()) if as_double else \
+            pa.array([Decimal(f"{a:.4f}") for a in amounts], pa.decimal128(18, 4))
+        pq.write_table(pa.table({"merchant": [f"m{i % 7}" for i in range(n)], "currency": cur, "amount": col}),
+                       folder / "payments.parquet")
+        with open(folder / "telemetry.json", "w") as f:
+            for i in range(n):
+                device = {"country": ["DE", "FR"][i % 2], **({"firmware": "1.3"} if as_double else {})}
+                f.write(json.dumps({"device": device, "temp": float(amounts[i])}) + "\n")
+        with spark_causal.capture(spark, store=store, run=run):
+            p, fx = spark.read.parquet(str(folder / "payments.parquet")), spark.read.parquet(str(tmp_path / "fx.parquet"))
+            p.join(fx, "currency").withColumn("eur", (F.col("amount") * F.col("rate")).cast("decimal(18,4)")) \
+                .groupBy("merchant").agg(F.sum("eur").alias("revenue")).write.parquet(str(folder / "rev"))
+            spark.read.json(str(folder / "telemetry.json")).select(F.col("device.country").alias("country"), "temp") \
+                .groupBy("country").agg(F.avg("temp").alias("avg_temp")).write.parquet(str(folder / "temps"))
+    for target, agg, changed_code in (("rev.revenue", "sum", "rev.eur"), ("temps.avg_temp", "mean", "telemetry.device")):
+        res = spark_causal.attribute(store, "a", "b", target, agg=agg)
+        assert changed_code in {c["node"] for c in res.code_changes}
+        assert not res.significant and not [a.node for a in res.attributions if a.mechanism_changed], res.summary()
