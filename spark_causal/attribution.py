@@ -165,10 +165,11 @@ def _isnull(v: Any, n: int) -> np.ndarray:
 
 def _days(text: str) -> float | None:
     """A date or timestamp written as text, as the samples hold dates: days since 1970-01-01."""
-    try:
-        return pd.Timestamp(text).value / 86400e9
-    except (ValueError, TypeError):
+    try:  # whole seconds, not nanoseconds: an open end written as 9999-12-31 is beyond pandas' ns range
+        seconds = pd.Timestamp(text).to_datetime64().astype("datetime64[s]").astype(np.int64)
+    except (ValueError, TypeError, OverflowError):
         return None
+    return float(seconds) / 86400
 
 
 def _num(v: Any, n: int) -> np.ndarray:

@@ -187,6 +187,9 @@ def test_expression_compiler():
     assert np.allclose(v, [0.5, -1.0, 0.0, 2.0])
     v, _ = ev("isnotnull(s) AND (s <> 'FR')")
     assert list(v) == [1.0, 0.0, 0.0, 1.0]
+    # an open end written as the last day of year 9999 (beyond pandas' nanoseconds): days, as samples hold them
+    v, _ = ev("coalesce(a, TIMESTAMP '9999-12-31 00:00:00') > DATE '2026-11-02'")
+    assert list(v) == [0.0, 0.0, 1.0, 0.0]
 
 
 def test_runtime_30_nodes_20000_units():
