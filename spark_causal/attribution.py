@@ -30,6 +30,7 @@ import dataclasses
 import math
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Callable
@@ -751,11 +752,28 @@ def _numeric_text(a: np.ndarray) -> np.ndarray | None:
     given = given[given.notna()]
     if given.empty:
         return None
-    parsed = pd.to_numeric(given.astype(str).str.strip(), errors="coerce")
+    text = given.astype(str).str.strip()
+    parsed = pd.to_numeric(text, errors="coerce")
     if parsed.notna().mean() < 0.99:
-        return None
+        # or dates and times written as text (JSON has no timestamp type): day numbers, as the samples
+        # hold a date or timestamp column, so that events moved to yesterday are a shift, not new labels
+        parsed = pd.Series(_day_numbers(text), index=text.index)
+        if parsed.notna().mean() < 0.99:
+            return None
     out = np.full(len(a), np.nan)
     out[given.index.to_numpy()] = parsed.to_numpy(dtype=float, na_value=np.nan)
+    return out
+
+
+def _day_numbers(text: pd.Series) -> np.ndarray:
+    """ISO dates and timestamps as days since 1970-01-01 (UTC where an offset is given; NaN where the
+    text is no such thing)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ts = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    ok = ts.notna().to_numpy()
+    out = np.full(len(text), np.nan)
+    out[ok] = ts[ok].dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64) / 86400
     return out
 
 
@@ -2211,11 +2229,13 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     selections = set(x for x in (desc.get("selections") or []) if x in model_nodes) | set(one_sided)
     # string columns become float category codes (pooled over both runs): fast to compare, sort, look up
     coded: dict[str, np.ndarray] = {}
+    from_text: set[str] = set()  # numbers or times read from text: capture took them for identifiers
     for x in model_nodes:
         if _node_attr(graphs, x, "kind") == "source" and not (_is_numeric(b.values[x]) and _is_numeric(c.values[x])):
             numbers = [_numeric_text(r.values[x]) for r in (b, c)]
             if all(v is not None for v in numbers):
                 b.values[x], c.values[x] = numbers
+                from_text.add(x)
         if not (_is_numeric(b.values[x]) and _is_numeric(c.values[x])):
             pooled = np.concatenate([b.values[x].astype(object), c.values[x].astype(object)])
             cats = np.asarray(_cats(pooled), dtype=object)
@@ -2482,10 +2502,11 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         nonnull = int((~np.isnan(pooled)).sum())
         nuniq[x] = nn
         dtype = str(_node_attr(graphs, x, "dtype") or "").lower()
-        integral = x in coded or dtype in ("int", "bigint", "smallint", "tinyint", "long",
-                                                           "integer", "string") or (
+        # (text is coded, or numbers and times read from text, judged by its values)
+        integral = x in coded or dtype in ("int", "bigint", "smallint", "tinyint", "long", "integer") or (
             nonnull and np.all(np.mod(pooled[np.isfinite(pooled)], 1) == 0))
-        if x in declared_ids or (integral and nonnull >= 50 and nn >= 0.95 * nonnull):
+        if (x in declared_ids and (integral or x not in from_text)) or (
+                integral and nonnull >= 50 and nn >= 0.95 * nonnull):
             identifiers.append(x)
             continue
         # a key of a per-key lookup names dimension rows (products, stores): its numbers are labels, and

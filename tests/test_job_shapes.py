@@ -874,3 +874,33 @@ def test_a_column_type_change_with_the_same_values_is_no_change(spark, tmp_path)
         res = spark_causal.attribute(store, "a", "b", target, agg=agg)
         assert changed_code in {c["node"] for c in res.code_changes}
         assert not res.significant and not [a.node for a in res.attributions if a.mechanism_changed], res.summary()
+
+
+def test_timestamps_written_as_text_are_times(spark, tmp_path):
+    """JSON events carry their time as text; 15% arrive late with yesterday's time and the job's date
+    filter drops them: the time column moved (was: every text a category of its own, nothing named)."""
+    import json
+
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed, late in (("a", 1, 0.0), ("same", 2, 0.0), ("late", 2, 0.15)):
+        rng = np.random.default_rng(seed)
+        n = 3000
+        secs = rng.integers(0, 86400, n) - np.where(rng.random(n) < late, 86400, 0)
+        folder = tmp_path / run
+        folder.mkdir()
+        with open(folder / "events.json", "w") as f:
+            for s, temp in zip(secs, rng.normal(15, 6, n)):
+                ts = pd.Timestamp("2026-11-20") + pd.Timedelta(seconds=int(s))
+                f.write(json.dumps({"ts": ts.strftime("%Y-%m-%dT%H:%M:%S"), "temp": temp}) + "\n")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.json(str(folder / "events.json")).withColumn("event_ts", F.to_timestamp("ts")) \
+                .where(F.to_date("event_ts") == F.lit("2026-11-20").cast("date")) \
+                .groupBy(F.hour("event_ts").alias("hour")).agg(F.count("*").alias("readings")) \
+                .write.parquet(str(folder / "hourly"))
+    res = spark_causal.attribute(store, "a", "late", "hourly.readings")
+    top = [a for a in res.attributions if a.contribution][0]
+    assert res.significant and top.node == "events.ts" and top.mechanism_changed, res.summary()
+    assert top.contribution == pytest.approx(res.change, rel=0.2)
+    assert not spark_causal.attribute(store, "a", "same", "hourly.readings").significant
