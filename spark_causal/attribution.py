@@ -2165,9 +2165,13 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     model_nodes += [x for x in one_sided if x not in model_nodes]
     # an aggregate of an expression (SUM(price * qty)): the target itself is modelled, per unit, as its
     # argument, a deterministic node of the columns it reads (its code may change like any stage's)
+    # So is one whose argument the code changed (SUM(net) -> SUM(net / 1.2), SUM(net) -> SUM(gross)):
+    # per unit, each run's own argument, a column or an expression
     arg_col = f"__arg__:{target}"
-    if inp is None and fn != "count" and arg_col in common_cols and all(
-            (d.get("aggregates") or {}).get(target, {}).get("arg") for d in (desc, desc_b)):
+    defs = [(d.get("aggregates") or {}).get(target) or {} for d in (desc_b, desc)]
+    if fn != "count" and all(x.get("arg") or x.get("input") for x in defs) and (
+            inp is None and arg_col in common_cols and all(x.get("arg") for x in defs)
+            or len({(x.get("input"), x.get("arg")) for x in defs}) > 1):
         inp = target
         model_nodes.append(target)
     only = sorted((set(desc.get("nodes") or []) ^ set(desc_b.get("nodes") or [])))
@@ -2179,7 +2183,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     def prep(seg: SegmentSamples) -> _Run:
         t = seg.table
+        own = (seg.description.get("aggregates") or {}).get(target) or {}
         vals = {x: _to_array(t[x]) if x in t.columns else np.ones(len(t)) if x in one_sided
+                else _to_array(t[own["input"]]) if x == target and arg_col not in t.columns
                 else _to_array(t[f"__arg__:{x}"]) for x in model_nodes}
         for x, v in vals.items():  # an infinity is no amount: counted like a NaN (Spark's sum would be inf)
             if v.dtype.kind == "f" and np.isinf(v).any():
@@ -2348,12 +2354,13 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 fns[tag] = _passes_all  # no such filter in this run's code
                 continue
             expr = rg.nodes[node].get("expr") if node in rg.nodes else None
-            if node == target and node == inp and node in aggregates:
-                expr = d["aggregates"][node]["arg"]
-            if not expr:
+            own = (d.get("aggregates") or {}).get(node) or {} if node == target == inp else {}
+            expr = own.get("arg") or expr
+            if not expr and not own.get("input"):
                 continue
             try:
-                f, u = compile_expression(str(expr), _resolver(ps, model_nodes, rg), coded)
+                f, u = (compile_expression(str(expr), _resolver(ps, model_nodes, rg), coded) if expr else
+                        ((lambda col: lambda env, n: env[col])(own["input"]), {own["input"]}))
             except (_ExprError, RecursionError):
                 continue
             u = {x for x in u if x in model_nodes}

@@ -904,3 +904,26 @@ def test_timestamps_written_as_text_are_times(spark, tmp_path):
     assert res.significant and top.node == "events.ts" and top.mechanism_changed, res.summary()
     assert top.contribution == pytest.approx(res.change, rel=0.2)
     assert not spark_causal.attribute(store, "a", "same", "hourly.readings").significant
+
+
+@pytest.mark.parametrize("new", ["net / 1.2", "gross"])
+def test_an_aggregate_whose_argument_the_code_changed_is_named(spark, tmp_path, new):
+    """SUM(net) -> SUM(net / 1.2) or SUM(gross): the aggregate node's code change, sized at the whole
+    change (was: "no mechanism explains it", or an error that the input is not in both samples)."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    rng = np.random.default_rng(1)
+    n = 6000
+    gross = np.round(rng.integers(1, 5, n) * rng.uniform(5, 50, n), 2)
+    sales = pd.DataFrame({"day": rng.integers(1, 8, n), "gross": gross,
+                          "net": np.round(gross * (1 - rng.choice([0, .1, .2], n)), 2)})
+    sales.to_parquet(tmp_path / "sales.parquet")
+    for run, arg in (("a", "net"), ("b", new)):
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / "sales.parquet")).groupBy("day") \
+                .agg(F.sum(F.expr(arg)).alias("revenue")).write.parquet(str(tmp_path / run / "daily"))
+    res = spark_causal.attribute(store, "a", "b", "daily.revenue")
+    top = [a for a in res.attributions if a.contribution][0]
+    assert res.significant and top.node == "daily.revenue" and "daily.revenue" in {c["node"] for c in res.code_changes}
+    assert top.contribution == pytest.approx(res.change, rel=0.01), res.summary()
