@@ -107,6 +107,7 @@ class Capture:
         if rows is None:
             rows = self._measure_by_extra_pass(used, plan, **where)
             self._sample(used, plan, rows)
+            self._keep_rows(used, **where)
             return
         # the sample first: it tells which strings of the sources read again have few values (one read)
         segments = self._sample(used, plan, rows)
@@ -121,6 +122,26 @@ class Capture:
             log.info("spark-causal: measuring %s apart", ", ".join(lost))
             self._measure_by_extra_pass(used, plan, **where)
         self._measure_subquery_sources(used, plan)
+        self._keep_rows(used, **where)
+
+    def _keep_rows(self, output: str, *, path: str | None, table: str | None, fmt: str | None,
+                   mode: str | None) -> None:
+        """The rows of a small output (no more rows than the sample size), read back and kept with the
+        run: the exact value of a ``where`` slice of its sums is a sum over them, where the statistics
+        only hold whole columns and the samples estimate. A larger output, or one appended to, is not."""
+        cols = set(self.graph.graph["outputs"][output]["columns"])
+        counts = [s["count"] for s in self.stats if s["node"] in cols]
+        if not self.options.samples or not counts or max(counts) > self.options.sample_size or \
+                not _replaces(fmt, mode):
+            return
+        try:
+            df = _read_back(self.spark, path=path, table=table, fmt=fmt)
+            if df is not None:
+                frame = sampling._to_pandas(df)
+                frame.columns = [f"{output}.{c}" for c in frame.columns]
+                self.tables[f"outputs/{output}.parquet"] = frame[[c for c in frame.columns if c in cols]]
+        except Exception as exc:  # noqa: BLE001 - a slice's values are then the samples' estimates
+            log.info("spark-causal: the rows of output %s were not kept: %s", output, _one_line(exc))
 
     def _measure_subquery_sources(self, output: str, plan: Any) -> None:
         """Sources read only inside subqueries (``x IN (SELECT ...)``, a scalar threshold) carry no
@@ -184,9 +205,7 @@ class Capture:
                 counted.setdefault(int(leaf.hashCode()), next(iter(mapping.values())))
         # the rows the write wrote: read back where the write replaced its target whole (cheaper than
         # recomputing), else recomputed, as probes measure them (an INSERT INTO a table with rows)
-        whole = mode in (("create", "replace", "createOrReplace") if fmt == "v2" else
-                         (None, "overwrite", "error", "errorifexists"))
-        out_df = (_read_back(self.spark, path=path, table=table, fmt=fmt) if whole else None) or \
+        out_df = (_read_back(self.spark, path=path, table=table, fmt=fmt) if _replaces(fmt, mode) else None) or \
             P.to_dataframe(self.spark, plan)
         cols = self.graph.graph["outputs"][output]["columns"]
         # the output first: a group key derived in the job is one node with its column before the aggregation
@@ -597,6 +616,12 @@ def _leaf_nodes(walk: Any, leaf: Any, unions: dict[int, int], only: set[int] | N
     ``only`` (exprIds) when given."""
     return {P.name(a): nid for a in P.output(leaf) if (only is None or P.expr_id(a) in only)
             and (nid := walk.node(P.expr_id(a), unions.get(P.expr_id(a), 0)))}
+
+
+def _replaces(fmt: str | None, mode: str | None) -> bool:
+    """Whether a write of this mode leaves its target holding exactly the rows written."""
+    return mode in (("create", "replace", "createOrReplace") if fmt == "v2" else
+                    (None, "overwrite", "error", "errorifexists"))
 
 
 def _read_back(spark: Any, *, path: str | None, table: str | None, fmt: str | None) -> Any:

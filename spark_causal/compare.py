@@ -13,12 +13,17 @@ import math
 from typing import Any, Callable
 
 import networkx as nx
+import numpy as np
 
 from .attribution import (
     AttributionConfig,
     RunSamples,
     SegmentSamples,
+    _bool,
+    _ExprError,
+    _to_array,
     attribute_samples,
+    compile_expression,
 )
 from .errors import SparkCausalError, UnknownOutputError
 from .result import Attribution, AttributionItem, _fmt
@@ -103,6 +108,8 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     stats = _run_stats(s, baseline, current)
     if stats is not None and where is None and agg == "sum" and fns <= {"sum", "count"}:
         result = _exact_values(result, stats, target)  # what the samples sum is the column's sum
+    elif where is not None and agg == "sum" and fns <= {"sum", "count"}:
+        result = _exact_slice(result, s, target, where)
     if stats is not None:
         result = _through_unions(result, stats, c.graph)
         result = _through_fanout(result, stats, c.graph)
@@ -136,6 +143,40 @@ def _exact_values(result: Attribution, stats: tuple[Any, Any], target: str) -> A
                     "the figures are the samples' estimates over finite values")
             return dataclasses.replace(result, warnings=list(result.warnings) + [note])
         exact.append(float(r["mean"]) * valued if valued else 0.0)
+    return _with_values(result, exact)
+
+
+def _exact_slice(result: Attribution, store: Store, target: str, where: str) -> Attribution:
+    """The result with the values of a ``where`` slice summed over the output's rows as written, which
+    capture keeps for a small output (``outputs/<name>.parquet``); as estimated without them."""
+    output = target.rsplit(".", 1)[0]
+    exact = []
+    for run in (result.baseline_run, result.current_run):
+        try:
+            rows = store.read_parquet(run, f"outputs/{output}.parquet")
+        except SparkCausalError:  # none kept (a large output, an older run): the estimates stand
+            return result
+        env = {c: _to_array(rows[c]) for c in rows.columns}
+
+        def resolve(name: str) -> str:
+            node = f"{output}.{name.split('.')[-1]}"
+            if node not in env:
+                raise _ExprError(name)
+            return node
+        try:
+            keep, _ = compile_expression(where, resolve, {})
+            mask = _bool(keep(env, len(rows)), len(rows)) == 1
+        except (_ExprError, RecursionError):
+            return result
+        if target not in env:
+            return result
+        exact.append(float(np.nansum(np.asarray(env[target], float)[mask])))
+    return _with_values(result, exact)
+
+
+def _with_values(result: Attribution, exact: list[float]) -> Attribution:
+    """``result`` with the exact baseline and current values; the contributions stay the samples', and
+    what they leave of the exact change is unexplained."""
     change = exact[1] - exact[0]
     explained = result.change - result.unexplained
     details = dict(result.details or {})

@@ -927,3 +927,33 @@ def test_an_aggregate_whose_argument_the_code_changed_is_named(spark, tmp_path, 
     top = [a for a in res.attributions if a.contribution][0]
     assert res.significant and top.node == "daily.revenue" and "daily.revenue" in {c["node"] for c in res.code_changes}
     assert top.contribution == pytest.approx(res.change, rel=0.01), res.summary()
+
+
+def test_a_where_slice_reports_the_values_the_job_wrote(spark, tmp_path):
+    """With a sample of 1,500 of 6,000 orders, a slice's values are the output's own rows summed (kept
+    with the run for a small output), not the sample's estimates: an unchanged count stays unchanged
+    (was: "fell 48" on identical counts), and the drifted slice's values are the written sums."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    written = {}
+    for run, drift in (("a", False), ("b", True)):
+        rng = np.random.default_rng(8 if run == "a" else 9)
+        n = 6000
+        orders = pd.DataFrame({"country": rng.choice(["DE", "FR", "US"], n), "amount": np.round(rng.gamma(2.0, 10.0, n), 2)})
+        if drift:
+            orders.loc[orders.country == "DE", "amount"] *= 1.5
+        (tmp_path / run).mkdir()
+        orders.to_parquet(tmp_path / run / "orders.parquet")
+        with spark_causal.capture(spark, store=store, run=run, sample_size=1500):
+            spark.read.parquet(str(tmp_path / run / "orders.parquet")).groupBy("country") \
+                .agg(F.sum("amount").alias("revenue"), F.count(F.lit(1)).alias("orders")) \
+                .write.parquet(str(tmp_path / run / "report"))
+        written[run] = orders[orders.country == "DE"]
+    de = spark_causal.attribute(store, "a", "b", "report.revenue", where="country = 'DE'")
+    assert (de.baseline_value, de.current_value) == pytest.approx(
+        (written["a"].amount.sum(), written["b"].amount.sum()), rel=1e-9)
+    assert de.significant and de.attributions[0].node == "orders.amount", de.summary()
+    count = spark_causal.attribute(store, "a", "b", "report.orders", where="country = 'DE'")
+    assert (count.baseline_value, count.current_value) == (len(written["a"]), len(written["b"]))
+    assert "estimated" in count.details

@@ -133,10 +133,21 @@ def test_capture_does_not_run_the_plan_again_unsampled(spark, tables, tmp_path, 
             sc.setJobGroup("captured", "captured")
 
     monkeypatch.setattr(observe_module.Observed, "reread", reread)
+    real_keep = capture_module.Capture._keep_rows
+
+    def keep(self, *a, **k):  # the small output read back (the rows a where slice sums), counted apart
+        sc.setJobGroup("kept", "kept")
+        try:
+            return real_keep(self, *a, **k)
+        finally:
+            sc.setJobGroup("captured", "captured")
+
+    monkeypatch.setattr(capture_module.Capture, "_keep_rows", keep)
     sampled = jobs("captured", captured) - plain
     assert [k["sample_size"] for k in calls] == [3] and 6 not in calls[0]["known"].values()  # sampled first
     assert 2 <= sampled <= 3  # a count of the driving files (their footers), the sampled pass (toPandas)
     assert len(sc.statusTracker().getJobIdsForGroup("reread")) <= 5  # aggregates (2 jobs with AQE), top values (3)
+    assert len(sc.statusTracker().getJobIdsForGroup("kept")) <= 2  # listing the written files, reading them
     assert Store(str(tmp_path / "s")).meta("r")["status"] == "succeeded"
 
 
