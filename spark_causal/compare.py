@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any, Callable
 
 import networkx as nx
@@ -461,13 +462,17 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], b: RunSampl
     shift its few rows cannot show may be plain in the segment below. Its attribution there, when that
     one is significant; None otherwise (or when a filter or join of the re-aggregation selects rows)."""
     entry = (desc.get("aggregates") or {}).get(result.target) or {}
-    inp = entry.get("input")
-    if (result.agg != "sum" or str(entry.get("fn", "")).lower() != "sum" or inp not in others
-            or str(others[inp].get("fn", "")).lower() not in ("sum", "count") or desc.get("selections")):
+    inp = entry.get("input") if str(entry.get("fn", "")).lower() == "sum" else None
+    if not entry and not _drops_rows(desc):  # an output row per row of an aggregate, which it copies
+        inp = _copied_aggregate(c.graph, result.target, others)
+    elif desc.get("selections"):
+        inp = None
+    if result.agg != "sum" or inp not in others or str(others[inp].get("fn", "")).lower() not in ("sum", "count"):
         return None
     try:
-        inner = drill_down(attribute_samples(c.graph, b, c, inp, agg="sum", config=config), b, c,
-                           config=config, _depth=1, _cache=cache)
+        # a slice by the outer rows' keys is the slice by the same keys of the units they sum
+        inner = drill_down(attribute_samples(c.graph, b, c, inp, agg="sum", where=result.where, config=config),
+                           b, c, config=config, _depth=1, _cache=cache)
     except SparkCausalError:
         return None
     if not inner.significant:
@@ -481,6 +486,35 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], b: RunSampl
         code_changes=list(result.code_changes) + [cc for cc in inner.code_changes if cc not in result.code_changes],
         details=details, warnings=list(result.warnings) + [
             f"{result.target} sums {inp}, computed over far more units upstream: attributed there"])
+
+
+_COPY = re.compile(r"^\s*(?:CAST\(\s*)?(?:coalesce\(\s*)?[\w.`@#]+"
+                   r"(?:\s*,\s*(?:CAST\(\s*)?0(?:\.0)?D?(?:\s+AS\s+\w+\))?\s*\))?(?:\s+AS\s+[\w(),]+\))?\s*$",
+                   re.IGNORECASE)
+
+
+def _drops_rows(desc: dict) -> bool:
+    """Whether a segment's selections drop units: a filter, or a join that keeps only matches."""
+    joins = {j.get("selection"): j for j in desc.get("joins") or []}
+    return any(joins.get(s, {}).get("drops", True) for s in desc.get("selections") or [])
+
+
+def _copied_aggregate(graph: nx.DiGraph, target: str, others: dict[str, dict]) -> str | None:
+    """The aggregate of another segment that a row-level column copies: through columns that each
+    hold one other column as it is (``x``, ``CAST(x AS BIGINT)``, ``coalesce(x, 0)``: the same sum).
+    Two aggregates joined on their keys (sessions per day LEFT JOIN conversions per day) give an output
+    whose columns are such copies; their sum is the aggregate's, over all of its units."""
+    node = target
+    for _ in range(len(graph)):
+        if node in others:
+            return node
+        d = graph.nodes.get(node) or {}
+        inputs = [p for p in graph.predecessors(node) if graph.nodes[p].get("kind") != "selection"] \
+            if node in graph else []
+        if len(inputs) != 1 or d.get("kind") == "source" or (d.get("expr") and not _COPY.match(str(d["expr"]))):
+            return None
+        node = inputs[0]
+    return None
 
 
 def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,

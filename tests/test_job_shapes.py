@@ -957,3 +957,46 @@ def test_a_where_slice_reports_the_values_the_job_wrote(spark, tmp_path):
     count = spark_causal.attribute(store, "a", "b", "report.orders", where="country = 'DE'")
     assert (count.baseline_value, count.current_value) == (len(written["a"]), len(written["b"]))
     assert "estimated" in count.details
+
+
+def _funnel(seed: int, fault: str | None) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    n = 8000
+    campaign = np.where(rng.random(n) < 0.5, rng.choice([100, 100, 101, 102, 103], n), -1)
+    sessions = pd.DataFrame({"session_id": np.arange(n), "day": rng.integers(1, 15, n),
+                             "campaign_id": pd.array(np.where(campaign < 0, pd.NA, campaign), dtype="Int64")})
+    bought = rng.random(n) < 0.1
+    orders = pd.DataFrame({"session_id": sessions.session_id[bought].to_numpy(),
+                           "revenue": np.round(rng.lognormal(4, 0.7, int(bought.sum())), 2)})
+    campaigns = pd.DataFrame({"campaign_id": [100, 101, 102, 103], "channel": ["search", "search", "social", "social"]})
+    if fault == "missing_day":
+        sessions = sessions[sessions.day != 7]
+    if fault == "remap":
+        campaigns.loc[campaigns.campaign_id == 100, "channel"] = "display"
+    return {"sessions": sessions, "orders": orders, "campaigns": campaigns}
+
+
+def test_an_output_joining_two_aggregates_is_attributed_below_them(spark, tmp_path):
+    """Sessions per day and channel LEFT JOIN conversions per day and channel: the output's ~40 rows show
+    nothing, but its columns copy the two aggregates, whose units show the cause (was: "no significant
+    change" for a missing day and for a remapped campaign)."""
+    store = str(tmp_path / "store")
+    for run, seed, fault in (("a", 1, None), ("other", 2, None), ("missing_day", 1, "missing_day"), ("remap", 1, "remap")):
+        _as_views(spark, tmp_path / run, _funnel(seed, fault))
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql("""CREATE OR REPLACE TEMP VIEW chan AS SELECT s.session_id, s.day,
+                         COALESCE(c.channel, 'direct') AS channel
+                         FROM sessions s LEFT JOIN campaigns c ON s.campaign_id = c.campaign_id""")
+            spark.sql("""WITH sd AS (SELECT day, channel, COUNT(*) AS sessions FROM chan GROUP BY day, channel),
+                         cd AS (SELECT c.day, c.channel, SUM(o.revenue) AS revenue
+                                FROM orders o JOIN chan c ON o.session_id = c.session_id GROUP BY c.day, c.channel)
+                         SELECT sd.day, sd.channel, sd.sessions, COALESCE(cd.revenue, 0D) AS revenue
+                         FROM sd LEFT JOIN cd ON sd.day = cd.day AND sd.channel = cd.channel""") \
+                .write.parquet(str(tmp_path / run / "funnel"))
+    for target in ("funnel.sessions", "funnel.revenue"):
+        res = spark_causal.attribute(store, "a", "missing_day", target)
+        assert res.significant and res.attributions[0].node == "sessions.__rows__", res.summary()
+        assert not spark_causal.attribute(store, "a", "other", target).significant
+    res = spark_causal.attribute(store, "a", "remap", "funnel.revenue", where="channel = 'search'")
+    assert res.significant and res.attributions[0].node == "campaigns.channel", res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.1)
