@@ -458,15 +458,15 @@ def _merge(into: dict[str, AttributionItem], a: AttributionItem) -> None:
 def _relay(result: Attribution, desc: dict, others: dict[str, dict], b: RunSamples, c: RunSamples,
            config: AttributionConfig | None, cache: dict) -> Attribution | None:
     """A plain re-aggregation (``SELECT region, SUM(revenue) FROM daily GROUP BY region``, daily being
-    another output or aggregation) sums the very units another segment sums, in far fewer rows: a
+    another output or aggregation; or ``SUM(COALESCE(actual, 0))`` of actuals joined to a budget), or an
+    output whose rows copy an aggregate's, sums the very units another segment sums, in far fewer rows: a
     shift its few rows cannot show may be plain in the segment below. Its attribution there, when that
-    one is significant; None otherwise (or when a filter or join of the re-aggregation selects rows)."""
-    entry = (desc.get("aggregates") or {}).get(result.target) or {}
-    inp = entry.get("input") if str(entry.get("fn", "")).lower() == "sum" else None
-    if not entry and not _drops_rows(desc):  # an output row per row of an aggregate, which it copies
-        inp = _copied_aggregate(c.graph, result.target, others)
-    elif desc.get("selections"):
-        inp = None
+    one is significant; None otherwise (or when a filter or join of the re-aggregation drops rows)."""
+    entry = (desc.get("aggregates") or {}).get(result.target)
+    # the summed column, or the target itself when the output has a row per row of an aggregate (two
+    # aggregates joined on their keys); either copies an aggregate of the segment below
+    start = (entry.get("input") if str(entry.get("fn", "")).lower() == "sum" else None) if entry else result.target
+    inp = _copied_aggregate(c.graph, start, others) if start and not _drops_rows(desc) else None
     if result.agg != "sum" or inp not in others or str(others[inp].get("fn", "")).lower() not in ("sum", "count"):
         return None
     try:

@@ -1000,3 +1000,39 @@ def test_an_output_joining_two_aggregates_is_attributed_below_them(spark, tmp_pa
     res = spark_causal.attribute(store, "a", "remap", "funnel.revenue", where="channel = 'search'")
     assert res.significant and res.attributions[0].node == "campaigns.channel", res.summary()
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.1)
+
+
+def test_sums_of_actuals_joined_to_a_budget_are_attributed_below_them(spark, tmp_path):
+    """Actuals per (cost centre, month) FULL OUTER JOINed to a budget, coalesced and summed per month:
+    the 240 joined rows (sums of centres of very different sizes) show nothing, the transactions below
+    show the amounts' drift (was: "no significant
+    change", 100% unexplained)."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    rng = np.random.default_rng(10)
+    centres, months = [f"c{i}" for i in range(80)], ["07", "08", "09"]
+    size = np.exp(rng.normal(0, 0.8, 80))  # centres of very different sizes: their monthly sums vary 10x
+    budget = pd.DataFrame([(c, m, 1000.0) for c in centres for m in months], columns=["centre", "month", "budget"])
+    budget.to_parquet(tmp_path / "budget.parquet")
+    for run, seed, factor in (("a", 1, 1.0), ("other", 2, 1.0), ("drift", 1, 1.3)):
+        rng = np.random.default_rng(seed)
+        n = 6000
+        tx = pd.DataFrame({"centre": rng.choice(centres, n, p=size / size.sum()), "month": rng.choice(months, n),
+                           "amount": np.round(np.exp(rng.normal(5, 1, n)) * factor, 2),
+                           "status": rng.choice(["posted", "pending"], n, p=[0.9, 0.1])})
+        (tmp_path / run).mkdir()
+        tx.to_parquet(tmp_path / run / "tx.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            actual = spark.read.parquet(str(tmp_path / run / "tx.parquet")).filter(F.col("status") == "posted") \
+                .groupBy("centre", "month").agg(F.sum("amount").alias("actual"), F.count(F.lit(1)).alias("n"))
+            actual.join(spark.read.parquet(str(tmp_path / "budget.parquet")), ["centre", "month"], "full_outer") \
+                .select("month", F.coalesce("actual", F.lit(0.0)).alias("actual"),
+                        F.coalesce("budget", F.lit(0.0)).alias("budget"), F.coalesce("n", F.lit(0)).alias("n")) \
+                .groupBy("month").agg(F.sum("actual").alias("actual"), F.sum("budget").alias("budget"),
+                                      F.sum("n").alias("n")) \
+                .write.parquet(str(tmp_path / run / "bva"))
+    res = spark_causal.attribute(store, "a", "drift", "bva.actual")
+    assert res.significant and res.attributions[0].node == "tx.amount", res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.15)
+    assert not spark_causal.attribute(store, "a", "other", "bva.actual").significant
