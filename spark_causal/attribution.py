@@ -2775,7 +2775,12 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     items.sort(key=lambda a: (-abs(a.contribution), a.p_value if a.p_value is not None else 1.0, a.node))
     total = sum(a.contribution for a in items)
     unexplained = float(change - total)
-    significant = bool(sig_metric or any(item_sig.values()))
+    # changed mechanisms whose contributions cancel (sessions without a purchase dropped by a filter: fewer
+    # sessions, a higher share with one, the same revenue) explain no movement: the metric did not move
+    # (one changed mechanism, a code change of certain effect, stays significant however small)
+    sig_parts = [a.contribution for a in items if item_sig.get("__volume__" if a.kind == "volume" else a.node)]
+    cancel = len(sig_parts) >= 2 and abs(sum(sig_parts)) <= z * se_change
+    significant = bool(sig_metric or (any(item_sig.values()) and not cancel))
     if change and abs(unexplained) > 0.2 * abs(change) and sig_metric:
         warnings.append(f"{abs(unexplained) / abs(change):.0%} of the change ({unexplained:+,.6g}) is not "
                         "explained by the significantly changed mechanisms")

@@ -616,6 +616,6 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     sig = details.get("significance")
     if demoted and sig:
         still = {k: v for k, v in sig["items"].items() if k not in demoted}
-        significant = bool(sig["metric"] or any(still.values()))
+        significant = bool(significant and (sig["metric"] or any(still.values())))  # demoting never raises it
     return dataclasses.replace(result, attributions=items, warnings=warnings, details=details,
                                significant=significant)

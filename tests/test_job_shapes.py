@@ -1036,3 +1036,32 @@ def test_sums_of_actuals_joined_to_a_budget_are_attributed_below_them(spark, tmp
     assert res.significant and res.attributions[0].node == "tx.amount", res.summary()
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.15)
     assert not spark_causal.attribute(store, "a", "other", "bva.actual").significant
+
+
+def test_changes_that_cancel_out_are_no_movement(spark, tmp_path):
+    """Sessions of one event (never a purchase) dropped by a new minimum in the job that writes the
+    sessions table: the daily revenue read back from it is the same to the cent. Fewer sessions and a
+    higher share with a purchase cancel out: no significant change (was: significant, +12,527 and
+    -12,409 named on a metric that did not move)."""
+    from pyspark.sql import functions as F
+
+    rng = np.random.default_rng(6)
+    n = 4000
+    events = pd.DataFrame({"session_id": np.repeat(np.arange(n), 3), "day": np.repeat(rng.integers(1, 8, n), 3),
+                           "amount": 0.0})
+    events = events[~((np.arange(3 * n) % 3 > 0) & (np.repeat(np.arange(n), 3) % 4 == 0))]  # a quarter: 1 event
+    buyer = (events.session_id % 4 != 0) & (events.session_id % 3 == 0)
+    events.loc[buyer, "amount"] = np.round(rng.uniform(10, 100, int(buyer.sum())), 2)
+    events.to_parquet(tmp_path / "events.parquet")
+    store = str(tmp_path / "store")
+    for run, minimum in (("a", 1), ("b", 2)):
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / "events.parquet")).groupBy("session_id", "day") \
+                .agg(F.count(F.lit(1)).alias("n_events"), F.sum("amount").alias("revenue")) \
+                .filter(F.col("n_events") >= minimum).write.parquet(str(tmp_path / run / "sessions"))
+            spark.read.parquet(str(tmp_path / run / "sessions")).groupBy("day") \
+                .agg(F.sum("revenue").alias("revenue"), F.count(F.lit(1)).alias("sessions")) \
+                .write.parquet(str(tmp_path / run / "daily"))
+    res = spark_causal.attribute(store, "a", "b", "daily.revenue")
+    assert res.change == pytest.approx(0, abs=1e-6) and not res.significant, res.summary()
+    assert spark_causal.attribute(store, "a", "b", "daily.sessions").significant
