@@ -305,8 +305,11 @@ def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baselin
         changed = [f for f in filters if code_changed(f)]
         if changed:
             return changed[0]
+        # a join's candidates are its other side's (the units' own keys, read from their tables, are the
+        # units' and their top values move with any fresh data); a path filter's, whatever it reads
         roots = {r for f in filters + [a.node] for r in nx.ancestors(graph, f)
-                 if graph.nodes[r].get("kind") == "source"} - set(keys) - per_unit
+                 if graph.nodes[r].get("kind") == "source"
+                 and (not tables or f != a.node or graph.nodes[r].get("table") in tables)} - set(keys) - per_unit
         scores = {r: _stats_change(sb, sc, r) for r in roots}
         scores.update({k: _stats_change(sb, sc, k) for k in keys})
         scores.update({f"{t}.__rows__": _rows_change(sb, sc, graph, t) or 0.0 for t in tables})

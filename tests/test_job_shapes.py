@@ -518,11 +518,15 @@ def _capture_segmented(spark, store: str, folder, tables: dict, api: str, min_ti
         else:
             o, c, s = (spark.table(name) for name in ("orders", "customers", "segments"))
             kept = c.filter(F.col("tier") >= min_tier).join(s.filter("active"), "segment", "left_semi")
-            df = o.join(kept, "customer_id").groupBy("segment").agg(F.sum("amount").alias("revenue"))
+            if api == "df_semi":  # the orders only kept or dropped by the semi join, none of its columns
+                df = o.join(kept, "customer_id", "left_semi").groupBy((F.col("customer_id") % 3).alias("shard")) \
+                    .agg(F.sum("amount").alias("revenue"))
+            else:
+                df = o.join(kept, "customer_id").groupBy("segment").agg(F.sum("amount").alias("revenue"))
         df.write.parquet(str(folder / "rev"))
 
 
-@pytest.mark.parametrize("api", ["sql", "df", "sql_in"])
+@pytest.mark.parametrize("api", ["sql", "df", "sql_in", "df_semi"])
 def test_a_flag_of_a_table_filtering_the_joined_side_is_named(spark, tmp_path, api):
     """Segment E switched off in ``segments``: the orders of its customers no longer match, and the
     cause is the flag, not the join (Catalyst plans the filter inside the customers side), nor the
@@ -1065,3 +1069,4 @@ def test_changes_that_cancel_out_are_no_movement(spark, tmp_path):
     res = spark_causal.attribute(store, "a", "b", "daily.revenue")
     assert res.change == pytest.approx(0, abs=1e-6) and not res.significant, res.summary()
     assert spark_causal.attribute(store, "a", "b", "daily.sessions").significant
+
