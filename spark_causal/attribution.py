@@ -876,6 +876,14 @@ def _same_table(keys: list[str], cols: list[str], b: "_Run", c: "_Run", share: f
     return float(same.mean()) >= share
 
 
+def _per_run_labels(b: "_Run", c: "_Run", x: str) -> bool:
+    """Whether text column ``x`` holds labels of each run's own (order ids ``W1-17`` on Monday and
+    ``W2-17`` on Tuesday, two lines per order): under 5% of either run's values occur in the other.
+    They name units, they do not describe them: a test of their categories only says the days differ."""
+    vb, vc = (set(np.unique(r.values[x][~np.isnan(r.values[x])])) for r in (b, c))
+    return bool(vb and vc) and len(vb & vc) < 0.05 * min(len(vb), len(vc))
+
+
 def _kish(w: np.ndarray) -> float:
     s = w.sum()
     return float(s * s / max((w * w).sum(), 1e-300))
@@ -2513,7 +2521,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         integral = x in coded or dtype in ("int", "bigint", "smallint", "tinyint", "long", "integer") or (
             nonnull and np.all(np.mod(pooled[np.isfinite(pooled)], 1) == 0))
         if (x in declared_ids and (integral or x not in from_text)) or (
-                integral and nonnull >= 50 and nn >= 0.95 * nonnull):
+                integral and nonnull >= 50 and nn >= 0.95 * nonnull) or (
+                x in coded and x not in lookup_keys and nn > cfg.discrete_max_values and _per_run_labels(b, c, x)):
             identifiers.append(x)
             continue
         # a key of a per-key lookup names dimension rows (products, stores): its numbers are labels, and
