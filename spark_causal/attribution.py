@@ -1846,11 +1846,12 @@ def _window_aggregate(kind: str, a: np.ndarray, g: np.ndarray, frame: str | None
         return np.where(count > 0, total / count if kind == "avg" else total, np.nan)
 
 
-def _verify(fn: Callable, run: _Run, node: str, selection: bool, scale: int | None) -> bool:
-    """Whether ``fn`` reproduces the run's values of ``node`` (99.9% of its units). ``scale``: the
-    node is a DECIMAL of that scale, and a value one unit of it away counts as the same: a product of
-    decimals lands exactly on a half that Spark rounds up, where the doubles the sample holds land a
-    hair below it (and the same product of doubles is rounded down by Spark too)."""
+def _verify(fn: Callable, run: _Run, node: str, selection: bool, scale: int | None, *,
+            share: float = 0.999, rtol: float = 1e-6) -> bool:
+    """Whether ``fn`` reproduces the run's values of ``node`` (``share`` of its units, to ``rtol``).
+    ``scale``: the node is a DECIMAL of that scale, and a value one unit of it away counts as the same:
+    a product of decimals lands exactly on a half that Spark rounds up, where the doubles the sample
+    holds land a hair below it (and the same product of doubles is rounded down by Spark too)."""
     try:
         with np.errstate(all="ignore"):
             v = fn(run.values, run.n)
@@ -1859,15 +1860,15 @@ def _verify(fn: Callable, run: _Run, node: str, selection: bool, scale: int | No
     y = run.values[node]
     if selection:
         got = (_bool(v, run.n) == 1)
-        return float((got == (_num(y, run.n) == 1)).mean()) >= 0.999
+        return float((got == (_num(y, run.n) == 1)).mean()) >= share
     v = _arr(v, run.n) if not isinstance(v, np.ndarray) else v
     if _is_numeric(y):
         if not (isinstance(v, np.ndarray) and v.dtype.kind in "fiub"):
             return False
         v = v.astype(float)
-        ok = np.isclose(v, y, rtol=1e-6, atol=_unit(scale)) | (np.isnan(v) & np.isnan(y))
-        return float(ok.mean()) >= 0.999
-    return float((~_neq(_arr(v, run.n).astype(object), y)).mean()) >= 0.999
+        ok = np.isclose(v, y, rtol=rtol, atol=_unit(scale)) | (np.isnan(v) & np.isnan(y))
+        return float(ok.mean()) >= share
+    return float((~_neq(_arr(v, run.n).astype(object), y)).mean()) >= share
 
 
 def _computes_the_same(d: "_DetSpec", b: _Run, c: _Run, scale: int | None) -> bool:
@@ -1875,26 +1876,13 @@ def _computes_the_same(d: "_DetSpec", b: _Run, c: _Run, scale: int | None) -> bo
     column's type changed (DECIMAL -> DOUBLE, the casts in its SQL with it), a rewrite of the same
     formula. Equal to the precision the column is stored at (one unit of its decimal scale), else to
     1e-9 relative; a code change that moves a single unit is a change."""
-    fns = [(d.fn["c"], b), (d.fn["b"], c)]
-    if any(f is None for f, _ in fns):
-        return False
-    for f, run in fns:
-        try:
-            with np.errstate(all="ignore"):
-                v = f(run.values, run.n)
-        except Exception:  # noqa: BLE001 - a code that cannot be evaluated on the other run's units
-            return False
-        y = run.values[d.node]
-        if d.selection:
-            if not np.array_equal(_bool(v, run.n) == 1, _num(y, run.n) == 1):
-                return False
-        elif _is_numeric(y):
-            v = _num(v, run.n)
-            if not np.all(np.isclose(v, y, rtol=1e-9, atol=_unit(scale)) | (np.isnan(v) & np.isnan(y))):
-                return False
-        elif _neq(_arr(v, run.n).astype(object), y).any():
-            return False
-    return True
+    return all(f is not None and _verify(f, run, d.node, d.selection, scale, share=1.0, rtol=1e-9)
+               for f, run in ((d.fn["c"], b), (d.fn["b"], c)))
+
+
+def _aggregate_def(desc: dict, node: str) -> dict:
+    """How a segment computes aggregate ``node`` (``fn``, ``input`` column, ``arg`` expression); {} if not."""
+    return (desc.get("aggregates") or {}).get(node) or {}
 
 
 def _unit(scale: int | None) -> float:
@@ -2176,7 +2164,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # So is one whose argument the code changed (SUM(net) -> SUM(net / 1.2), SUM(net) -> SUM(gross)):
     # per unit, each run's own argument, a column or an expression
     arg_col = f"__arg__:{target}"
-    defs = [(d.get("aggregates") or {}).get(target) or {} for d in (desc_b, desc)]
+    defs = [_aggregate_def(d, target) for d in (desc_b, desc)]
     if fn != "count" and all(x.get("arg") or x.get("input") for x in defs) and (
             inp is None and arg_col in common_cols and all(x.get("arg") for x in defs)
             or len({(x.get("input"), x.get("arg")) for x in defs}) > 1):
@@ -2191,7 +2179,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     def prep(seg: SegmentSamples) -> _Run:
         t = seg.table
-        own = (seg.description.get("aggregates") or {}).get(target) or {}
+        own = _aggregate_def(seg.description, target)
         vals = {x: _to_array(t[x]) if x in t.columns else np.ones(len(t)) if x in one_sided
                 else _to_array(t[own["input"]]) if x == target and arg_col not in t.columns
                 else _to_array(t[f"__arg__:{x}"]) for x in model_nodes}
@@ -2362,7 +2350,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 fns[tag] = _passes_all  # no such filter in this run's code
                 continue
             expr = rg.nodes[node].get("expr") if node in rg.nodes else None
-            own = (d.get("aggregates") or {}).get(node) or {} if node == target == inp else {}
+            own = _aggregate_def(d, node) if node == target == inp else {}
             expr = own.get("arg") or expr
             if not expr and not own.get("input"):
                 continue
