@@ -97,6 +97,43 @@ def test_inline_stats_equal_a_plain_aggregation(spark, tables, tmp_path, monkeyp
     assert y["count"] == 6 and y["nulls"] == 1 and math.isnan(y["mean"])
 
 
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "global"])
+def test_columns_measured_inside_the_jobs_aggregation_are_exact(spark, tables, tmp_path, monkeypatch, grouped):
+    """The columns flowing into the job's own Aggregate are measured by aggregates added to it, combined
+    over its groups: the same statistics as a plain aggregation, the job's rows unchanged. A column whose
+    mean dwarfs its spread (epoch milliseconds) cannot be combined exactly: it alone is measured apart."""
+    orders, _ = tables
+    folds, apart = [], []
+    real_fold, real_apart = observe_module._Builder.fold, capture_module.Capture._measure_by_extra_pass
+    monkeypatch.setattr(observe_module._Builder, "fold", lambda self, *a: folds.append(1) or real_fold(self, *a))
+    monkeypatch.setattr(capture_module.Capture, "_measure_by_extra_pass",
+                        lambda self, *a, **k: apart.append(1) or real_apart(self, *a, **k))
+    stage = (orders.withColumn("x", F.col("amount") * 2).withColumn("flag", F.col("amount") > 6)
+             .withColumn("seven", F.lit(7.0) + F.col("id") * 0).withColumn("late", F.date_add("d", 1))
+             .withColumn("cents", F.col("dec") * 100))
+    keys = ["s"] if grouped else []
+    report = stage.groupBy(*keys).agg(F.sum("x").alias("total"), F.count_if("flag").alias("flags"),
+                                      F.max("seven").alias("seven"), F.min("late").alias("late"),
+                                      F.sum("cents").alias("cents"))
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=0) as cap:
+        report.write.parquet(str(tmp_path / "report"))
+    assert not cap.errors and folds == [1] and apart == []
+    stats = {s["column"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")
+             if s["kind"] == "stage"}
+    for col in ("x", "flag", "seven", "late", "cents"):
+        assert_matches(stats[col], exact(stage, col))
+    assert sorted(map(repr, spark.read.parquet(str(tmp_path / "report")).collect())) == \
+        sorted(map(repr, report.collect()))
+
+    epoch = orders.withColumn("at", F.col("ms") * 1000 + F.col("id")).groupBy(*keys).agg(F.max("at").alias("last"))
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="e", sample_size=0) as cap:
+        epoch.write.parquet(str(tmp_path / "epoch"))
+    assert not cap.errors and apart == [1]
+    at = next(s for s in Store(str(tmp_path / "s")).read_parquet("e", "stats.parquet").to_dict("records")
+              if s["column"] == "at")
+    assert_matches(at, exact(orders.withColumn("at", F.col("ms") * 1000 + F.col("id")), "at"))
+
+
 def test_capture_does_not_run_the_plan_again_unsampled(spark, tables, tmp_path, monkeypatch):
     """The only extra Spark work of a captured V1 write is the sampled pass: no unsampled provenance, no
     extra statistics job, no count of the driving table. Counted in Spark jobs and in calls."""
