@@ -69,6 +69,7 @@ class Capture:
     tables: dict[str, Any] = field(default_factory=dict)  # parquet files of the run: name -> pandas frame
     stats: list[dict] = field(default_factory=list)
     _writer: Any = None
+    _previous: dict | None = None  # the outputs of the store's latest committed run (``_group_history``)
     _pending_errors: list[tuple[str, BaseException]] = field(default_factory=list)
 
     @property
@@ -100,6 +101,7 @@ class Capture:
             try:
                 found, rows, lost = observed.statistics(self.graph, self.builder.walks[used],
                                                         self.graph.graph["outputs"][used]["columns"])
+                self.graph.graph["outputs"][used]["group_shares"] = observed.group_shares(rows)
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"inline statistics of output {used!r} failed: {_one_line(exc)}", exc)
                 rows = None
@@ -243,8 +245,25 @@ class Capture:
             done.append(seg)
         return done
 
-    def observe_write(self, writer: Any,
-                      target: tuple[str | None, str | None]) -> tuple[Any, Observed | None, Callable[[], None]]:
+    def _group_history(self, name: str | None) -> list:
+        """The group shares of output ``name``'s Aggregates in the store's latest committed run (empty
+        when none): how many groups they made of their rows decides where this run measures the columns
+        they aggregate (``observe``). Only a cost decision: the statistics are exact either way."""
+        if self._previous is None:
+            self._previous = {}
+            try:
+                from .store import Store
+
+                store = Store(self.store, spark=self.spark)
+                done = [m["run"] for m in store.runs() if m.get("status") == "succeeded" and m.get("run") != self.run]
+                if done:
+                    self._previous = store.graph(done[-1]).graph.get("outputs", {})
+            except Exception as exc:  # noqa: BLE001 - a first run, or an unreadable store: measured by probes
+                log.debug("spark-causal: no previous run to size aggregations by: %s", _one_line(exc))
+        return list(self._previous.get(name or "", {}).get("group_shares") or [])
+
+    def observe_write(self, writer: Any, target: tuple[str | None, str | None],
+                      name: str | None = None) -> tuple[Any, Observed | None, Callable[[], None]]:
         """Make a V1 writer write the job's plan with probes instead of the plan itself.
 
         Returns (the plan probes and lineage share, the probes or None, a function restoring the writer).
@@ -253,7 +272,8 @@ class Capture:
         plan = None  # not analysable here: record() tries again after the write, and reports why
         try:
             plan = P.analyzed(writer._df)
-            observed = observe(self.spark or writer._df.sparkSession, plan, target)
+            self.spark = self.spark or writer._df.sparkSession
+            observed = observe(self.spark, plan, target, self._group_history(name or _output_name(target[1], target[0])))
             restore = P.replace_writer_df(writer._jwrite, observed.df._jdf)
         except Exception as exc:  # noqa: BLE001 - reported once the job's write has run
             self._pending_errors.append((f"inline statistics could not be set up: {_one_line(exc)}", exc))
@@ -272,7 +292,7 @@ class Capture:
             if write is None:
                 return None
             query, table, path = write
-            observed = observe(spark, query, (path, table))
+            observed = observe(spark, query, (path, table), self._group_history(_output_name(table, path)))
             probed = P.with_query(command, observed.df._jdf.queryExecution().analyzed())
             P.analyze_only(spark, probed)  # what would fail to analyse fails here, before anything runs
         except Exception as exc:  # noqa: BLE001 - the statement runs as given, measured by an extra pass
@@ -359,7 +379,7 @@ def _hooked(original: Callable, describe: Callable[..., dict], *, inline: bool =
             info, failed = describe(self, *args, **kwargs), None
         except Exception as exc:  # noqa: BLE001 - reported once the job's write has run
             info, failed = {}, exc
-        plan, observed, restore = (cap.observe_write(self, (info.get("path"), info.get("table"))) if inline
+        plan, observed, restore = (cap.observe_write(self, (info.get("path"), info.get("table")), info.get("name")) if inline
                                    else (None, None, lambda: None))
         _state.inside = True
         try:

@@ -99,13 +99,16 @@ def test_inline_stats_equal_a_plain_aggregation(spark, tables, tmp_path, monkeyp
 
 @pytest.mark.parametrize("grouped", [True, False], ids=["grouped", "global"])
 def test_columns_measured_inside_the_jobs_aggregation_are_exact(spark, tables, tmp_path, monkeypatch, grouped):
-    """The columns flowing into the job's own Aggregate are measured by aggregates added to it, combined
-    over its groups: the same statistics as a plain aggregation, the job's rows unchanged. A column whose
-    mean dwarfs its spread (epoch milliseconds) cannot be combined exactly: it alone is measured apart."""
+    """Where the output's previous run made few groups of many rows, the columns flowing into the job's
+    own Aggregate are measured by aggregates added to it, combined over its groups: the same statistics
+    as a plain aggregation, the job's rows unchanged. A column whose mean dwarfs its spread (epoch
+    milliseconds) cannot be combined exactly: it alone is measured apart."""
     orders, _ = tables
+    monkeypatch.setattr(observe_module, "FEW_GROUPS", 1.0)  # 6 rows: 4 groups or 1 are "few" here
     folds, apart = [], []
     real_fold, real_apart = observe_module._Builder.fold, capture_module.Capture._measure_by_extra_pass
-    monkeypatch.setattr(observe_module._Builder, "fold", lambda self, *a: folds.append(1) or real_fold(self, *a))
+    monkeypatch.setattr(observe_module._Builder, "fold", lambda self, p, top, few: folds.append(few) or
+                        real_fold(self, p, top, few))
     monkeypatch.setattr(capture_module.Capture, "_measure_by_extra_pass",
                         lambda self, *a, **k: apart.append(1) or real_apart(self, *a, **k))
     stage = (orders.withColumn("x", F.col("amount") * 2).withColumn("flag", F.col("amount") > 6)
@@ -115,22 +118,28 @@ def test_columns_measured_inside_the_jobs_aggregation_are_exact(spark, tables, t
     report = stage.groupBy(*keys).agg(F.sum("x").alias("total"), F.count_if("flag").alias("flags"),
                                       F.max("seven").alias("seven"), F.min("late").alias("late"),
                                       F.sum("cents").alias("cents"))
-    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=0) as cap:
-        report.write.parquet(str(tmp_path / "report"))
-    assert not cap.errors and folds == [1] and apart == []
-    stats = {s["column"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")
-             if s["kind"] == "stage"}
-    for col in ("x", "flag", "seven", "late", "cents"):
-        assert_matches(stats[col], exact(stage, col))
+    store = str(tmp_path / "s")
+    for run in ("first", "second"):
+        with spark_causal.capture(spark, store=store, run=run, sample_size=0) as cap:
+            report.write.mode("overwrite").parquet(str(tmp_path / "report"))
+        assert not cap.errors and apart == []
+        shares = Store(store).graph(run).graph["outputs"]["report"]["group_shares"]
+        assert shares == [(4 if grouped else 1) / 6]
+        stats = {s["column"]: s for s in Store(store).read_parquet(run, "stats.parquet").to_dict("records")
+                 if s["kind"] == "stage"}
+        for col in ("x", "flag", "seven", "late", "cents"):
+            assert_matches(stats[col], exact(stage, col))
+    assert folds == [False, True]  # the first run had no previous run to size the groups by
     assert sorted(map(repr, spark.read.parquet(str(tmp_path / "report")).collect())) == \
         sorted(map(repr, report.collect()))
 
     epoch = orders.withColumn("at", F.col("ms") * 1000 + F.col("id")).groupBy(*keys).agg(F.max("at").alias("last"))
-    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="e", sample_size=0) as cap:
-        epoch.write.parquet(str(tmp_path / "epoch"))
-    assert not cap.errors and apart == [1]
-    at = next(s for s in Store(str(tmp_path / "s")).read_parquet("e", "stats.parquet").to_dict("records")
-              if s["column"] == "at")
+    for run in ("e1", "e2"):
+        with spark_causal.capture(spark, store=store, run=run, sample_size=0) as cap:
+            epoch.write.mode("overwrite").parquet(str(tmp_path / "epoch"))
+        assert not cap.errors
+    assert apart == [1] and folds[-1] is True  # the second run folded it, found it inexact, measured it apart
+    at = next(s for s in Store(store).read_parquet("e2", "stats.parquet").to_dict("records") if s["column"] == "at")
     assert_matches(at, exact(orders.withColumn("at", F.col("ms") * 1000 + F.col("id")), "at"))
 
 

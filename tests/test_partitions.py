@@ -32,8 +32,8 @@ def test_capture_reads_only_the_partitions_the_job_reads(spark, events, tmp_path
     plans = []
     original = capture_module.Capture.observe_write
 
-    def spy(self, writer, target):
-        plan, observed, restore = original(self, writer, target)
+    def spy(self, writer, target, name=None):
+        plan, observed, restore = original(self, writer, target, name)
         if observed is not None:
             plans.append(observed.df._jdf.queryExecution().executedPlan().toString())
         return plan, observed, restore
