@@ -308,7 +308,8 @@ class _Builder:
             if is_numeric(col.dtype):
                 extra.append(f.var_pop(x).multiply(f.count(x)).alias(k + "m2"))
                 s = F.col(k + "s")
-                metrics += [F.sum(F.col(k + "m2")).alias(m + "within"), F.sum(s * s / n).alias(m + "between")]
+                metrics += [F.sum(F.col(k + "m2")).alias(m + "within"),  # a group of NULLs only: no division
+                            F.sum(F.when(n > 0, s * s / n)).alias(m + "between")]
             if col.dtype != "boolean":
                 extra += [f.min(a).alias(k + "lo"), f.max(a).alias(k + "hi")]
                 metrics += [F.min(F.col(k + "lo")).cast("string").alias(m + "lo"),

@@ -113,11 +113,12 @@ def test_columns_measured_inside_the_jobs_aggregation_are_exact(spark, tables, t
                         lambda self, *a, **k: apart.append(1) or real_apart(self, *a, **k))
     stage = (orders.withColumn("x", F.col("amount") * 2).withColumn("flag", F.col("amount") > 6)
              .withColumn("seven", F.lit(7.0) + F.col("id") * 0).withColumn("late", F.date_add("d", 1))
-             .withColumn("cents", F.col("dec") * 100))
+             .withColumn("cents", F.col("dec") * 100)
+             .withColumn("gap", F.when(F.col("s") != "a", F.col("amount"))))  # no value in group "a"
     keys = ["s"] if grouped else []
     report = stage.groupBy(*keys).agg(F.sum("x").alias("total"), F.count_if("flag").alias("flags"),
                                       F.max("seven").alias("seven"), F.min("late").alias("late"),
-                                      F.sum("cents").alias("cents"))
+                                      F.sum("cents").alias("cents"), F.sum("gap").alias("gap"))
     store = str(tmp_path / "s")
     for run in ("first", "second"):
         with spark_causal.capture(spark, store=store, run=run, sample_size=0) as cap:
@@ -127,7 +128,7 @@ def test_columns_measured_inside_the_jobs_aggregation_are_exact(spark, tables, t
         assert shares == [(4 if grouped else 1) / 6]
         stats = {s["column"]: s for s in Store(store).read_parquet(run, "stats.parquet").to_dict("records")
                  if s["kind"] == "stage"}
-        for col in ("x", "flag", "seven", "late", "cents"):
+        for col in ("x", "flag", "seven", "late", "cents", "gap"):
             assert_matches(stats[col], exact(stage, col))
     assert folds == [False, True]  # the first run had no previous run to size the groups by
     assert sorted(map(repr, spark.read.parquet(str(tmp_path / "report")).collect())) == \
