@@ -8,7 +8,9 @@ registered ``Observation`` when the action ends. So the plan the job writes is r
 - over every source relation (its columns as read, all rows: the source's own statistics);
 - at the top of every chain of row-preserving operators (Project, Window, Sort, aliases ...), i.e. at
   each stage boundary, for the columns defined in that chain (lower, if a Project drops one first);
-- at the top of the plan, for the output's columns.
+- at the top of the plan, for the output's columns;
+- inside an Aggregate that made few groups of many rows in the output's previous run: the columns of
+  the chain below it, by aggregates added to the job's own aggregation (``_Builder.fold``).
 
 Except over large sources that are cheap to read again (Parquet, ORC: ``plan.columnar_file``, files over
 ``REREAD_BYTES``): those are left without a probe and measured after the write by a separate aggregation
@@ -42,7 +44,7 @@ JObject = Any
 # sources under one are measured after the write instead, by reading them again.
 _LIMITING = {"GlobalLimit", "LocalLimit", "Tail", "Offset", "Sample"}
 _counter = itertools.count()
-REREAD_BYTES = 64 << 20
+REREAD_BYTES = 64 << 20  # the break-even of the two measurements above, with the fixed cost counted once
 # A folded variance is trusted while the rounding of its sums of squared means (a few units of double
 # precision per group, at worst) is under this share of it (``_Probe.value``)
 _ROUNDING, _TRUSTED = 8 * 2.0 ** -52, 1e-9
@@ -51,7 +53,6 @@ FEW_GROUPS = 1e-3  # groups per input row under which an Aggregate measures its 
 
 class _Untrusted(Exception):
     """A folded statistic that lost its precision: the node is measured apart."""
-  # the break-even of the two measurements above, with the fixed cost counted once
 
 
 @dataclass
