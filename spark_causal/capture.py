@@ -245,7 +245,7 @@ class Capture:
             done.append(seg)
         return done
 
-    def _group_history(self, name: str | None) -> list:
+    def _group_history(self, name: str | None) -> dict:
         """The group shares of output ``name``'s Aggregates in the store's latest committed run (empty
         when none): how many groups they made of their rows decides where this run measures the columns
         they aggregate (``observe``). Only a cost decision: the statistics are exact either way."""
@@ -260,7 +260,8 @@ class Capture:
                     self._previous = store.graph(done[-1]).graph.get("outputs", {})
             except Exception as exc:  # noqa: BLE001 - a first run, or an unreadable store: measured by probes
                 log.debug("spark-causal: no previous run to size aggregations by: %s", _one_line(exc))
-        return list(self._previous.get(name or "", {}).get("group_shares") or [])
+        shares = self._previous.get(name or "", {}).get("group_shares")
+        return shares if isinstance(shares, dict) else {}
 
     def observe_write(self, writer: Any, target: tuple[str | None, str | None],
                       name: str | None = None) -> tuple[Any, Observed | None, Callable[[], None]]:

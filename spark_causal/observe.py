@@ -109,13 +109,18 @@ class Observed:
     probes: list[_Probe] = field(default_factory=list)
     deferred: list[tuple[JObject, list[_Column]]] = field(default_factory=list)  # sources measured after
     partitions: dict[int, JObject] = field(default_factory=dict)  # their partition predicates
-    aggregates: list[tuple[int, int]] = field(default_factory=list)  # (Aggregate, child) hashCodes, plan order
+    aggregates: list[tuple[str, int, int]] = field(default_factory=list)  # (names, Aggregate, child hashCodes)
 
-    def group_shares(self, rows: dict[int, int]) -> list[float | None]:
-        """Per Aggregate of the plan, in plan order: its groups per input row, from the row counts
-        the probes measured (``statistics``); None where either count is unknown. Kept with the run,
-        the next run of the output reads it (``observe``'s ``history``)."""
-        return [rows[a] / rows[c] if rows.get(c) and a in rows else None for a, c in self.aggregates]
+    def group_shares(self, rows: dict[int, int]) -> dict[str, float]:
+        """Per Aggregate of the plan, by its output column names (which outlive a code change
+        elsewhere in the plan): its groups per input row, from the row counts the probes measured
+        (``statistics``), where both are known. Kept with the run, the next run of the output reads it
+        (``observe``'s ``history``)."""
+        shares: dict[str, float] = {}
+        for signature, a, c in self.aggregates:
+            if rows.get(c) and a in rows:
+                shares.setdefault(signature, rows[a] / rows[c])
+        return shares
 
     def reread(self, spark: Any, G: Any, walk: WalkResult, hints: SampleHints = SampleHints()) -> list[dict]:
         """Stats rows of the deferred sources' columns, by one aggregation over them as the job read
@@ -184,7 +189,7 @@ class Observed:
 
 class _Builder:
     def __init__(self, spark: Any, root: JObject, target: tuple[str | None, str | None],
-                 history: list[float | None]) -> None:
+                 history: dict[str, float]) -> None:
         self.spark = spark
         self.target = target  # (path, table) the plan is written to
         self.probes: list[_Probe] = []
@@ -194,8 +199,8 @@ class _Builder:
         self.limited = 0  # how many limits are above the node being rebuilt
         self.unions: collections.Counter = collections.Counter()  # exprId -> Unions above that output it
         self.tag = uuid.uuid4().hex[:8]
-        self.history = history  # group shares of the Aggregates in the output's previous run, in plan order
-        self.aggregates: list[tuple[int, int]] = []  # (Aggregate, its child) hashCodes, in plan order
+        self.history = history  # group shares of the Aggregates in the output's previous run
+        self.aggregates: list[tuple[str, int, int]] = []  # (output column names, Aggregate and child hashCodes)
 
     def probe(self, plan: JObject, columns: list[_Column], rows_of: list[int]) -> JObject:
         """``plan`` under a CollectMetrics node measuring ``columns`` (and its row count)."""
@@ -218,9 +223,10 @@ class _Builder:
         c = P.cls(p)
         kids = P.children(p)
         if c == "Aggregate":
-            self.aggregates.append((int(p.hashCode()), int(kids[0].hashCode())))
+            signature = ",".join(P.name(a) for a in P.output(p))
+            self.aggregates.append((signature, int(p.hashCode()), int(kids[0].hashCode())))
             if not self.limited and _foldable(p):
-                return self.fold(p, top, few=self.few_groups(len(self.aggregates) - 1))
+                return self.fold(p, top, few=self.few_groups(signature))
         through = c in P.ROW_PRESERVING and len(kids) == 1
         pending: list[_Column] = []
         chain = [int(p.hashCode())]
@@ -250,8 +256,8 @@ class _Builder:
             return self.probe(new_p, pending, chain), [], chain
         return new_p, pending, chain
 
-    def few_groups(self, k: int) -> bool:
-        """Whether the ``k``-th Aggregate of the plan had few groups for its rows in the output's
+    def few_groups(self, signature: str) -> bool:
+        """Whether the Aggregate with these output columns had few groups for its rows in the output's
         previous run (``Observed.group_shares``): only then does it take the statistics' aggregates.
 
         Why: when most input rows are groups of their own (a dedup by order id), the partial
@@ -259,8 +265,8 @@ class _Builder:
         partial values through the shuffle: measured at 10M rows grouped by order id, +12 s against
         +5 s for a probe below the Aggregate (grouped by day: +0.4 s against +1.7 s). The plan alone does
         not tell how many groups there will be, the previous run does; a first run takes the probe."""
-        share = self.history[k] if k < len(self.history) else None
-        return share is not None and share <= FEW_GROUPS
+        share = self.history.get(signature)
+        return isinstance(share, (int, float)) and share <= FEW_GROUPS
 
     def fold(self, p: JObject, top: bool, few: bool) -> tuple[JObject, list[_Column], list[int]]:
         """An Aggregate whose input chain's numeric, boolean and time columns are measured inside it.
@@ -359,7 +365,7 @@ def _foldable(p: JObject) -> bool:
 
 
 def observe(spark: Any, plan: JObject, target: tuple[str | None, str | None] = (None, None),
-            history: list[float | None] | None = None) -> Observed:
+            history: dict[str, float] | None = None) -> Observed:
     """The job's ``plan`` rebuilt with probes. ``plan`` must be the very plan object lineage walks
     (``plan.analyzed``), so that the probes' exprIds are keys of the lineage env. ``target``, the
     (path, table) the write goes to: a source read from there is probed, never read again after.
@@ -369,7 +375,7 @@ def observe(spark: Any, plan: JObject, target: tuple[str | None, str | None] = (
     The top probe measures the output's columns by position; the columns the top chain defines are
     among them, so it needs no others.
     """
-    b = _Builder(spark, plan, target, list(history or []))
+    b = _Builder(spark, plan, target, dict(history or {}))
     new, _, chain = b.rebuild(plan, top=False)
     outs = [_Column(P.expr_id(a), P.dtype(a), P.name(a), P.nullable(a), position=i)
             for i, a in enumerate(P.output(plan))]
