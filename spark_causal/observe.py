@@ -78,7 +78,8 @@ class _Probe:
 
         The spread is a difference of two sums of squared means, exact only while the mean is not too
         large against the deviations (an epoch in milliseconds varying by seconds): when the rounding
-        of those sums may exceed ``_TRUSTED`` of the variance, the column is measured apart."""
+        of those sums may exceed ``_TRUSTED`` of the variance, or when they overflow (values over
+        ~1e154), the column is measured apart."""
         p = f"c{i}_"
         if not self.folded or p + "within" not in metrics:
             return lambda k: metrics.get(p + k)
@@ -90,11 +91,13 @@ class _Probe:
             total, within, between = metrics.get(p + "sum"), metrics.get(p + "within"), metrics.get(p + "between")
             if not n or n < 2 or total is None or within is None or between is None:
                 return None
-            spread = between - total * total / n
-            if not (math.isfinite(spread) and math.isfinite(within)):
+            if math.isnan(total):  # a NaN (or +inf and -inf) among the values: Spark's stddev is NaN too
                 return math.nan
             if metrics.get(p + "lo") == metrics.get(p + "hi"):
                 return 0.0
+            spread = between - total * total / n
+            if not (math.isfinite(spread) and math.isfinite(within)):  # an infinity, or squares that overflow
+                raise _Untrusted
             if _ROUNDING * metrics["groups"] * abs(between) > _TRUSTED * (within + max(spread, 0.0)):
                 raise _Untrusted
             return math.sqrt((within + max(spread, 0.0)) / (n - 1))
@@ -226,7 +229,8 @@ class _Builder:
             signature = ",".join(P.name(a) for a in P.output(p))
             self.aggregates.append((signature, int(p.hashCode()), int(kids[0].hashCode())))
             if not self.limited and _foldable(p):
-                return self.fold(p, top, few=self.few_groups(signature))
+                few = self.few_groups(signature) or not P.seq(p.groupingExpressions())  # one group: always few
+                return self.fold(p, top, few=few)
         through = c in P.ROW_PRESERVING and len(kids) == 1
         pending: list[_Column] = []
         chain = [int(p.hashCode())]
