@@ -43,6 +43,7 @@ from scipy import stats
 from .errors import SparkCausalError, UnknownOutputError
 from .result import Attribution, AttributionItem
 from .sampling import UNIT
+from .lineage import gating_selections
 
 __all__ = ["SegmentSamples", "RunSamples", "AttributionConfig", "attribute_samples", "FittedModel",
            "fit_model", "evaluate", "observed_metric", "refit"]
@@ -2393,7 +2394,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 jt = j["type"]
         return jt is None or str(jt).lower().replace("_", "").replace(" ", "") not in _NON_DROPPING_JOINS
 
-    anc = nx.ancestors(graph, target) if target in graph else set(selections)
+    anc = nx.ancestors(graph, target) | gating_selections(graph, target) if target in graph else set(selections)
     cands = []
     for cand in ([s for s in selections if s in anc and dropping(s)], [s for s in selections if dropping(s)],
                  [s for s in selections if s in anc], sorted(selections)):

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import networkx as nx
 import numpy as np
+from scipy.stats import norm
 
 from .attribution import (
     AttributionConfig,
@@ -27,6 +28,7 @@ from .attribution import (
     compile_expression,
 )
 from .errors import SparkCausalError, UnknownOutputError
+from .lineage import gating_selections
 from .result import Attribution, AttributionItem, _fmt
 from .store import Store
 
@@ -107,16 +109,60 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     fns = {str(meta.get("fn", "")).lower() for d in c.graph.graph.get("segments", [])
            for a, meta in (d.get("aggregates") or {}).items() if a == target}
     stats = _run_stats(s, baseline, current)
+    exact = result
     if stats is not None and where is None and agg == "sum" and fns <= {"sum", "count"}:
-        result = _exact_values(result, stats, target)  # what the samples sum is the column's sum
+        exact = _exact_values(result, stats, target)  # what the samples sum is the column's sum
     elif where is not None and agg == "sum" and fns <= {"sum", "count"}:
-        result = _exact_slice(result, s, target, where)
+        exact = _exact_slice(result, s, target, where)
+    result = _above_the_aggregation(exact, b.graph, c.graph, target, config or AttributionConfig())
     if stats is not None:
         result = _through_unions(result, stats, c.graph)
         result = _through_fanout(result, stats, c.graph)
         result = _through_filtered_joins(result, stats, b.graph, c.graph)
     extra = graph_differences(b.graph, c.graph)
     return dataclasses.replace(result, warnings=list(result.warnings) + extra) if extra else result
+
+
+def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.DiGraph, target: str,
+                           cfg: AttributionConfig) -> Attribution:
+    """The groups a selection above the segment's aggregation dropped (HAVING, a LIMIT over sorted
+    groups), as that selection's item.
+
+    Units are the rows below the aggregation, so the samples sum every group; the exact values are the
+    groups the selection kept. What the exact change adds to the samples' estimated change is what the
+    selection dropped in one run and not the other: its contribution. Its mechanism changed when its
+    code did; otherwise (groups crossing an unchanged threshold) the item only sizes that part, beside
+    the causes the samples name, and the estimate's sampling error decides whether it is any."""
+    est = (result.details or {}).get("estimated")
+    desc = next((d for d in graph.graph.get("segments", []) if d.get("id") == (result.details or {}).get("segment")),
+                None)
+    if not est or desc is None or target not in graph:
+        return result
+    aggregates = set(desc.get("aggregates") or {})
+    above = sorted(s for s in gating_selections(graph, target)
+                   if graph.nodes[s].get("kind") == "selection" and s not in (desc.get("selections") or [])
+                   and aggregates & nx.ancestors(graph, s))
+    if not above:
+        return result
+    dropped = result.change - float(est["change"])
+    se = float((result.details or {}).get("se_change") or 0.0)
+    z = float(norm.ppf(1 - cfg.alpha / 2))
+    changed = [s for s in above if s in baseline and baseline.nodes[s].get("fingerprint") != graph.nodes[s].get("fingerprint")]
+    if not dropped or (not changed and abs(dropped) <= z * se):
+        return result
+    node = (changed or above)[0]
+    d = graph.nodes[node]
+    item = AttributionItem(node=node, kind="selection", table=None, stage=d.get("stage"),
+                           column=d.get("column") or node.rsplit(".", 1)[-1], contribution=dropped,
+                           ci_low=dropped - z * se, ci_high=dropped + z * se, mechanism_changed=bool(changed),
+                           p_value=0.0 if changed else float(2 * norm.sf(abs(dropped) / se)) if se else 0.0)
+    items = sorted([a for a in result.attributions if a.node != node] + [item],
+                   key=lambda a: (-abs(a.contribution), a.p_value if a.p_value is not None else 1.0, a.node))
+    note = (f"{node} selects among the aggregated groups, which the samples cannot see: it is sized by what "
+            f"the exact change adds to the samples' estimate ({dropped:+,.6g})")
+    return dataclasses.replace(result, attributions=items, unexplained=result.unexplained - dropped,
+                               significant=result.significant or bool(changed),
+                               warnings=list(result.warnings) + [note])
 
 
 def _run_stats(store: Store, baseline: str, current: str) -> tuple[Any, Any] | None:

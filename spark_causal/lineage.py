@@ -478,11 +478,7 @@ class _Walk:
                        expr=src or col, fingerprint=P.fingerprint("identity", src or col))
             if src is not None:
                 G.add_edge(src, oid, kind="direct", subtype="identity")
-        for sel in rowdeps:  # a row-level output's rows exist only where its selections hold
-            kind = SELECTION_EDGE[G.nodes[final(sel)]["subtype"]]
-            for oid in out_ids:
-                if final(sel) != oid:
-                    G.add_edge(final(sel), oid, kind=kind, subtype=G.nodes[final(sel)]["subtype"])
+        gate_outputs(G, [final(sel) for sel in rowdeps], out_ids)
         for oid in out_ids:
             G.nodes[oid]["output"] = self.output
             G.nodes[oid]["column"] = oid.split(".", 1)[1].split("@")[0]
@@ -499,6 +495,46 @@ def _merge(frames: list[_Frame]) -> _Frame:
         out.rowdeps.extend(x for x in f.rowdeps if x not in out.rowdeps)
         out.sort_keys.extend(f.sort_keys)
     return out
+
+
+def gate_outputs(G: nx.DiGraph, selections: list[str], out_ids: list[str]) -> None:
+    """A row-level output's rows exist only where its selections hold: an edge from each selection to
+    each output column, except to a column the selection itself reads (``filter(x > 0)`` over a derived
+    ``x``, HAVING over an aggregate): that column's node is upstream of the selection, and the edge
+    would make the graph cyclic. Such a column's selection is found through ``gating_selections``."""
+    for sel in selections:
+        upstream = nx.ancestors(G, sel)
+        kind = SELECTION_EDGE[G.nodes[sel]["subtype"]]
+        for oid in out_ids:
+            if oid != sel and oid not in upstream:
+                G.add_edge(sel, oid, kind=kind, subtype=G.nodes[sel]["subtype"])
+
+
+def gating_selections(G: nx.DiGraph, column: str) -> set[str]:
+    """The selections that decide which rows of ``column``'s output exist, with their ancestors: what
+    ``nx.ancestors`` misses for an output column that a selection of its own output reads."""
+    output = G.nodes[column].get("output") if column in G else None
+    if output is None:
+        return set()
+    cols = ((G.graph.get("outputs") or {}).get(output) or {}).get("columns") or []
+    sels = {p for c in cols if c in G for p in G.predecessors(c) if G.nodes[p].get("kind") == "selection"}
+    return sels.union(*(nx.ancestors(G, s) for s in sels)) - {column}
+
+
+def drop_cycles(G: nx.DiGraph) -> nx.DiGraph:
+    """Graphs stored before ``gate_outputs`` could hold a cycle selection -> output column -> selection;
+    removing the selection's edge restores the DAG every reader expects (it is what ``gate_outputs``
+    would not have added)."""
+    while True:
+        try:
+            cycle = nx.find_cycle(G)
+        except nx.NetworkXNoCycle:
+            return G
+        closing = [(u, v) for u, v, *_ in cycle if G.nodes[u].get("kind") == "selection"
+                   and G.nodes[v].get("output") is not None]
+        if not closing:
+            return G
+        G.remove_edge(*closing[0])
 
 
 def upstream_sources(G: nx.DiGraph, node: str) -> dict[str, str]:

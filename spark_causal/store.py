@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from spark_causal.errors import RunExistsError, StoreError, UnknownRunError, UnsupportedSessionError
+from spark_causal.lineage import drop_cycles
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -382,7 +383,7 @@ class Store:
         import networkx as nx
 
         self.meta(run)
-        return nx.node_link_graph(json.loads(self._read(run, _GRAPH)), edges="edges")
+        return drop_cycles(nx.node_link_graph(json.loads(self._read(run, _GRAPH)), edges="edges"))
 
     def read_parquet(self, run: str, name: str) -> pd.DataFrame:
         """A Parquet file of the run as pandas (e.g. ``stats.parquet``, ``samples/<id>.parquet``)."""

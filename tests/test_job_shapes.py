@@ -1093,3 +1093,35 @@ def test_each_days_own_order_ids_are_no_change(spark, tmp_path):
     res = spark_causal.attribute(store, "1", "2", "rev.web_revenue")
     assert "lines.order_id" in res.details["mechanisms"]
     assert not res.significant and not [a.node for a in res.attributions if a.mechanism_changed], res.summary()
+
+
+@pytest.mark.parametrize("fault", ["having", "where", "drift"])
+def test_a_selection_over_the_outputs_own_columns_is_named(spark, tmp_path, fault):
+    """``HAVING COUNT(*) >= k`` selects among aggregated groups and ``WHERE usd > t`` over a column the
+    output writes: a changed threshold is named with the whole change, and a drift below them is not
+    taken for either (the groups it moves across the threshold are the HAVING's small part)."""
+    store = str(tmp_path / "store")
+    for run in ("a", "b"):
+        rng = np.random.default_rng(6)
+        n = 4000
+        amount = np.round(rng.gamma(2.0, 10.0, n), 2) * (1.3 if fault == "drift" and run == "b" else 1.0)
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"cust": rng.integers(0, 400, n), "amount": amount}).to_parquet(tmp_path / run / "o.parquet")
+        having = 9 if fault == "having" and run == "b" else 5
+        above = 30 if fault == "where" and run == "b" else 20
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "o.parquet")).createOrReplaceTempView("having_orders")
+            spark.sql(f"SELECT cust, SUM(amount) AS total, COUNT(*) AS n FROM having_orders GROUP BY cust "
+                      f"HAVING COUNT(*) >= {having}").write.parquet(str(tmp_path / run / "kpis"))
+            spark.sql(f"SELECT cust, amount * 1.1 AS usd FROM having_orders WHERE amount * 1.1 > {above}") \
+                .write.parquet(str(tmp_path / run / "big"))
+    expect = {"having": {"kpis.total": "kpis.filter1", "big.usd": None},
+              "where": {"kpis.total": None, "big.usd": "big.filter1"},
+              "drift": {"kpis.total": "o.amount", "big.usd": "o.amount"}}[fault]
+    for target, node in expect.items():
+        res = spark_causal.attribute(store, "a", "b", target)
+        if node is None:  # this output did not move
+            assert res.change == 0 and not res.significant, res.summary()
+            continue
+        assert res.significant and res.attributions[0].node == node, res.summary()
+        assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.2), res.summary()

@@ -260,3 +260,42 @@ def test_removing_an_upstream_node_renames_nothing_below_it(tables):
     ids = [{d["fingerprint"]: n for n, d in G.nodes(data=True)} for G in (before, after)]
     assert {fp: n for fp, n in ids[1].items()} == {fp: ids[0][fp] for fp in ids[1]}
     assert before.nodes["r.amount"]["subtype"] == after.nodes["r.amount"]["subtype"] == "union"
+
+
+def test_a_selection_reading_its_own_outputs_column_keeps_the_graph_acyclic(tables, spark):
+    """``filter(x > 0)`` over a derived output column ``x``, and HAVING over an aggregate the output
+    writes: the selection gates the other columns, and is still found as a cause of ``x``'s rows."""
+    from spark_causal.lineage import gating_selections
+
+    o, _ = tables
+    G = graph_of(o.withColumn("usd", F.col("amount") * 1.1).filter("usd > 0"), "rows")
+    assert nx.is_directed_acyclic_graph(G)
+    assert ("rows.usd", "rows.filter1") in edges(G, "filter")
+    assert ("rows.filter1", "rows.amount") in edges(G, "filter")
+    assert ("rows.filter1", "rows.usd") not in edges(G)
+    assert gating_selections(G, "rows.usd") == {"rows.filter1", "orders.amount"}
+    G = graph_of(spark.sql("SELECT country, SUM(amount) AS total, COUNT(*) AS n FROM orders "
+                           "GROUP BY country HAVING COUNT(*) >= 2"), "kpis")
+    assert nx.is_directed_acyclic_graph(G)
+    assert ("kpis.n", "kpis.filter1") in edges(G, "filter")
+    assert ("kpis.filter1", "kpis.total") in edges(G, "filter")
+    assert "kpis.filter1" in gating_selections(G, "kpis.n")
+
+
+def test_a_cyclic_graph_of_an_older_version_is_read_as_a_dag(tmp_path):
+    """Stores written before session 12 hold the selection -> column edge of the case above, which
+    closes a cycle: reading the graph drops it, so rendering and attribution see a DAG."""
+    from spark_causal.store import Store
+
+    G = nx.DiGraph(outputs={"rows": {"columns": ["rows.usd"]}}, sources={}, segments=[], warnings=[])
+    G.add_node("src.amount", kind="source")
+    G.add_node("rows.usd", kind="stage", output="rows")
+    G.add_node("rows.filter1", kind="selection", subtype="filter")
+    G.add_edges_from([("src.amount", "rows.usd"), ("rows.usd", "rows.filter1"), ("rows.filter1", "rows.usd")])
+    store = Store(str(tmp_path / "store"))
+    with store.begin("old") as w:
+        w.write_json("graph.json", nx.node_link_data(G, edges="edges"))
+        w.commit({})
+    got = store.graph("old")
+    assert nx.is_directed_acyclic_graph(got)
+    assert set(got.edges) == {("src.amount", "rows.usd"), ("rows.usd", "rows.filter1")}
