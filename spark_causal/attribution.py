@@ -938,6 +938,22 @@ def _holm(pvals: list[float]) -> list[float]:
 
 # ============================================================================ the run data
 @dataclass
+class _Fanout:
+    """A changed number of rows per unit (a join side that repeats keys it did not repeat before): what
+    the rows beyond each unit's first add to the metric in each run, and the runs cut to first rows."""
+
+    node: str            # the joined table's rows (``<table>.__rows__``) it is named by
+    extra_b: float       # the metric's part in the rows beyond the first, per run
+    extra_c: float
+    se: float            # standard error of extra_c - extra_b
+    p: float             # test of equal mean rows per unit
+    rows_b: float        # mean rows per unit, per run
+    rows_c: float
+    first_b: "_Run"
+    first_c: "_Run"
+
+
+@dataclass
 class _Run:
     values: dict[str, np.ndarray]
     w: np.ndarray
@@ -958,6 +974,49 @@ class _Run:
             copies = copies * (1 + self.copies.max()) + self.copies[idx]
         return _Run({k: v[idx] for k, v in self.values.items()}, self.w[idx], len(idx), self.N,
                     None if self.recorded is None else self.recorded[idx], [g[idx] for g in self.groups], copies)
+
+
+def _fanout(spec: "_Spec", b: _Run, c: _Run, tb: pd.DataFrame, tc: pd.DataFrame, desc: dict,
+            graphs: list[nx.DiGraph], cfg: "AttributionConfig") -> _Fanout | None:
+    """The runs' rows per unit compared: when a join gives units more (or fewer) rows than before, the
+    rows it added are not average rows (duplicated conversions are matched rows, the rows that carry
+    revenue), so a volume of rows times the mean row, or the shares of matched rows, would misstate
+    them. Their whole part of the metric is theirs; the units' first rows are modelled as usual."""
+    if UNIT not in tb.columns or UNIT not in tc.columns or b.n < 2 or c.n < 2:
+        return None
+    parts = []
+    for r, t in ((b, tb), (c, tc)):
+        units = pd.Series(_cluster_codes(t[UNIT].to_numpy()))
+        first = ~units.duplicated().to_numpy()
+        k = units.map(units.value_counts()).to_numpy(float)[first]
+        contrib, _ = _observed_contrib(spec, r)
+        extra = np.bincount(units.to_numpy(), weights=np.where(first, 0.0, r.w * contrib),
+                            minlength=int(units.max()) + 1)[units.to_numpy()[first]]
+        wu = r.w[first]
+        mean_k = float((wu * k).sum() / wu.sum())
+        var_k = float((wu * (k - mean_k) ** 2).sum() / wu.sum())
+        parts.append((first, mean_k, var_k / max(int(first.sum()) - 1, 1), float(extra.sum()),
+                      float(((extra - extra.mean()) ** 2).sum())))
+    (fb, kb, vb, xb, sb), (fc, kc, vc, xc, sc) = parts
+    if kb == kc or abs(kc - kb) < 0.005 * max(kb, kc):
+        return None
+    p = float(2 * stats.norm.sf(abs(kc - kb) / math.sqrt(max(vb + vc, 1e-300))))
+    if p >= cfg.alpha:
+        return None
+
+    def first_rows(r: _Run, first: np.ndarray) -> _Run:
+        w = r.w[first]
+        return _Run({x: v[first] for x, v in r.values.items()}, w, int(first.sum()), float(w.sum()),
+                    None if r.recorded is None else r.recorded[first], [g[first] for g in r.groups][:-1]
+                    if r.units is not None else [g[first] for g in r.groups])
+
+    tables = []
+    for j in desc.get("joins") or []:
+        tables += [t for col in list(j.get("columns") or []) + list(j.get("other_keys") or [])
+                   if (t := _node_attr(graphs, col, "table")) and t != desc.get("driving")]
+    if not tables:
+        return None
+    return _Fanout(f"{tables[0]}.__rows__", xb, xc, math.sqrt(sb + sc), p, kb, kc, first_rows(b, fb), first_rows(c, fc))
 
 
 def _clustered_ss(z: np.ndarray, groups: list[np.ndarray]) -> float:
@@ -1430,6 +1489,7 @@ class FittedModel:
     current_run: str = ""
     reversed: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    fanout: _Fanout | None = None  # rows per unit changed: the part of the rows beyond units' first
 
     @property
     def reference(self) -> _Run:
@@ -2250,6 +2310,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # ---------------------------------------------------------------- node classes
     lookups: dict[str, list[str]] = {}
     free: set[str] = set()        # joined columns of a many-key join: part of the unit, not a lookup
+    matched: dict[str, list[str]] = {}  # of those, a left join's match indicator -> the columns it brings
     key_ids: set[str] = set()     # many-valued join keys: identifiers, not causes
     ranged: dict[str, list[str]] = {}  # columns a range (non-equi) join brings: functions of what it compares
     clustering: set[str] = set()  # keys of lookups in many-keyed tables: units sharing one are clustered
@@ -2272,6 +2333,14 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 # every pair of runs. Model them with the unit's other columns instead.
                 free.update(cols)
                 key_ids.update(keys)
+                sel = j.get("selection")
+                if sel in cols and all(any(x.get("selection") == sel and x.get("drops") is False
+                                           for x in d.get("joins") or []) for d in (desc_b, desc)):
+                    # whether a unit found a row there is part of it too (a gate of 1 for the job, which
+                    # keeps it either way): its share moves when that side's keys stop matching
+                    for r, seg in ((b, seg_b), (c, seg_c)):
+                        r.values[sel] = np.nan_to_num(_to_array(seg.table[sel]).astype(float), nan=0.0)
+                    matched[sel] = [col for col in cols if col != sel]
                 continue
             # ... unless the runs looked up the same table (a customer dimension both runs joined): then
             # it is one, and the keys the runs share say exactly which of its rows changed
@@ -2468,6 +2537,16 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                                         "day >= '2026-11-02'")
         spec.where_fn = wfn
 
+    # ---------------------------------------------------------------- rows per unit
+    fanout = None
+    if agg != "mean" and not any(_node_attr(graphs, x, "subtype") == "generate" for x in model_nodes):
+        fanout = _fanout(spec, b, c, seg_b.table, seg_c.table, desc, graphs, cfg)
+        if fanout is not None:
+            b, c = fanout.first_b, fanout.first_c
+            warnings.append(f"the rows each {driving} row gets moved ({fanout.rows_b:.3g} -> {fanout.rows_c:.3g} "
+                            f"per unit): the rows beyond a unit's first are {fanout.node}, the model is of "
+                            "the first")
+
     # ---------------------------------------------------------------- relevant part of the segment
     start = ({inp} if inp else set()) | set(spec.reach) | set(where_nodes)
     relevant, stack = set(), list(start)
@@ -2495,7 +2574,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # (not a struct/map/array nothing in the model reads: it is JSON text, which a field added to it
     # changes without changing a value the job uses)
     root_nodes = [x for x in model_nodes if x not in parents and (x not in selections or x in free) and (
-        x in relevant or (_node_attr(graphs, x, "table") or _node_attr(graphs, x, "stage")) == driving
+        x in relevant or x in matched and set(matched[x]) & relevant
+        or (_node_attr(graphs, x, "table") or _node_attr(graphs, x, "stage")) == driving
         and not str(_node_attr(graphs, x, "dtype") or "").startswith(_NESTED))]
     discrete, identifiers, nuniq = {}, [], {}
     declared_ids = set(desc.get("identifiers") or []) | set(desc_b.get("identifiers") or []) | key_ids
@@ -2623,7 +2703,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         mechanisms={k: how.get(k, "root") for k in sorted(relevant)},
         code_changes=tuple(code_changes), warnings=tuple(warnings), graphs=tuple(graphs),
         baseline_run=baseline.run, current_run=current.run,
-        seconds={"fit": t_fit - t0, "tests": t_test - t_fit})
+        seconds={"fit": t_fit - t0, "tests": t_test - t_fit}, fanout=fanout)
 
 
 def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
@@ -2682,6 +2762,13 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
                                ((val / r.N) ** 2 * _row_variance(r) if r.N else 0.0)))
 
     se_change = math.sqrt(se(b, cb_, db_, vb) ** 2 + se(c, cc_, dc_, vc) ** 2)
+    # what the units' model has to explain: with a changed fan-out, the change of their first rows
+    sig_model = bool(np.isfinite(se_change) and abs(change) > z * max(se_change, 1e-300))
+    fan = model.fanout
+    if fan is not None:  # the model's units are the first rows; the metric is every row's
+        vb, vc = vb + fan.extra_b, vc + fan.extra_c
+        change = vc - vb
+        se_change = math.sqrt(se_change ** 2 + fan.se ** 2)
     sig_metric = bool(np.isfinite(se_change) and abs(change) > z * max(se_change, 1e-300))
     vol_p = 1.0
     if agg != "mean":
@@ -2697,7 +2784,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     rescued: list[str] = []
     explained = nbar * (v1 - v0)
     mech_change = nbar * (mc - mb)
-    if cfg.rescue and sig_metric and not players and abs(explained) < 0.5 * abs(mech_change):
+    if cfg.rescue and sig_model and not players and abs(explained) < 0.5 * abs(mech_change):
         extra = sorted((k for k, t in tests.items() if not t["changed"] and t["p"] < cfg.alpha),
                        key=lambda k: tests[k]["p"])[:3]
         if extra:
@@ -2743,7 +2830,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
              ci: tuple[float, float, float] | None) -> AttributionItem:
         lo, hi = (ci[0], ci[1]) if ci else (value, value)
         return AttributionItem(node=node, kind=kind,
-                               table=_node_attr(graphs, node, "table") if kind != "volume" else driving,
+                               table=_node_attr(graphs, node, "table") if kind != "volume" else node.rsplit(".", 1)[0],
                                stage=_node_attr(graphs, node, "stage"),
                                column=_node_attr(graphs, node, "column") or node.rsplit(".", 1)[-1],
                                contribution=float(value), ci_low=float(lo), ci_high=float(hi),
@@ -2770,19 +2857,24 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         ci = interval("__volume__", volume)
         items.append(item(f"{driving}.__rows__", "volume", volume, vol_changed, vol_p, ci))
         item_sig["__volume__"] = bool(vol_changed and volume != 0 and abs(volume) > z * ci[2])
+    if fan is not None:
+        extra = fan.extra_c - fan.extra_b
+        items.append(item(fan.node, "volume", extra, True, fan.p, (extra - z * fan.se, extra + z * fan.se, fan.se)))
+        item_sig[fan.node] = bool(extra != 0 and abs(extra) > z * fan.se)
     items.sort(key=lambda a: (-abs(a.contribution), a.p_value if a.p_value is not None else 1.0, a.node))
     total = sum(a.contribution for a in items)
     unexplained = float(change - total)
     # changed mechanisms whose contributions cancel (sessions without a purchase dropped by a filter: fewer
     # sessions, a higher share with one, the same revenue) explain no movement: the metric did not move
     # (one changed mechanism, a code change of certain effect, stays significant however small)
-    sig_parts = [a.contribution for a in items if item_sig.get("__volume__" if a.kind == "volume" else a.node)]
+    sig_parts = [a.contribution for a in items
+                 if item_sig.get("__volume__" if a.node == f"{driving}.__rows__" else a.node)]
     cancel = len(sig_parts) >= 2 and abs(sum(sig_parts)) <= z * se_change
     significant = bool(sig_metric or (any(item_sig.values()) and not cancel))
     if change and abs(unexplained) > 0.2 * abs(change) and sig_metric:
         warnings.append(f"{abs(unexplained) / abs(change):.0%} of the change ({unexplained:+,.6g}) is not "
                         "explained by the significantly changed mechanisms")
-    if sig_metric and not players and not vol_changed:
+    if sig_model and not players and not vol_changed:
         warnings.append("the metric moved beyond its sampling error but no mechanism changed significantly")
     details = {
         "segment": model.segment_id, "driving": driving, "units": {"baseline": b.n, "current": c.n},
@@ -2799,6 +2891,9 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
                     "bootstrap": t_boot - t_shap, "total": time.perf_counter() - t0},
         "n_bootstrap": n_boot,
     }
+    if fan is not None:
+        details["fanout"] = {"node": fan.node, "rows_per_unit": {"baseline": fan.rows_b, "current": fan.rows_c},
+                             "extra": {"baseline": fan.extra_b, "current": fan.extra_c}, "p": fan.p}
     return Attribution(target=target, agg=agg, where=where, baseline_run=baseline.run,
                        current_run=current.run, baseline_value=float(vb), current_value=float(vc),
                        change=float(change), significant=significant, attributions=items,

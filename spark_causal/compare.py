@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import networkx as nx
 import numpy as np
+import pandas as pd
 from scipy.stats import norm
 
 from .attribution import (
@@ -267,7 +268,9 @@ def _through_unions(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGra
 def _through_fanout(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGraph) -> Attribution:
     """The volume of the rows refined to the joined table whose row count moved, when the driving
     table's exact row count explains little of it: a key repeated in a lookup table (fx with two EUR
-    rows) multiplies the rows a join gives each driving row, which the rows' volume term counts."""
+    rows) multiplies the rows a join gives each driving row, which the rows' volume term counts. So is
+    the item of the rows beyond units' first (``details["fanout"]``), which attribution names by the
+    segment's first joined table."""
     sb, sc = stats
     details = result.details or {}
     desc = next((d for d in graph.graph.get("segments", []) if d.get("id") == details.get("segment")), None)
@@ -281,10 +284,15 @@ def _through_fanout(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGra
     changes = {t: v for t in sorted(tables) if (v := _rows_change(sb, sc, graph, t))}
     fanned = own is not None and moved > 3 * own + 0.01 and changes
 
+    fanout = (details.get("fanout") or {}).get("node")
+
     def table(a: AttributionItem) -> str | None:
-        if not fanned or a.kind != "volume" or a.node != f"{driving}.__rows__" or not a.mechanism_changed:
+        if a.kind != "volume" or not a.mechanism_changed or not changes:
             return None
-        return f"{max(changes, key=lambda t: changes[t])}.__rows__"
+        best = f"{max(changes, key=lambda t: changes[t])}.__rows__"
+        if a.node == fanout:  # named by the segment's first join: the table whose rows moved is the one
+            return best if best != a.node else None
+        return best if fanned and a.node == f"{driving}.__rows__" else None
 
     return _refined(result, table, graph, "the driving rows did not change as much, the rows this joined "
                                           "table gives each of them did")
@@ -520,8 +528,14 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], b: RunSampl
         return None
     try:
         # a slice by the outer rows' keys is the slice by the same keys of the units they sum
-        inner = drill_down(attribute_samples(c.graph, b, c, inp, agg="sum", where=result.where, config=config),
-                           b, c, config=config, _depth=1, _cache=cache)
+        try:
+            inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=result.where, config=config)
+        except SparkCausalError:
+            where = _inner_where(result, inp, b, c) if result.where else None
+            if where is None:
+                raise
+            inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=where, config=config)
+        inner = drill_down(inner, b, c, config=config, _depth=1, _cache=cache)
     except SparkCausalError:
         return None
     if not inner.significant:
@@ -540,6 +554,68 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], b: RunSampl
 _COPY = re.compile(r"^\s*(?:CAST\(\s*)?(?:coalesce\(\s*)?[\w.`@#]+"
                    r"(?:\s*,\s*(?:CAST\(\s*)?0(?:\.0)?D?(?:\s+AS\s+\w+\))?\s*\))?(?:\s+AS\s+[\w(),]+\))?\s*$",
                    re.IGNORECASE)
+
+
+def _inner_where(result: Attribution, aggregate: str, b: RunSamples, c: RunSamples) -> str | None:
+    """``result.where`` (a predicate on the outer output's columns, ``region = 'north'``) as a predicate
+    on a group key of the segment that computes ``aggregate`` (``lane_id IN (1, 4, 9)``): the outer
+    units carry that key, so the outer sample says which of its values the slice holds. None when no
+    single key decides the slice (a key value in the slice in one unit and out of it in another)."""
+    inner = next((d for d in c.graph.graph.get("segments", []) if aggregate in (d.get("aggregates") or {})), None)
+    outer_b, outer_c = (_segment_table(r, (result.details or {}).get("segment")) for r in (b, c))
+    if inner is None or outer_b is None or outer_c is None:
+        return None
+    graph = c.graph
+
+    def name(node: str) -> str:
+        return str(graph.nodes[node].get("column") if node in graph else node.rsplit(".", 1)[-1]).lower()
+
+    masks, keyed = [], []
+    output = graph.nodes[result.target].get("output") if result.target in graph else None
+
+    def own(x: str) -> bool:  # the output's own column of a name before an input's of the same name
+        return x in graph and output is not None and output in (graph.nodes[x].get("stage"), graph.nodes[x].get("output"))
+
+    for t in (outer_b, outer_c):
+        cols = {name(x): x for x in sorted((x for x in t.columns if not x.startswith("__")), key=own)}
+        env = {x: _to_array(t[x]) for x in cols.values()}
+
+        def resolve(nm: str) -> str:
+            if nm.lower().split(".")[-1] not in cols:
+                raise _ExprError(nm)
+            return cols[nm.lower().split(".")[-1]]
+        try:
+            keep, _ = compile_expression(str(result.where), resolve, {})
+            masks.append(_bool(keep(env, len(t)), len(t)) == 1)
+        except (_ExprError, RecursionError):
+            return None
+        keyed.append(cols)
+    for key in inner.get("group_keys") or []:
+        nm = name(key)
+        if not all(nm in cols for cols in keyed):
+            continue
+        values = pd.concat([pd.DataFrame({"v": t[cols[nm]].astype(object), "in": m})
+                            for t, cols, m in zip((outer_b, outer_c), keyed, masks)]).dropna()
+        decided = values.groupby("v")["in"].nunique()
+        if len(decided) and (decided == 1).all():
+            chosen = sorted(values.loc[values["in"], "v"].unique(), key=str)
+            if chosen:
+                return f"{nm} IN ({', '.join(_literal(v) for v in chosen)})"
+    return None
+
+
+def _segment_table(run: RunSamples, segment: str | None) -> Any:
+    seg = run.segments.get(segment) if segment else None
+    return seg.table if seg is not None else None
+
+
+def _literal(v: Any) -> str:
+    """A SQL literal of a sample value: a number as written, anything else (text, a date) quoted."""
+    if isinstance(v, (bool, np.bool_)):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return repr(int(v)) if float(v).is_integer() else repr(float(v))
+    return "'" + str(v).replace("'", "''") + "'"
 
 
 def _drops_rows(desc: dict) -> bool:
@@ -590,9 +666,12 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
                  if d.get("id") != desc.get("id") and not d.get("aggregates") and d.get("output")}
     if not others and not row_level:
         return result
-    if not result.significant and _depth == 0 and others:
+    # ... or when its own model leaves most of the change unexplained (a slice whose few outer rows
+    # moved with the units below them) and the units below explain more of it
+    poor = abs(result.unexplained) > 0.5 * abs(result.change)
+    if (not result.significant or poor) and _depth == 0 and others:
         relayed = _relay(result, desc, others, b, c, config, cache)
-        if relayed is not None:
+        if relayed is not None and (not result.significant or abs(relayed.unexplained) < abs(result.unexplained)):
             return relayed
     merged: dict[str, AttributionItem] = {}
     order: list[AttributionItem] = []
@@ -616,14 +695,19 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
                             "may carry part of its contribution")
             order.append(item)
             continue
-        if (agg_node, inner_agg) not in cache:
+        # a slice of the outer rows is the slice of the units below whose group key values they carry
+        where = _inner_where(result, agg_node, b, c) if result.where else None
+        if result.where and where is None:
+            warnings.append(f"the slice {result.where!r} is not a set of {agg_node}'s group keys: its "
+                            f"drill-down shares out the whole of {agg_node}'s change")
+        if (agg_node, inner_agg, where) not in cache:
             try:
-                inner = attribute_samples(c.graph, b, c, agg_node, agg=inner_agg, config=config)
+                inner = attribute_samples(c.graph, b, c, agg_node, agg=inner_agg, where=where, config=config)
                 inner = drill_down(inner, b, c, config=config, _depth=_depth + 1, _cache=cache)
             except SparkCausalError as exc:
                 inner = exc
-            cache[(agg_node, inner_agg)] = inner
-        inner = cache[(agg_node, inner_agg)]
+            cache[(agg_node, inner_agg, where)] = inner
+        inner = cache[(agg_node, inner_agg, where)]
         if isinstance(inner, Exception):
             warnings.append(f"could not drill down from {item.node} into {agg_node}: {inner}")
             order.append(item)

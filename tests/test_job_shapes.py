@@ -1125,3 +1125,84 @@ def test_a_selection_over_the_outputs_own_columns_is_named(spark, tmp_path, faul
             continue
         assert res.significant and res.attributions[0].node == node, res.summary()
         assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.2), res.summary()
+
+
+def _clicks(seed: int, fault: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A day's clicks (new ids every day) and the conversions of 30% of them."""
+    rng = np.random.default_rng(seed)
+    n = 4000
+    clicks = pd.DataFrame({"click_id": [f"d{seed}-{i:06d}" for i in range(n)],
+                           "channel": rng.choice(["search", "social", "email"], n),
+                           "cost": np.round(rng.gamma(2.0, 0.5, n), 3)})
+    conv = clicks.sample(frac=0.3, random_state=seed)[["click_id"]].reset_index(drop=True)
+    conv["revenue"] = np.round(rng.lognormal(3, 0.5, len(conv)), 2)
+    hit = np.random.default_rng(seed + 1).random(len(conv))
+    if fault == "key_format":  # another system's ids: upper case, they no longer match
+        conv.loc[hit < 0.4, "click_id"] = conv.loc[hit < 0.4, "click_id"].str.upper()
+    elif fault == "duplicated":  # a fifth of the conversions delivered twice
+        conv = pd.concat([conv, conv[hit < 0.2]], ignore_index=True)
+    elif fault == "nulls":
+        conv.loc[hit < 0.3, "revenue"] = np.nan
+    return clicks, conv
+
+
+@pytest.mark.parametrize("fault,cause", [("key_format", "roas.join1"), ("duplicated", "conversions.__rows__"),
+                                         ("nulls", "conversions.revenue")])
+def test_the_left_joined_sides_keys_rows_and_values_are_told_apart(spark, tmp_path, fault, cause):
+    """``clicks LEFT JOIN conversions``: keys that stop matching are the join's (the share of clicks that
+    found a conversion fell; the conversions found are as before), duplicated conversions are that
+    table's rows (the rows they add are converted clicks, not average ones), NULL revenue is revenue."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 31), ("b", 32)):
+        folder = tmp_path / run
+        folder.mkdir()
+        for name, df in zip(("clicks", "conversions"), _clicks(seed, fault if run == "b" else None)):
+            df.to_parquet(folder / f"{name}.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            clicks = spark.read.parquet(str(folder / "clicks.parquet"))
+            conv = spark.read.parquet(str(folder / "conversions.parquet"))
+            clicks.join(conv, "click_id", "left").groupBy("channel") \
+                .agg(F.sum(F.coalesce("revenue", F.lit(0.0))).alias("revenue"), F.sum("cost").alias("cost")) \
+                .write.parquet(str(folder / "roas"))
+    res = spark_causal.attribute(store, "a", "b", "roas.revenue")
+    assert res.significant, res.summary()
+    assert res.attributions[0].node == cause, res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.25), res.summary()
+
+
+def test_a_slice_of_a_second_stage_is_drilled_down_by_the_keys_it_holds(spark, tmp_path):
+    """Stage 1 counts shipments per lane and day; stage 2 looks each lane's region up and sums per
+    region. With the north's lanes missing shipments, ``where region = 'south'`` is no change and
+    names no missing rows; ``region = 'north'`` is explained below stage 2 (by the shipment rows and the
+    lane mix their loss shifted), not shared out of the whole drop by the slice's size."""
+    from pyspark.sql import functions as F
+
+    lanes = pd.DataFrame({"lane_id": np.arange(1, 41), "region": np.repeat(["north", "south", "east", "west"], 10)})
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 41), ("b", 42)):
+        rng = np.random.default_rng(seed)
+        n = 12000
+        sh = pd.DataFrame({"lane_id": rng.integers(1, 41, n), "kg": np.round(rng.gamma(2.0, 5.0, n), 1),
+                           "day": (pd.to_datetime("2026-03-01") + pd.to_timedelta(rng.integers(0, 14, n), "D")).date})
+        if run == "b":
+            sh = sh[~((sh.lane_id <= 10) & (rng.random(n) < 0.6))]
+        folder = tmp_path / run
+        folder.mkdir()
+        sh.to_parquet(folder / "shipments.parquet")
+        lanes.to_parquet(folder / "lanes.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(folder / "shipments.parquet")).groupBy("lane_id", "day") \
+                .agg(F.count(F.lit(1)).alias("shipments"), F.sum("kg").alias("kg")) \
+                .write.parquet(str(folder / "lane_daily"))
+            spark.read.parquet(str(folder / "lane_daily")).join(spark.read.parquet(str(folder / "lanes.parquet")),
+                                                                "lane_id", "left") \
+                .groupBy("region").agg(F.sum("shipments").alias("shipments")).write.parquet(str(folder / "regions"))
+    south = spark_causal.attribute(store, "a", "b", "regions.shipments", where="region = 'south'")
+    rows = sum(a.contribution for a in south.attributions if a.node == "shipments.__rows__")
+    assert not south.significant and abs(rows) < 30, south.summary()
+    north = spark_causal.attribute(store, "a", "b", "regions.shipments", where="region = 'north'")
+    assert north.significant and north.change < -1000, north.summary()
+    assert {a.node for a in north.attributions[:2]} == {"shipments.__rows__", "shipments.lane_id"}, north.summary()
+    assert abs(north.unexplained) < 0.1 * abs(north.change), north.summary()
