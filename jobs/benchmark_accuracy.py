@@ -79,6 +79,13 @@ def truth_nodes(scenario: S.Scenario, g_base: nx.DiGraph, g_cur: nx.DiGraph, tar
         elif rule[0] == "volume":
             seg = _target_segment(g_cur, target)
             out.append(f"{seg['driving']}.__rows__")
+        elif rule[0] == "rows":
+            out.append(f"{rule[1]}.__rows__")
+        elif rule[0] == "join":
+            joins = [n for n in g_cur.successors(f"{rule[1]}.{rule[2]}") if g_cur.nodes[n].get("subtype") == "join"]
+            if len(joins) != 1:
+                raise RuntimeError(f"expected one join reading {rule[1]}.{rule[2]}, found {joins}")
+            out.append(joins[0])
     return out
 
 

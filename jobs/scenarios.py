@@ -1,6 +1,6 @@
 """Pipelines and fault scenarios of the accuracy benchmark (``jobs/benchmark_accuracy.py``).
 
-Three pipelines, written the way ordinary PySpark jobs are written (they know nothing about
+Four pipelines, written the way ordinary PySpark jobs are written (they know nothing about
 spark-causal), each with a data generator that takes a seed and a tuple of faults, and a set of
 scenarios. A scenario says which faults the *current* run's data gets and which code variant the
 current run's job uses; the baseline run always gets fault-free data from another seed and the
@@ -11,7 +11,9 @@ rule that does not look at any method's answer (see ``truth_nodes`` in the bench
 
 * ``("column", table, column)``: the source column whose generator was perturbed, ``<table>.<column>``;
 * ``("code",)``: the node whose fingerprint differs between the baseline and the current graph;
-* ``("volume",)``: ``<driving table>.__rows__`` of the target's segment.
+* ``("volume",)``: ``<driving table>.__rows__`` of the target's segment;
+* ``("rows", table)``: ``<table>.__rows__``, a joined table whose rows per driving row changed;
+* ``("join", table, column)``: the join selection that reads ``<table>.<column>`` (its keys stopped matching).
 
 Pipelines:
 
@@ -25,6 +27,8 @@ Pipelines:
 ``rebates``  an aggregation joined back to its own input and aggregated again: spend per customer
              decides a customer's tier, each order earns a rebate by its customer's tier, rebates are
              summed per tier (two segments).
+``ads``      SQL: a day's clicks (new ids every day) left-joined to their conversions by click id, joined
+             to active campaigns, revenue per channel with a HAVING on the channel's clicks.
 """
 from __future__ import annotations
 
@@ -196,6 +200,48 @@ def rebates_data(folder: Path, seed: int, faults: tuple[str, ...], **_: Any) -> 
     orders.to_parquet(folder / "orders" / "part-0.parquet", index=False)
 
 
+# ============================================================================ pipeline 4: ads
+ADS_SQL = """
+SELECT c.channel, SUM(COALESCE(v.revenue, 0)) AS revenue, COUNT(*) AS clicks
+FROM clicks c
+LEFT JOIN conversions v ON c.click_id = v.click_id
+JOIN campaigns k ON c.campaign_id = k.campaign_id
+WHERE k.active
+GROUP BY c.channel
+HAVING COUNT(*) >= {min_clicks}
+"""
+ADS_CHANNELS = ["search", "social", "display", "email"]
+
+
+def ads_job(spark, data: str, out: str, *, min_clicks: int = 100) -> None:
+    """Revenue of a day's ad clicks per channel: each click's conversion (if any) looked up by click id,
+    clicks of inactive campaigns left out, channels with too few clicks left out."""
+    for table in ("clicks", "conversions", "campaigns"):
+        spark.read.parquet(f"{data}/{table}").createOrReplaceTempView(table)
+    spark.sql(ADS_SQL.format(min_clicks=min_clicks)).write.mode("overwrite").parquet(f"{out}/ads")
+
+
+def ads_data(folder: Path, seed: int, faults: tuple[str, ...], **_: Any) -> None:
+    rng = np.random.default_rng(seed)
+    n = 15_000
+    clicks = pd.DataFrame({"click_id": [f"k{seed}-{i:07d}" for i in range(n)],  # a day's own click ids
+                           "channel": rng.choice(ADS_CHANNELS, n, p=[0.45, 0.25, 0.2, 0.1]),
+                           "campaign_id": rng.integers(1, 41, n)})
+    conv = clicks.sample(frac=0.3, random_state=int(rng.integers(1 << 31)))[["click_id"]].reset_index(drop=True)
+    conv["revenue"] = rng.lognormal(3.0, 0.6, len(conv)).round(2)
+    hit = rng.random(len(conv))
+    if "key_format" in faults:  # a source system's new id format: 40% of conversions no longer match
+        conv.loc[hit < 0.4, "click_id"] = conv.loc[hit < 0.4, "click_id"].str.upper()
+    if "duplicated" in faults:  # a fifth of the conversions delivered twice
+        conv = pd.concat([conv, conv[hit < 0.2]], ignore_index=True)
+    if "drift" in faults:  # conversions worth 30% more
+        conv["revenue"] = (conv["revenue"] * 1.3).round(2)
+    campaigns = pd.DataFrame({"campaign_id": np.arange(1, 41), "active": np.arange(1, 41) % 8 != 0})
+    for name, df in (("clicks", clicks), ("conversions", conv), ("campaigns", campaigns)):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        df.to_parquet(folder / name / "part-0.parquet", index=False)
+
+
 # ============================================================================ registry
 @dataclass(frozen=True)
 class Pipeline:
@@ -225,6 +271,7 @@ PIPELINES = {
     "rebates": Pipeline("rebates", rebates_job, rebates_data, "rebates.rebate", "orders"),
     "revenue": Pipeline("revenue", revenue_job, revenue_data, "revenue.revenue", "orders"),
     "tpch": Pipeline("tpch", tpch_job, tpch_data, "asia_revenue.revenue", "lineitem"),
+    "ads": Pipeline("ads", ads_job, ads_data, "ads.revenue", "clicks"),
 }
 
 # The --quick set (quick=True) is fixed by a rule: each pipeline's first two fault scenarios and its
@@ -265,4 +312,12 @@ SCENARIOS = [
              truth=(("column", "lineitem", "l_extendedprice"), ("column", "nation", "n_regionkey")), quick=False),
     Scenario("tpch", "aa", "aa"),
     Scenario("tpch", "aa2", "aa", quick=False),
+    # pipeline 4: ads (SQL: a left join per click, HAVING over the groups)
+    Scenario("ads", "key_format", "join", ("key_format",), truth=(("join", "conversions", "click_id"),)),
+    Scenario("ads", "duplicated_conversions", "volume", ("duplicated",), truth=(("rows", "conversions"),)),
+    Scenario("ads", "revenue_drift", "drift", ("drift",), truth=(("column", "conversions", "revenue"),),
+             quick=False),
+    Scenario("ads", "having_threshold", "filter", code={"min_clicks": 2_000}, truth=(("code",),), quick=False),
+    Scenario("ads", "aa", "aa"),
+    Scenario("ads", "aa2", "aa", quick=False),
 ]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from spark_causal.errors import UnknownOutputError
+from spark_causal.errors import SparkCausalError, UnknownOutputError
 from spark_causal.store import dump_json
 
 if TYPE_CHECKING:
@@ -153,7 +153,13 @@ def _label(node: str, attrs: dict[str, Any]) -> str:
 def _layers(G: nx.DiGraph) -> dict[str, int]:
     """Layer = longest path from a root; outputs nothing reads are pushed to the last layer."""
     layer: dict[str, int] = {}
-    for node in nx.topological_sort(G):
+    try:
+        order = list(nx.topological_sort(G))
+    except nx.NetworkXUnfeasible:
+        cycle = " -> ".join(u for u, _ in nx.find_cycle(G))
+        raise SparkCausalError(f"the graph has a cycle ({cycle}), so it has no layers to draw",
+                               hint="draw it with --format json or dot, and report the job's shape as a bug") from None
+    for node in order:
         layer[node] = max((layer[p] + 1 for p in G.predecessors(node)), default=0)
     last = max(layer.values(), default=0)
     for node, attrs in G.nodes(data=True):

@@ -299,3 +299,11 @@ def test_a_cyclic_graph_of_an_older_version_is_read_as_a_dag(tmp_path):
     got = store.graph("old")
     assert nx.is_directed_acyclic_graph(got)
     assert set(got.edges) == {("src.amount", "rows.usd"), ("rows.usd", "rows.filter1")}
+    from spark_causal.errors import SparkCausalError
+    from spark_causal.render import draw_png
+
+    draw_png(got, str(tmp_path / "old.png"))
+    assert (tmp_path / "old.png").stat().st_size > 1000
+    G.add_edge("rows.usd", "src.amount")  # a cycle of no selection: refused in one line, not a traceback
+    with pytest.raises(SparkCausalError, match="cycle"):
+        draw_png(G, str(tmp_path / "cyclic.png"))
