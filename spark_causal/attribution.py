@@ -2341,6 +2341,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                     for r, seg in ((b, seg_b), (c, seg_c)):
                         r.values[sel] = np.nan_to_num(_to_array(seg.table[sel]).astype(float), nan=0.0)
                     matched[sel] = [col for col in cols if col != sel]
+                    if fn == "count" and agg == "sum" and inp in (j.get("other_keys") or []):
+                        fn, inp = "sum", sel  # the other side's key is set exactly where a row was found
                 continue
             # ... unless the runs looked up the same table (a customer dimension both runs joined): then
             # it is one, and the keys the runs share say exactly which of its rows changed
@@ -2604,6 +2606,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         return sorted(preds, key=rank.get)[: cfg.max_cond_discrete]
 
     chain = _order_discrete(disc, cond_of, b, c, discrete, cfg) if 2 <= len(disc) <= 5 else disc
+    # whether a unit found a row of a left-joined side comes before the values that row brings
+    chain = [x for x in chain if x in matched] + [x for x in chain if x not in matched]
     chain += [x for x in root_nodes if x in discrete and not discrete[x]]
     # few-valued source columns of a dimension, looked up by the unit's keys (a customer's country): a
     # unit keeps its own, so a numeric root may be conditioned on them too (a drift of German customers'

@@ -69,7 +69,7 @@ class Capture:
     tables: dict[str, Any] = field(default_factory=dict)  # parquet files of the run: name -> pandas frame
     stats: list[dict] = field(default_factory=list)
     _writer: Any = None
-    _previous: dict | None = None  # the outputs of the store's latest committed run (``_group_history``)
+    _previous: dict | None = None  # graph attributes of the store's latest committed run (``_history``)
     _pending_errors: list[tuple[str, BaseException]] = field(default_factory=list)
 
     @property
@@ -235,7 +235,8 @@ class Capture:
         for k, seg_plan in enumerate(sampling.segment_plans(plan)):
             try:
                 seg = sampling.sample_output(self.spark, self.builder, output, seg_plan, segment=f"{output}.seg{k + 1}",
-                                             sample_size=self.options.sample_size, seed=self.options.seed, known=rows)
+                                             sample_size=self.options.sample_size, seed=self.options.seed, known=rows,
+                                             prefer=self._previous_driving(f"{output}.seg{k + 1}"))
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"samples of output {output!r} (segment {k + 1}) failed: {_one_line(exc)}", exc)
                 continue
@@ -245,10 +246,8 @@ class Capture:
             done.append(seg)
         return done
 
-    def _group_history(self, name: str | None) -> dict:
-        """The group shares of output ``name``'s Aggregates in the store's latest committed run (empty
-        when none): how many groups they made of their rows decides where this run measures the columns
-        they aggregate (``observe``). Only a cost decision: the statistics are exact either way."""
+    def _history(self) -> dict:
+        """The graph attributes (outputs, segments) of the store's latest committed run; empty when none."""
         if self._previous is None:
             self._previous = {}
             try:
@@ -257,11 +256,26 @@ class Capture:
                 store = Store(self.store, spark=self.spark)
                 done = [m["run"] for m in store.runs() if m.get("status") == "succeeded" and m.get("run") != self.run]
                 if done:
-                    self._previous = store.graph(done[-1]).graph.get("outputs", {})
-            except Exception as exc:  # noqa: BLE001 - a first run, or an unreadable store: measured by probes
-                log.debug("spark-causal: no previous run to size aggregations by: %s", _one_line(exc))
-        shares = self._previous.get(name or "", {}).get("group_shares")
+                    self._previous = dict(store.graph(done[-1]).graph)
+            except Exception as exc:  # noqa: BLE001 - a first run, or an unreadable store: no history
+                log.debug("spark-causal: no previous run to learn from: %s", _one_line(exc))
+        return self._previous
+
+    def _group_history(self, name: str | None) -> dict:
+        """The group shares of output ``name``'s Aggregates in the store's latest committed run (empty
+        when none): how many groups they made of their rows decides where this run measures the columns
+        they aggregate (``observe``). Only a cost decision: the statistics are exact either way."""
+        shares = (self._history().get("outputs") or {}).get(name or "", {}).get("group_shares")
         return shares if isinstance(shares, dict) else {}
+
+    def _previous_driving(self, segment: str) -> str | None:
+        """The driving table of ``segment`` in the store's latest committed run: this run keeps those
+        units when its rows are comparable (``sampling.driving_relation``), so that duplicated rows that
+        make a joined table the larger one do not make the two runs' units different things."""
+        for desc in self._history().get("segments") or []:
+            if desc.get("id") == segment:
+                return desc.get("driving")
+        return None
 
     def observe_write(self, writer: Any, target: tuple[str | None, str | None],
                       name: str | None = None) -> tuple[Any, Observed | None, Callable[[], None]]:

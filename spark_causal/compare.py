@@ -149,7 +149,9 @@ def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.
     se = float((result.details or {}).get("se_change") or 0.0)
     z = float(norm.ppf(1 - cfg.alpha / 2))
     changed = [s for s in above if s in baseline and baseline.nodes[s].get("fingerprint") != graph.nodes[s].get("fingerprint")]
-    if not dropped or (not changed and abs(dropped) <= z * se):
+    # rounding of two sums of the same rows is no dropped group (a threshold that drops none in either run)
+    scale = max(abs(result.baseline_value), abs(result.current_value), abs(float(est["baseline"])), 1.0)
+    if abs(dropped) <= 1e-9 * scale or (not changed and abs(dropped) <= z * se):
         return result
     node = (changed or above)[0]
     d = graph.nodes[node]
@@ -523,7 +525,7 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], b: RunSampl
     # the summed column, or the target itself when the output has a row per row of an aggregate (two
     # aggregates joined on their keys); either copies an aggregate of the segment below
     start = (entry.get("input") if str(entry.get("fn", "")).lower() == "sum" else None) if entry else result.target
-    inp = _copied_aggregate(c.graph, start, others) if start and not _drops_rows(desc) else None
+    inp = _copied_aggregate(c.graph, start, others) if start and not _drops_rows(desc, b, c) else None
     if result.agg != "sum" or inp not in others or str(others[inp].get("fn", "")).lower() not in ("sum", "count"):
         return None
     try:
@@ -618,10 +620,18 @@ def _literal(v: Any) -> str:
     return "'" + str(v).replace("'", "''") + "'"
 
 
-def _drops_rows(desc: dict) -> bool:
-    """Whether a segment's selections drop units: a filter, or a join that keeps only matches."""
+def _drops_rows(desc: dict, b: RunSamples, c: RunSamples) -> bool:
+    """Whether a segment's selections drop units in either run: a filter, or a join that keeps only
+    matches, that some sampled unit failed (an inner join to a dimension every key is in drops none)."""
     joins = {j.get("selection"): j for j in desc.get("joins") or []}
-    return any(joins.get(s, {}).get("drops", True) for s in desc.get("selections") or [])
+    tables = [_segment_table(r, desc.get("id")) for r in (b, c)]
+    for s in desc.get("selections") or []:
+        if not joins.get(s, {}).get("drops", True):
+            continue
+        if any(t is None or s not in t.columns or (pd.to_numeric(t[s], errors="coerce").fillna(0) != 1).any()
+               for t in tables):
+            return True
+    return False
 
 
 def _copied_aggregate(graph: nx.DiGraph, target: str, others: dict[str, dict]) -> str | None:

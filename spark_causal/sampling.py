@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -307,7 +307,8 @@ def _rows(spark: Any, p: JObject) -> int:
 
 
 def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = None,
-                     partitions: dict[int, JObject] | None = None, windows: bool = True) -> tuple[JObject, int | None]:
+                     partitions: dict[int, JObject] | None = None, windows: bool = True,
+                     prefer: Callable[[JObject], bool] | None = None) -> tuple[JObject, int | None]:
     """The relation whose rows are the units of the segment that ``plan`` ends, and its row count when
     known or counted (``known``: row counts by relation hashCode, from the job's own probes; a relation
     counts only its partitions the job reads, ``plan.partition_filters``).
@@ -316,6 +317,9 @@ def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = N
     aggregated from, so per-customer totals of 40,000 orders drive a segment that joins them to 2,000
     customers, whichever way the join goes (a LEFT join changed to INNER keeps the same units), and
     an aggregate joined back to its own input ties with it and gives way: the input's rows are the units.
+    A candidate ``prefer`` picks (the previous run's units) stays the driving relation while it has at
+    least half the rows of the largest: units must mean the same in the runs compared, and 15%
+    duplicated payments must not turn orders LEFT JOIN payments into a sample of payments.
     """
     _, body = _segment_root(plan)
     candidates = _driving_candidates(body, windows)
@@ -334,8 +338,14 @@ def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = N
 
     counts = [rows(c) for c in candidates]
     sources = [source_rows(c) for c in candidates]
-    best = max(range(len(candidates)),
-               key=lambda i: (sources[i], P.cls(candidates[i]) != "Aggregate", counts[i]))
+    def size(i: int) -> tuple:
+        return sources[i], P.cls(candidates[i]) != "Aggregate", counts[i]
+
+    best = max(range(len(candidates)), key=size)
+    kept = [i for i in range(len(candidates)) if prefer is not None and prefer(candidates[i])
+            and 2 * sources[i] >= sources[best]]
+    if kept:
+        best = max(kept, key=size)
     return candidates[best], counts[best]
 
 
@@ -358,7 +368,8 @@ class Provenance:
 
 
 def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
-               seed: int, known: dict[int, int] | None = None, windows: bool = True) -> Provenance:
+               seed: int, known: dict[int, int] | None = None, windows: bool = True,
+               prefer: str | None = None) -> Provenance:
     """The provenance query of the segment that ``plan`` ends, sampled to about ``sample_size`` driving
     rows (all rows when None). ``known``, row counts by relation hashCode, saves counting them.
 
@@ -367,22 +378,23 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
     the first is tried first."""
     try:
         return _provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
-                           windows=windows)
+                           windows=windows, prefer=prefer)
     except _Unsupported:
         if not windows:
             raise
         return _provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
-                           windows=False)
+                           windows=False, prefer=prefer)
 
 
 def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
-                seed: int, known: dict[int, int] | None, windows: bool) -> Provenance:
+                seed: int, known: dict[int, int] | None, windows: bool, prefer: str | None) -> Provenance:
     cat = _Catalyst()
     walk = builder.walks[output]
     G = builder.graph
     agg, body = _segment_root(plan)
     partitions = P.partition_filters(plan)  # the partitions the job reads are the source: kept as filters
-    driving, counted = driving_relation(spark, plan, known, partitions, windows)
+    driving, counted = driving_relation(spark, plan, known, partitions, windows,
+                                        prefer=(lambda r: _relation_table(r, walk.env, G) == prefer) if prefer else None)
     driving_name = _relation_table(driving, walk.env, G)
     n_rows = counted
     if n_rows is None and sample_size is not None:
@@ -494,15 +506,17 @@ def segment_plans(plan: JObject) -> list[JObject]:
 
 
 def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, segment: str,
-                  sample_size: int, seed: int, known: dict[int, int] | None = None) -> Segment:
-    """The unit sample of one segment: one sampled provenance query, collected to the driver."""
+                  sample_size: int, seed: int, known: dict[int, int] | None = None,
+                  prefer: str | None = None) -> Segment:
+    """The unit sample of one segment: one sampled provenance query, collected to the driver.
+    ``prefer``: the driving table of the segment's previous run (see ``driving_relation``)."""
     G = builder.graph
-    prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known)
+    prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known, prefer=prefer)
     table = _to_pandas(prov.df)
     if prov.clusters and prov.rate < 1 and len(table[prov.clusters].drop_duplicates()) < MIN_WINDOW_PARTITIONS:
         # a window over few partitions (per country): too few to sample whole; its result rows are the units
         prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
-                          windows=False)
+                          windows=False, prefer=prefer)
         table = _to_pandas(prov.df)
     names, aggregates, rate = prov.names, prov.aggregates, prov.rate
     selections = [n for n in names if n in G and G.nodes[n]["kind"] == "selection"]

@@ -1163,31 +1163,75 @@ def test_the_left_joined_sides_keys_rows_and_values_are_told_apart(spark, tmp_pa
         with spark_causal.capture(spark, store=store, run=run):
             clicks = spark.read.parquet(str(folder / "clicks.parquet"))
             conv = spark.read.parquet(str(folder / "conversions.parquet"))
-            clicks.join(conv, "click_id", "left").groupBy("channel") \
-                .agg(F.sum(F.coalesce("revenue", F.lit(0.0))).alias("revenue"), F.sum("cost").alias("cost")) \
+            clicks.join(conv, clicks.click_id == conv.click_id, "left").groupBy("channel") \
+                .agg(F.sum(F.coalesce("revenue", F.lit(0.0))).alias("revenue"), F.sum("cost").alias("cost"),
+                     F.count(conv.click_id).alias("converted"), F.count("revenue").alias("valued")) \
                 .write.parquet(str(folder / "roas"))
-    res = spark_causal.attribute(store, "a", "b", "roas.revenue")
-    assert res.significant, res.summary()
-    assert res.attributions[0].node == cause, res.summary()
-    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.25), res.summary()
+    # COUNT(conversions.click_id) counts the clicks that found a conversion; COUNT(revenue) those with a value
+    for target, expected in (("roas.revenue", cause), ("roas.converted", None if fault == "nulls" else cause),
+                             ("roas.valued", cause)):
+        res = spark_causal.attribute(store, "a", "b", target)
+        if expected is None:
+            assert not res.significant, res.summary()
+            continue
+        assert res.significant, res.summary()
+        assert res.attributions[0].node == expected, res.summary()
+        assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.25), res.summary()
 
 
-def test_a_slice_of_a_second_stage_is_drilled_down_by_the_keys_it_holds(spark, tmp_path):
+@pytest.mark.parametrize("current", ["duplicated", "deduplicated"])
+def test_duplicates_that_make_the_joined_side_larger_keep_the_units(spark, tmp_path, current):
+    """orders LEFT JOIN payments (90% paid): 15% of payments delivered twice make payments the larger
+    table. A run keeps the previous run's units while their table has half the rows of the largest, so
+    the duplicates are payments' rows both ways (a run with duplicates first, then one without)."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    drivers = []
+    runs = [("a", 51, False), ("b", 52, True)] if current == "duplicated" else [("a", 51, True), ("b", 52, False)]
+    for run, seed, dup in runs:
+        rng = np.random.default_rng(seed)
+        n = 6000
+        orders = pd.DataFrame({"order_id": [f"o{seed}-{i}" for i in range(n)], "amount": np.round(rng.lognormal(3, .5, n), 2)})
+        pay = orders[rng.random(n) < 0.9].rename(columns={"amount": "paid"})
+        if dup:
+            pay = pd.concat([pay, pay[rng.random(len(pay)) < 0.15]], ignore_index=True)
+        (tmp_path / run).mkdir()
+        orders.to_parquet(tmp_path / run / "orders.parquet")
+        pay.to_parquet(tmp_path / run / "payments.parquet")
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            spark.read.parquet(str(tmp_path / run / "orders.parquet")) \
+                .join(spark.read.parquet(str(tmp_path / run / "payments.parquet")), "order_id", "left") \
+                .agg(F.sum(F.coalesce("paid", F.lit(0.0))).alias("paid"), F.count(F.lit(1)).alias("rows")) \
+                .write.parquet(str(tmp_path / run / "cash"))
+        drivers.append(cap.graph.graph["segments"][0]["driving"])
+    assert drivers[1] == drivers[0]  # the first run's units: orders, or payments when it had the duplicates
+    for target in ("cash.paid", "cash.rows"):
+        res = spark_causal.attribute(store, "a", "b", target)
+        assert res.significant and res.attributions[0].node == "payments.__rows__", res.summary()
+        assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.15), res.summary()
+
+
+@pytest.mark.parametrize("how", ["left", "inner"])
+def test_a_slice_of_a_second_stage_is_drilled_down_by_the_keys_it_holds(spark, tmp_path, how):
     """Stage 1 counts shipments per lane and day; stage 2 looks each lane's region up and sums per
     region. With the north's lanes missing shipments, ``where region = 'south'`` is no change and
     names no missing rows; ``region = 'north'`` is explained below stage 2 (by the shipment rows and the
-    lane mix their loss shifted), not shared out of the whole drop by the slice's size."""
+    lane mix their loss shifted), not shared out of the whole drop by the slice's size. An inner join
+    to the lanes drops no row (every lane is there), so it is attributed below it just the same."""
     from pyspark.sql import functions as F
 
     lanes = pd.DataFrame({"lane_id": np.arange(1, 41), "region": np.repeat(["north", "south", "east", "west"], 10)})
     store = str(tmp_path / "store")
-    for run, seed in (("a", 41), ("b", 42)):
+    for run, seed in (("a", 41), ("b", 42), ("c", 42)):
         rng = np.random.default_rng(seed)
         n = 12000
         sh = pd.DataFrame({"lane_id": rng.integers(1, 41, n), "kg": np.round(rng.gamma(2.0, 5.0, n), 1),
                            "day": (pd.to_datetime("2026-03-01") + pd.to_timedelta(rng.integers(0, 14, n), "D")).date})
         if run == "b":
             sh = sh[~((sh.lane_id <= 10) & (rng.random(n) < 0.6))]
+        if run == "c":  # the north's loads 15% heavier
+            sh.loc[sh.lane_id <= 10, "kg"] = np.round(sh.loc[sh.lane_id <= 10, "kg"] * 1.15, 1)
         folder = tmp_path / run
         folder.mkdir()
         sh.to_parquet(folder / "shipments.parquet")
@@ -1197,8 +1241,9 @@ def test_a_slice_of_a_second_stage_is_drilled_down_by_the_keys_it_holds(spark, t
                 .agg(F.count(F.lit(1)).alias("shipments"), F.sum("kg").alias("kg")) \
                 .write.parquet(str(folder / "lane_daily"))
             spark.read.parquet(str(folder / "lane_daily")).join(spark.read.parquet(str(folder / "lanes.parquet")),
-                                                                "lane_id", "left") \
-                .groupBy("region").agg(F.sum("shipments").alias("shipments")).write.parquet(str(folder / "regions"))
+                                                                "lane_id", how) \
+                .groupBy("region").agg(F.sum("shipments").alias("shipments"), F.sum("kg").alias("kg")) \
+                .write.parquet(str(folder / "regions"))
     south = spark_causal.attribute(store, "a", "b", "regions.shipments", where="region = 'south'")
     rows = sum(a.contribution for a in south.attributions if a.node == "shipments.__rows__")
     assert not south.significant and abs(rows) < 30, south.summary()
@@ -1206,3 +1251,6 @@ def test_a_slice_of_a_second_stage_is_drilled_down_by_the_keys_it_holds(spark, t
     assert north.significant and north.change < -1000, north.summary()
     assert {a.node for a in north.attributions[:2]} == {"shipments.__rows__", "shipments.lane_id"}, north.summary()
     assert abs(north.unexplained) < 0.1 * abs(north.change), north.summary()
+    heavier = spark_causal.attribute(store, "a", "c", "regions.kg")  # the whole output: four rows
+    assert heavier.significant and heavier.attributions[0].node == "shipments.kg", heavier.summary()
+    assert heavier.attributions[0].contribution == pytest.approx(heavier.change, rel=0.3), heavier.summary()
