@@ -1746,11 +1746,12 @@ def _nearer_split(model: FittedModel, players: list[str], current: float,
 _NON_DROPPING_JOINS = {"leftouter", "left", "fullouter", "full", "outer", "fullouterjoin", "leftouterjoin"}
 
 
-def _find_segment(run: RunSamples, target: str) -> tuple[str, SegmentSamples] | None:
+def _find_segment(run: RunSamples, target: str, output: str | None = None) -> tuple[str, SegmentSamples] | None:
+    """The segment holding ``target``: among several (an aggregate two outputs share), ``output``'s."""
     for key in ("aggregates", "nodes"):
-        for sid, seg in run.segments.items():
-            if target in (seg.description.get(key) or {}):
-                return sid, seg
+        found = [(sid, seg) for sid, seg in run.segments.items() if target in (seg.description.get(key) or {})]
+        if found:
+            return next(((sid, seg) for sid, seg in found if seg.description.get("output") == output), found[0])
     return None
 
 
@@ -2170,7 +2171,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # an output column that is a source or stage column written unchanged (SELECT amount ... ) is not a
     # node of its own in the sample: its values are those of the column it copies
     held = _copied_column(graph, target) or target
-    found_b, found_c = _find_segment(baseline, held), _find_segment(current, held)
+    output = graph.nodes[target].get("output") if target in graph else None
+    found_b, found_c = _find_segment(baseline, held, output), _find_segment(current, held, output)
     if found_b is None or found_c is None:
         known = [n for g in graphs for n in g.nodes]
         if target not in known:
@@ -2194,6 +2196,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     _, seg_c = found_c
     desc = seg_c.description
     desc_b = seg_b.description
+    if held != target and held in (desc.get("aggregates") or {}):
+        # the output's column is an aggregate another output computes too (the same SUM ... GROUP BY,
+        # one node): its units are this output's segment's, under that aggregate's id
+        target = held
     if desc.get("id") != desc_b.get("id"):
         warnings.append(f"segment ids differ: {desc_b.get('id')} vs {desc.get('id')}")
 

@@ -131,9 +131,10 @@ def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.
 
     Units are the rows below the aggregation, so the samples sum every group; the exact values are the
     groups the selection kept. What the exact change adds to the samples' estimated change is what the
-    selection dropped in one run and not the other: its contribution. Its mechanism changed when its
-    code did; otherwise (groups crossing an unchanged threshold) the item only sizes that part, beside
-    the causes the samples name, and the estimate's sampling error decides whether it is any."""
+    selection dropped in one run and not the other: its contribution when its code changed. With its
+    code unchanged, groups crossed its threshold because of what changed below: that part is scaled into
+    the items the samples name, or, when they name none, is the selection's item beyond the estimate's
+    sampling error."""
     est = (result.details or {}).get("estimated")
     desc = next((d for d in graph.graph.get("segments", []) if d.get("id") == (result.details or {}).get("segment")),
                 None)
@@ -153,6 +154,17 @@ def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.
     scale = max(abs(result.baseline_value), abs(result.current_value), abs(float(est["baseline"])), 1.0)
     if abs(dropped) <= 1e-9 * scale or (not changed and abs(dropped) <= z * se):
         return result
+    explained = sum(a.contribution for a in result.attributions)
+    if not changed and explained and (explained + dropped) / explained > 0:
+        # an unchanged threshold only passes on what changed below (a drift lifts more customers over
+        # it, or lifts other products into the top 10): the groups it kept or dropped are theirs
+        f = (explained + dropped) / explained
+        items = [dataclasses.replace(a, contribution=a.contribution * f, ci_low=min(a.ci_low * f, a.ci_high * f),
+                                     ci_high=max(a.ci_low * f, a.ci_high * f)) for a in result.attributions]
+        note = (f"{above[0]} selects among the aggregated groups with unchanged code: the groups it kept or "
+                f"dropped because of the changes below ({dropped:+,.6g}) are added to those changes")
+        return dataclasses.replace(result, attributions=items, unexplained=result.unexplained - dropped,
+                                   warnings=list(result.warnings) + [note])
     node = (changed or above)[0]
     d = graph.nodes[node]
     item = AttributionItem(node=node, kind="selection", table=None, stage=d.get("stage"),

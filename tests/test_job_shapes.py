@@ -1099,14 +1099,16 @@ def test_each_days_own_order_ids_are_no_change(spark, tmp_path):
 def test_a_selection_over_the_outputs_own_columns_is_named(spark, tmp_path, fault):
     """``HAVING COUNT(*) >= k`` selects among aggregated groups and ``WHERE usd > t`` over a column the
     output writes: a changed threshold is named with the whole change, and a drift below them is not
-    taken for either (the groups it moves across the threshold are the HAVING's small part)."""
+    taken for either: the groups it moves across an unchanged threshold, or into the top 40, are the
+    drift's."""
     store = str(tmp_path / "store")
     for run in ("a", "b"):
         rng = np.random.default_rng(6)
         n = 4000
-        amount = np.round(rng.gamma(2.0, 10.0, n), 2) * (1.3 if fault == "drift" and run == "b" else 1.0)
+        cust = rng.integers(0, 400, n)
+        amount = np.round(rng.gamma(2.0, 10.0, n), 2) * np.where((cust < 200) & (fault == "drift") & (run == "b"), 1.3, 1.0)
         (tmp_path / run).mkdir()
-        pd.DataFrame({"cust": rng.integers(0, 400, n), "amount": amount}).to_parquet(tmp_path / run / "o.parquet")
+        pd.DataFrame({"cust": cust, "amount": amount}).to_parquet(tmp_path / run / "o.parquet")
         having = 9 if fault == "having" and run == "b" else 5
         above = 30 if fault == "where" and run == "b" else 20
         with spark_causal.capture(spark, store=store, run=run):
@@ -1115,9 +1117,12 @@ def test_a_selection_over_the_outputs_own_columns_is_named(spark, tmp_path, faul
                       f"HAVING COUNT(*) >= {having}").write.parquet(str(tmp_path / run / "kpis"))
             spark.sql(f"SELECT cust, amount * 1.1 AS usd FROM having_orders WHERE amount * 1.1 > {above}") \
                 .write.parquet(str(tmp_path / run / "big"))
-    expect = {"having": {"kpis.total": "kpis.filter1", "big.usd": None},
-              "where": {"kpis.total": None, "big.usd": "big.filter1"},
-              "drift": {"kpis.total": "o.amount", "big.usd": "o.amount"}}[fault]
+            spark.sql("SELECT cust, SUM(amount) AS total FROM having_orders GROUP BY cust ORDER BY total DESC "
+                      "LIMIT 40").write.parquet(str(tmp_path / run / "top"))
+    # the drifted half of the customers moves into the top 40, which the unchanged LIMIT passes on
+    expect = {"having": {"kpis.total": "kpis.filter1", "big.usd": None, "top.total": None},
+              "where": {"kpis.total": None, "big.usd": "big.filter1", "top.total": None},
+              "drift": {"kpis.total": "o.amount", "big.usd": "o.amount", "top.total": "o.amount"}}[fault]
     for target, node in expect.items():
         res = spark_causal.attribute(store, "a", "b", target)
         if node is None:  # this output did not move
