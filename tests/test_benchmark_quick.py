@@ -1,6 +1,6 @@
 """The accuracy benchmark's quick set (jobs/benchmark_accuracy.py --quick) as a test.
 
-It captures real runs of three pipelines with injected faults, so it takes a few minutes; it asserts
+It captures real runs of four pipelines with injected faults, so it takes a few minutes; it asserts
 the bar of issue 5: spark-causal's top-1 at least 0.8 and strictly above every baseline's top-1, and
 at most one false alarm on the A/A pairs of the quick set.
 """
