@@ -1007,8 +1007,8 @@ def _fanout(spec: "_Spec", b: _Run, c: _Run, tb: pd.DataFrame, tc: pd.DataFrame,
     def first_rows(r: _Run, first: np.ndarray) -> _Run:
         w = r.w[first]
         return _Run({x: v[first] for x, v in r.values.items()}, w, int(first.sum()), float(w.sum()),
-                    None if r.recorded is None else r.recorded[first], [g[first] for g in r.groups][:-1]
-                    if r.units is not None else [g[first] for g in r.groups])
+                    None if r.recorded is None else r.recorded[first],
+                    [g[first] for g in r.groups if g is not r.units])  # one row per unit: no unit clusters
 
     tables = []
     for j in desc.get("joins") or []:

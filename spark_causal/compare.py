@@ -136,8 +136,7 @@ def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.
     the items the samples name, or, when they name none, is the selection's item beyond the estimate's
     sampling error."""
     est = (result.details or {}).get("estimated")
-    desc = next((d for d in graph.graph.get("segments", []) if d.get("id") == (result.details or {}).get("segment")),
-                None)
+    desc = _segment_of(result, graph)
     if not est or desc is None or target not in graph:
         return result
     aggregates = set(desc.get("aggregates") or {})
@@ -171,8 +170,7 @@ def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.
                            column=d.get("column") or node.rsplit(".", 1)[-1], contribution=dropped,
                            ci_low=dropped - z * se, ci_high=dropped + z * se, mechanism_changed=bool(changed),
                            p_value=0.0 if changed else float(2 * norm.sf(abs(dropped) / se)) if se else 0.0)
-    items = sorted([a for a in result.attributions if a.node != node] + [item],
-                   key=lambda a: (-abs(a.contribution), a.p_value if a.p_value is not None else 1.0, a.node))
+    items = _ranked([a for a in result.attributions if a.node != node] + [item])
     note = (f"{node} selects among the aggregated groups, which the samples cannot see: it is sized by what "
             f"the exact change adds to the samples' estimate ({dropped:+,.6g})")
     return dataclasses.replace(result, attributions=items, unexplained=result.unexplained - dropped,
@@ -287,7 +285,7 @@ def _through_fanout(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGra
     segment's first joined table."""
     sb, sc = stats
     details = result.details or {}
-    desc = next((d for d in graph.graph.get("segments", []) if d.get("id") == details.get("segment")), None)
+    desc = _segment_of(result, graph)
     rows = details.get("rows") or {}
     if desc is None or not rows.get("baseline"):
         return result
@@ -467,12 +465,15 @@ def _rows_change(sb: Any, sc: Any, graph: nx.DiGraph, table: str) -> float | Non
 MAX_DRILL_DEPTH = 3
 
 
-def _segment_of(result: Attribution, run: RunSamples) -> dict | None:
+def _segment_of(result: Attribution, graph: nx.DiGraph) -> dict | None:
+    """The description of the segment ``result`` was attributed in, as ``graph`` records it."""
     sid = (result.details or {}).get("segment")
-    for desc in run.graph.graph.get("segments", []):
-        if desc.get("id") == sid:
-            return desc
-    return None
+    return next((d for d in graph.graph.get("segments", []) if d.get("id") == sid), None)
+
+
+def _ranked(items: list[AttributionItem]) -> list[AttributionItem]:
+    """Items in the order results list them: largest contribution first, then smallest p-value."""
+    return sorted(items, key=lambda a: (-abs(a.contribution), a.p_value if a.p_value is not None else 1.0, a.node))
 
 
 def _upstream_aggregate(graph: nx.DiGraph, node: str, candidates: dict[str, dict]) -> str | None:
@@ -679,7 +680,7 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     if _depth >= MAX_DRILL_DEPTH:
         return result
     cache = {} if _cache is None else _cache
-    desc = _segment_of(result, c)
+    desc = _segment_of(result, c.graph)
     if desc is None:
         return result
     others = {a: meta for d in c.graph.graph.get("segments", []) if d.get("id") != desc.get("id")
@@ -718,7 +719,9 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
             order.append(item)
             continue
         # a slice of the outer rows is the slice of the units below whose group key values they carry
-        where = _inner_where(result, agg_node, b, c) if result.where else None
+        if result.where and ("where", agg_node) not in cache:
+            cache[("where", agg_node)] = _inner_where(result, agg_node, b, c)
+        where = cache.get(("where", agg_node))
         if result.where and where is None:
             warnings.append(f"the slice {result.where!r} is not a set of {agg_node}'s group keys: its "
                             f"drill-down shares out the whole of {agg_node}'s change")
@@ -763,8 +766,7 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         return result
     for a in order:
         _merge(merged, a)
-    items = sorted(merged.values(), key=lambda a: (-abs(a.contribution),
-                                                   a.p_value if a.p_value is not None else 1.0, a.node))
+    items = _ranked(list(merged.values()))
     details = dict(result.details or {})
     details["drilldown"] = notes
     significant = result.significant
