@@ -406,14 +406,16 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
 
     def sample_pred(leaf: JObject, rw: _Rewriter) -> JObject:
         E = cat.E
+        scan = P.cls(leaf) in P.LEAF_CLASSES
         leaf = P.restrict(leaf, partitions)
         # only the columns the job reads: a wide fact table is scanned for its few used columns, as the
-        # job scans it, not whole. A unit is hashed by them and by its position in the scan: rows that
-        # repeat in the columns read (91 distinct (country, amount) pairs over 20,000 rows) would hash
-        # alike and be all in or all out, a sample of one value.
+        # job scans it, not whole. A unit of a scan is hashed by its position in the scan alone, which is
+        # the same rule for every row, repeated or not: hashing the columns read too cost 0.45 s more
+        # at 10M rows (1.06 s against 0.60 s for the pass, 2 cores). Other relations (a sub-aggregate's
+        # groups) are small; their units are hashed by their values as well.
         cols = [a for a in P.output(leaf) if P.expr_id(a) in needed] or P.output(leaf)
-        hashable = [a for a in cols if "map<" not in P.dtype(a)]  # Spark hashes no map (nor what holds one)
-        h = E.XxHash64(cat.seq(hashable + [E.MonotonicallyIncreasingID()]), seed)
+        hashable = [] if scan else [a for a in cols if "map<" not in P.dtype(a)]
+        h = E.XxHash64(cat.seq(hashable + [E.MonotonicallyIncreasingID()]), seed)  # Spark hashes no map
         unit = rw.add(h, UNIT)
         with_unit = cat.project(cols + [unit], leaf)
         if rate >= 1.0:
