@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import json
 import logging
 import operator
 import os
@@ -70,6 +71,8 @@ class Capture:
     stats: list[dict] = field(default_factory=list)
     _writer: Any = None
     _previous: dict | None = None  # graph attributes of the store's latest committed run (``_history``)
+    _previous_run: str | None = None
+    _source_hints_cache: SampleHints | None = None
     _pending_errors: list[tuple[str, BaseException]] = field(default_factory=list)
 
     @property
@@ -111,20 +114,33 @@ class Capture:
             self._sample(used, plan, rows)
             self._keep_rows(used, **where)
             return
-        # the sample first: it tells which strings of the sources read again have few values (one read)
+        # sources measured apart (read again) come first when an earlier run tells their few-valued strings:
+        # their stats are over every row read, and their row counts spare the sampled pass a count. A
+        # first run samples first, and the sample tells those strings (either way the reread reads once)
+        hints = self._source_hints()
+        if hints is not None:
+            rows = {**rows, **self._reread(used, observed, hints)}
         segments = self._sample(used, plan, rows)
-        try:  # sources measured apart come first: their columns' stats are over every row read
+        if hints is None:
             told = [sampling.reread_hints(seg, self.graph, most=MAX_KNOWN_VALUES) for seg in segments]
-            hints = SampleHints(values={n: v for h in told for n, v in h.values.items()})
-            self._add_stats(observed.reread(self.spark, self.graph, self.builder.walks[used], hints))
-        except Exception as exc:  # noqa: BLE001
-            self._fail_soft(f"statistics of the sources of output {used!r} failed: {_one_line(exc)}", exc)
+            self._reread(used, observed, SampleHints(values={n: v for h in told for n, v in h.values.items()}))
         self._add_stats(found)
         if lost:  # an empty probe's columns
             log.info("spark-causal: measuring %s apart", ", ".join(lost))
             self._measure_by_extra_pass(used, plan, **where)
         self._measure_subquery_sources(used, plan)
         self._keep_rows(used, **where)
+
+    def _reread(self, output: str, observed: Observed, hints: SampleHints) -> dict[int, int]:
+        """Stats of the sources the probes left to be read again (``Observed.reread``); returns their row
+        counts by plan hashCode (empty when that failed)."""
+        try:
+            found, counted = observed.reread(self.spark, self.graph, self.builder.walks[output], hints)
+        except Exception as exc:  # noqa: BLE001
+            self._fail_soft(f"statistics of the sources of output {output!r} failed: {_one_line(exc)}", exc)
+            return {}
+        self._add_stats(found)
+        return counted
 
     def _keep_rows(self, output: str, *, path: str | None, table: str | None, fmt: str | None,
                    mode: str | None) -> None:
@@ -137,9 +153,11 @@ class Capture:
                 not _replaces(fmt, mode):
             return
         try:
-            df = _read_back(self.spark, path=path, table=table, fmt=fmt)
-            if df is not None:
-                frame = sampling._to_pandas(df)
+            frame = _local_parquet(path) if fmt == "parquet" and not table else None
+            if frame is None:
+                df = _read_back(self.spark, path=path, table=table, fmt=fmt)
+                frame = sampling._to_pandas(df) if df is not None else None
+            if frame is not None:
                 frame.columns = [f"{output}.{c}" for c in frame.columns]
                 self.tables[f"outputs/{output}.parquet"] = frame[[c for c in frame.columns if c in cols]]
         except Exception as exc:  # noqa: BLE001 - a slice's values are then the samples' estimates
@@ -247,7 +265,8 @@ class Capture:
         return done
 
     def _history(self) -> dict:
-        """The graph attributes (outputs, segments) of the store's latest committed run; empty when none."""
+        """The graph attributes (outputs, segments) of the store's latest committed run; empty when none.
+        ``_previous_run`` then names that run."""
         if self._previous is None:
             self._previous = {}
             try:
@@ -257,9 +276,34 @@ class Capture:
                 done = [m["run"] for m in store.runs() if m.get("status") == "succeeded" and m.get("run") != self.run]
                 if done:
                     self._previous = dict(store.graph(done[-1]).graph)
+                    self._previous_run = done[-1]
             except Exception as exc:  # noqa: BLE001 - a first run, or an unreadable store: no history
                 log.debug("spark-causal: no previous run to learn from: %s", _one_line(exc))
         return self._previous
+
+    def _source_hints(self) -> SampleHints | None:
+        """The values of every string whose top values the store's latest committed run holds whole
+        (at most ``stats.TOP_K``, their counts adding up to its rows), for reading the sources again
+        (``stats.compute_stats``); None when there is no earlier run. A value new in this run makes the
+        counts fall short, and the column is then counted the other way: a stale hint costs time, never
+        a wrong number."""
+        if self._source_hints_cache is None:
+            self._history()
+            if self._previous_run is None:
+                return None
+            values: dict[str, tuple[str, ...]] = {}
+            try:
+                from .store import Store
+
+                stats = Store(self.store, spark=self.spark).read_parquet(self._previous_run, "stats.parquet")
+                for s in stats[(stats["dtype"] == "string") & stats["top"].notna()].to_dict("records"):
+                    top = json.loads(s["top"])
+                    if sum(int(n) for _, n in top) == int(s["count"]) and any(v is not None for v, _ in top):
+                        values[s["node"]] = tuple(sorted(str(v) for v, _ in top if v is not None))
+            except Exception as exc:  # noqa: BLE001 - no hints: the strings are grouped instead
+                log.debug("spark-causal: no string values from the previous run: %s", _one_line(exc))
+            self._source_hints_cache = SampleHints(values=values)
+        return self._source_hints_cache
 
     def _group_history(self, name: str | None) -> dict:
         """The group shares of output ``name``'s Aggregates in the store's latest committed run (empty
@@ -669,6 +713,30 @@ def _read_back(spark: Any, *, path: str | None, table: str | None, fmt: str | No
     except Exception:  # noqa: BLE001 - fall back to recomputing the plan
         return None
     return None
+
+
+def _local_parquet(path: str | None) -> Any:
+    """A small Parquet output in a local folder, read by pyarrow as ``sampling._to_pandas`` would give it
+    (0.01 s against ~0.15 s for a Spark job); None where only Spark reads it the same way: another
+    filesystem, partition folders, timestamps (Spark shows them in its session's time zone), nested or
+    binary columns."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    folder = path[len("file:"):] if path and path.startswith("file:") else path
+    if not folder or _is_uri(folder) or not os.path.isdir(folder) or \
+            any(e.is_dir() and not e.name.startswith((".", "_")) for e in os.scandir(folder)):
+        return None
+    table = ds.dataset(folder, format="parquet").to_table()
+    plain = (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_large_string,
+             pa.types.is_boolean, pa.types.is_date32, pa.types.is_decimal)
+    if not all(any(t(f.type) for t in plain) for f in table.schema):
+        return None
+    frame = table.to_pandas()
+    for f in table.schema:
+        if pa.types.is_decimal(f.type):
+            frame[f.name] = frame[f.name].astype("float64")
+    return frame
 
 
 def _output_name(table: str | None, path: str | None) -> str | None:

@@ -125,17 +125,22 @@ class Observed:
                 shares.setdefault(signature, rows[a] / rows[c])
         return shares
 
-    def reread(self, spark: Any, G: Any, walk: WalkResult, hints: SampleHints = SampleHints()) -> list[dict]:
-        """Stats rows of the deferred sources' columns, by one aggregation over them as the job read
-        them (its partitions), once the job has written; ``hints`` from their samples save it a read
-        (``stats.compute_stats``)."""
-        relations = []
+    def reread(self, spark: Any, G: Any, walk: WalkResult,
+               hints: SampleHints = SampleHints()) -> tuple[list[dict], dict[int, int]]:
+        """(stats rows of the deferred sources' columns, their row counts by plan hashCode), by one
+        aggregation over them as the job read them (its partitions), once the job has written; ``hints``
+        save it a read of their few-valued strings (``stats.compute_stats``). A source's row count is
+        its columns' ``count``, so the sampled pass need not count it again."""
+        relations, leaves = [], []
         for leaf, columns in self.deferred:
             mapping = {col.name: nid for col in columns if (nid := walk.node(col.expr_id, col.unions))}
             if mapping:
                 df = P.to_dataframe(spark, P.restrict(leaf, self.partitions))
                 relations.append((df.select([f"`{c}`" for c in mapping]), mapping))
-        return compute_stats(G, relations, sketches=False, hints=hints)
+                leaves.append((int(leaf.hashCode()), next(iter(mapping.values()))))
+        found = compute_stats(G, relations, sketches=False, hints=hints)
+        counts = {s["node"]: s["count"] for s in found}
+        return found, {h: int(counts[n]) for h, n in leaves if n in counts}
 
     def results(self) -> list[tuple[_Probe, dict | None]]:
         """Each probe with its metrics, None for a probe that Spark completed with an empty row; a
