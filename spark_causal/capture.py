@@ -730,7 +730,7 @@ def _local_parquet(path: str | None) -> Any:
     table = ds.dataset(folder, format="parquet").to_table()
     plain = (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_large_string,
              pa.types.is_boolean, pa.types.is_date32, pa.types.is_decimal)
-    if not all(any(t(f.type) for t in plain) for f in table.schema):
+    if not table.num_columns or not all(any(t(f.type) for t in plain) for f in table.schema):
         return None
     frame = table.to_pandas()
     for f in table.schema:

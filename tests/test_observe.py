@@ -170,36 +170,47 @@ def test_capture_does_not_run_the_plan_again_unsampled(spark, tables, tmp_path, 
 
     plain = jobs("plain", lambda: job.write.parquet(str(tmp_path / "plain")))
 
-    def captured() -> None:
-        with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r", sample_size=3):
-            job.write.parquet(str(tmp_path / "captured"))
+    def captured(run: str = "r") -> None:
+        with spark_causal.capture(spark, store=str(tmp_path / "s"), run=run, sample_size=3):
+            job.write.mode("overwrite").parquet(str(tmp_path / "captured"))
 
     real_reread = observe_module.Observed.reread
 
     def reread(self, *a):  # the sources' own statistics, a separate aggregation: its jobs counted apart
+        before = sc.getLocalProperty("spark.jobGroup.id")
         sc.setJobGroup("reread", "reread")
         try:
             return real_reread(self, *a)
         finally:
-            sc.setJobGroup("captured", "captured")
+            sc.setJobGroup(before, before)
 
     monkeypatch.setattr(observe_module.Observed, "reread", reread)
     real_keep = capture_module.Capture._keep_rows
 
     def keep(self, *a, **k):  # the small output read back (the rows a where slice sums), counted apart
+        before = sc.getLocalProperty("spark.jobGroup.id")
         sc.setJobGroup("kept", "kept")
         try:
             return real_keep(self, *a, **k)
         finally:
-            sc.setJobGroup("captured", "captured")
+            sc.setJobGroup(before, before)
 
     monkeypatch.setattr(capture_module.Capture, "_keep_rows", keep)
     sampled = jobs("captured", captured) - plain
     assert [k["sample_size"] for k in calls] == [3] and 6 not in calls[0]["known"].values()  # sampled first
     assert 2 <= sampled <= 3  # a count of the driving files (their footers), the sampled pass (toPandas)
     assert len(sc.statusTracker().getJobIdsForGroup("reread")) <= 5  # aggregates (2 jobs with AQE), top values (3)
-    assert len(sc.statusTracker().getJobIdsForGroup("kept")) <= 2  # listing the written files, reading them
+    assert len(sc.statusTracker().getJobIdsForGroup("kept")) == 0  # a local Parquet folder: read by pyarrow
     assert Store(str(tmp_path / "s")).meta("r")["status"] == "succeeded"
+    # a later run reads its sources first, their strings counted by the values the first run saw, and
+    # the sampled pass takes their row count from there: no count, no grouping of strings
+    first_reread = len(sc.statusTracker().getJobIdsForGroup("reread"))
+    assert jobs("captured2", lambda: captured("r2")) - plain == 1  # the sampled pass alone
+    assert 6 in calls[1]["known"].values()
+    assert len(sc.statusTracker().getJobIdsForGroup("reread")) - first_reread <= 2  # aggregates only
+    s1, s2 = (Store(str(tmp_path / "s")).read_parquet(r, "stats.parquet").set_index("node") for r in ("r", "r2"))
+    assert s2.loc["orders.s", "top"] == s1.loc["orders.s", "top"] and s2.loc["orders.s", "count"] == 6
+    assert Store(str(tmp_path / "s")).graph("r2").graph["segments"][0]["rows"] == 6
 
 
 def test_probes_that_cannot_be_built_leave_the_write_alone(spark, tables, tmp_path, monkeypatch):
