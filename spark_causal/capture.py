@@ -727,7 +727,10 @@ def _local_parquet(path: str | None) -> Any:
     if not folder or _is_uri(folder) or not os.path.isdir(folder) or \
             any(e.is_dir() and not e.name.startswith((".", "_")) for e in os.scandir(folder)):
         return None
-    table = ds.dataset(folder, format="parquet").to_table()
+    try:
+        table = ds.dataset(folder, format="parquet").to_table()
+    except Exception:  # noqa: BLE001 - a codec pyarrow lacks (LZO), a file it cannot read: Spark reads it
+        return None
     plain = (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_large_string,
              pa.types.is_boolean, pa.types.is_date32, pa.types.is_decimal)
     if not table.num_columns or not all(any(t(f.type) for t in plain) for f in table.schema):
