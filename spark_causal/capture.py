@@ -117,11 +117,11 @@ class Capture:
         # sources measured apart (read again) come first when an earlier run tells their few-valued strings:
         # their stats are over every row read, and their row counts spare the sampled pass a count. A
         # first run samples first, and the sample tells those strings (either way the reread reads once)
-        hints = self._source_hints()
+        hints = self._source_hints() if observed.deferred else None
         if hints is not None:
             rows = {**rows, **self._reread(used, observed, hints)}
         segments = self._sample(used, plan, rows)
-        if hints is None:
+        if hints is None and observed.deferred:
             told = [sampling.reread_hints(seg, self.graph, most=MAX_KNOWN_VALUES) for seg in segments]
             self._reread(used, observed, SampleHints(values={n: v for h in told for n, v in h.values.items()}))
         self._add_stats(found)
