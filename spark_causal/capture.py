@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
-import json
 import logging
 import operator
 import os
@@ -32,7 +31,7 @@ from . import sampling
 from .errors import CaptureError, SparkCausalError, UnknownRunError
 from .lineage import LineageBuilder
 from .observe import Observed, observe
-from .stats import MAX_KNOWN_VALUES, SampleHints, compute_stats, selection_stats
+from .stats import MAX_KNOWN_VALUES, VALUES, SampleHints, compute_stats, selection_stats
 
 log = logging.getLogger("spark_causal")
 
@@ -71,8 +70,6 @@ class Capture:
     stats: list[dict] = field(default_factory=list)
     _writer: Any = None
     _previous: dict | None = None  # graph attributes of the store's latest committed run (``_history``)
-    _previous_run: str | None = None
-    _source_hints_cache: SampleHints | None = None
     _pending_errors: list[tuple[str, BaseException]] = field(default_factory=list)
 
     @property
@@ -140,6 +137,9 @@ class Capture:
             self._fail_soft(f"statistics of the sources of output {output!r} failed: {_one_line(exc)}", exc)
             return {}
         self._add_stats(found)
+        learned = {r["node"]: list(r[VALUES]) for r in found if r.get(VALUES)}
+        if learned:
+            self.graph.graph["outputs"][output].setdefault("string_values", {}).update(learned)
         return counted
 
     def _keep_rows(self, output: str, *, path: str | None, table: str | None, fmt: str | None,
@@ -265,8 +265,7 @@ class Capture:
         return done
 
     def _history(self) -> dict:
-        """The graph attributes (outputs, segments) of the store's latest committed run; empty when none.
-        ``_previous_run`` then names that run."""
+        """The graph attributes (outputs, segments) of the store's latest committed run; empty when none."""
         if self._previous is None:
             self._previous = {}
             try:
@@ -276,34 +275,21 @@ class Capture:
                 done = [m["run"] for m in store.runs() if m.get("status") == "succeeded" and m.get("run") != self.run]
                 if done:
                     self._previous = dict(store.graph(done[-1]).graph)
-                    self._previous_run = done[-1]
             except Exception as exc:  # noqa: BLE001 - a first run, or an unreadable store: no history
                 log.debug("spark-causal: no previous run to learn from: %s", _one_line(exc))
         return self._previous
 
     def _source_hints(self) -> SampleHints | None:
-        """The values of every string whose top values the store's latest committed run holds whole
-        (at most ``stats.TOP_K``, their counts adding up to its rows), for reading the sources again
+        """The values of the few-valued strings of sources read again, as the store's latest committed
+        run counted them all (its outputs' ``string_values``), for reading them again
         (``stats.compute_stats``); None when there is no earlier run. A value new in this run makes the
         counts fall short, and the column is then counted the other way: a stale hint costs time, never
         a wrong number."""
-        if self._source_hints_cache is None:
-            self._history()
-            if self._previous_run is None:
-                return None
-            values: dict[str, tuple[str, ...]] = {}
-            try:
-                from .store import Store
-
-                stats = Store(self.store, spark=self.spark).read_parquet(self._previous_run, "stats.parquet")
-                for s in stats[(stats["dtype"] == "string") & stats["top"].notna()].to_dict("records"):
-                    top = json.loads(s["top"])
-                    if sum(int(n) for _, n in top) == int(s["count"]) and any(v is not None for v, _ in top):
-                        values[s["node"]] = tuple(sorted(str(v) for v, _ in top if v is not None))
-            except Exception as exc:  # noqa: BLE001 - no hints: the strings are grouped instead
-                log.debug("spark-causal: no string values from the previous run: %s", _one_line(exc))
-            self._source_hints_cache = SampleHints(values=values)
-        return self._source_hints_cache
+        history = self._history()
+        if not history:
+            return None
+        return SampleHints(values={nid: tuple(v) for entry in (history.get("outputs") or {}).values()
+                                   for nid, v in (entry.get("string_values") or {}).items()})
 
     def _group_history(self, name: str | None) -> dict:
         """The group shares of output ``name``'s Aggregates in the store's latest committed run (empty
@@ -386,7 +372,8 @@ class Capture:
             if self.stats:
                 import pandas as pd
 
-                writer.write_parquet("stats.parquet", pd.DataFrame(self.stats))
+                writer.write_parquet("stats.parquet", pd.DataFrame([{k: v for k, v in s.items() if k != VALUES}
+                                                                    for s in self.stats]))
             for name, frame in self.tables.items():
                 writer.write_parquet(name, frame)
             if not self.graph.graph["outputs"] and status == "succeeded":

@@ -18,6 +18,7 @@ from . import plan as P
 TOP_K = 10
 MAX_TOP_DISTINCT = 10_000  # a categorical column with more distinct values is an identifier: no top values
 MAX_KNOWN_VALUES = 64  # most values of a string counted one by one when a sample saw them all (``compute_stats``)
+VALUES = "_values"  # key of a stats row holding every value of its string column (``_every_value``), not stored
 _TOP_ASKED = 100  # more than TOP_K from the sketch, so the exact order below decides ties at the cut
 _PREFIX_ROWS = 100_000  # rows read to rule out grouping a column with too many values (``_top_values``)
 _PREFIX_BYTES = 8 << 20  # relations smaller than this are grouped without the prefix check
@@ -172,9 +173,22 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
                    for i, col in enumerate(mapping) if col in known_of[r]):
             out += compute_stats(G, [(df, mapping)], sketches=False)  # the sample missed a value
             continue
-        out += [record(G, nid, col, fields_of[r][col], row.get(f"r{r}_n"), lambda k, p=f"r{r}_{i}_": row.get(p + k))
-                for i, (col, nid) in enumerate(mapping.items())]
+        for i, (col, nid) in enumerate(mapping.items()):
+            p = f"r{r}_{i}_"
+            out.append(record(G, nid, col, fields_of[r][col], row.get(f"r{r}_n"), lambda k, p=p: row.get(p + k)))
+            if fields_of[r][col] == "string":
+                out[-1][VALUES] = _every_value(row.get(p + "top"), row.get(p + "d"))
     return out
+
+
+def _every_value(top: list | None, distinct: int | None) -> tuple[str, ...] | None:
+    """Every non-NULL value of a string column whose values were all counted (at most
+    ``MAX_KNOWN_VALUES``), else None: kept with the run, they let the next run count them one by one
+    (``SampleHints``) and read the relation once."""
+    if top is None or distinct is None or distinct > MAX_KNOWN_VALUES or len(top) != distinct:
+        return None
+    values = tuple(sorted(str(v) for v, _ in top if v is not None))
+    return values or None
 
 
 def _counted_top(row: dict[str, Any], p: str, values: tuple[str, ...], rows: int) -> bool:

@@ -210,6 +210,8 @@ def test_capture_does_not_run_the_plan_again_unsampled(spark, tables, tmp_path, 
     assert len(sc.statusTracker().getJobIdsForGroup("reread")) - first_reread <= 2  # aggregates only
     s1, s2 = (Store(str(tmp_path / "s")).read_parquet(r, "stats.parquet").set_index("node") for r in ("r", "r2"))
     assert s2.loc["orders.s", "top"] == s1.loc["orders.s", "top"] and s2.loc["orders.s", "count"] == 6
+    first = Store(str(tmp_path / "s")).graph("r").graph["outputs"]["captured"]
+    assert first["string_values"] == {"orders.s": ["a", "b", "c"]}  # every value, NULL aside: the hints
     assert Store(str(tmp_path / "s")).graph("r2").graph["segments"][0]["rows"] == 6
 
 
