@@ -215,6 +215,35 @@ def test_capture_does_not_run_the_plan_again_unsampled(spark, tables, tmp_path, 
     assert Store(str(tmp_path / "s")).graph("r2").graph["segments"][0]["rows"] == 6
 
 
+def test_a_later_run_counts_the_values_its_previous_run_saw(spark, tmp_path, monkeypatch):
+    """A string of 30 values in a source read again: the first run learns them all (``string_values``),
+    the second counts them one by one in its one aggregation, without grouping, and a value new in the
+    second run is still counted exactly (the counts fall short, the column is grouped)."""
+    from spark_causal import stats as stats_module
+
+    monkeypatch.setattr(observe_module, "REREAD_BYTES", -1)
+    grouped: list = []
+    real = stats_module._top_values
+    monkeypatch.setattr(stats_module, "_top_values",
+                        lambda rel: grouped.extend(c for _, cols in rel for c in cols) or real(rel))
+    store = str(tmp_path / "s")
+    for run, extra in (("r1", 0), ("r2", 0), ("r3", 1)):
+        src = tmp_path / "src"  # the same table every run, as a daily job reads it
+        spark.range(600).select((F.col("id") % 7).alias("k"), F.when(F.col("id") % 11 == 0, F.lit(None)).otherwise(
+            F.concat(F.lit("v"), (F.col("id") % (30 + extra)).cast("string"))).alias("s")).write.mode("overwrite").parquet(str(src))
+        df = spark.read.parquet(str(src))
+        grouped.clear()
+        with spark_causal.capture(spark, store=store, run=run, sample_size=50) as cap:
+            df.filter(F.col("k") > 0).groupBy("s").count().write.mode("overwrite").parquet(str(tmp_path / "out"))
+        assert not cap.errors
+        node = next(n for n, d in cap.graph.nodes(data=True) if d.get("kind") == "source" and d.get("column") == "s")
+        got = next(r for r in Store(store).read_parquet(run, "stats.parquet").to_dict("records") if r["node"] == node)
+        assert_matches(got, exact(df, "s"))
+        values = cap.graph.graph["outputs"]["out"]["string_values"][node]
+        assert len(values) == 30 + extra and None not in values
+        assert grouped == ([] if run == "r2" else ["s"]), run  # r1: no earlier run; r3: v30 is new
+
+
 def test_probes_that_cannot_be_built_leave_the_write_alone(spark, tables, tmp_path, monkeypatch):
     orders, _ = tables
     monkeypatch.setattr(capture_module, "observe", lambda *a, **k: 1 / 0)
