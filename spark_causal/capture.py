@@ -288,8 +288,9 @@ class Capture:
         history = self._history()
         if not history:
             return None
-        return SampleHints(values={nid: tuple(v) for entry in (history.get("outputs") or {}).values()
-                                   for nid, v in (entry.get("string_values") or {}).items()})
+        kept = [entry.get("string_values") for entry in (history.get("outputs") or {}).values() if isinstance(entry, dict)]
+        return SampleHints(values={str(nid): tuple(str(x) for x in v) for values in kept if isinstance(values, dict)
+                                   for nid, v in values.items() if isinstance(v, list)})
 
     def _group_history(self, name: str | None) -> dict:
         """The group shares of output ``name``'s Aggregates in the store's latest committed run (empty
