@@ -137,10 +137,17 @@ class Observed:
             if mapping:
                 df = P.to_dataframe(spark, P.restrict(leaf, self.partitions))
                 relations.append((df.select([f"`{c}`" for c in mapping]), mapping))
-                leaves.append((int(leaf.hashCode()), next(iter(mapping.values()))))
+                leaves.append(int(leaf.hashCode()))
         found = compute_stats(G, relations, sketches=False, hints=hints)
-        counts = {s["node"]: s["count"] for s in found}
-        return found, {h: int(counts[n]) for h, n in leaves if n in counts}
+        # one row per column, relation by relation: a table read twice (a self-join of two partitions)
+        # has the same nodes twice, so a relation's count is its own rows', not its nodes'
+        counts, start = {}, 0
+        for h, (_, mapping) in zip(leaves, relations):
+            mine = found[start:start + len(mapping)]
+            start += len(mapping)
+            if [s["node"] for s in mine] == list(mapping.values()):
+                counts[h] = int(mine[0]["count"])
+        return found, counts
 
     def results(self) -> list[tuple[_Probe, dict | None]]:
         """Each probe with its metrics, None for a probe that Spark completed with an empty row; a

@@ -244,6 +244,27 @@ def test_a_later_run_counts_the_values_its_previous_run_saw(spark, tmp_path, mon
         assert grouped == ([] if run == "r2" else ["s"]), run  # r1: no earlier run; r3: v30 is new
 
 
+def test_a_table_read_twice_counts_each_read_apart(spark, tmp_path, monkeypatch):
+    """Two partitions of one table joined (today against yesterday) are two relations with the same
+    nodes: a later run, which takes the driving relation's rows from reading the sources again, must
+    take today's rows, not yesterday's (helper-26's repro)."""
+    monkeypatch.setattr(observe_module, "REREAD_BYTES", -1)
+    src = str(tmp_path / "src")
+    spark.range(4000).select("id", (F.col("id") % 2).cast("string").alias("s"), (F.col("id") % 97).cast("double")
+                             .alias("amount"), F.when(F.col("id") < 1000, 1).otherwise(2).alias("day")) \
+        .write.partitionBy("day").parquet(src)
+    for run in ("r1", "r2"):
+        with spark_causal.capture(spark, store=str(tmp_path / "s"), run=run, sample_size=300) as cap:
+            t = spark.read.parquet(src)
+            cur, prev = t.filter("day = 2").select("id", "s", "amount"), t.filter("day = 1").select(
+                "id", F.col("amount").alias("prev_amount"))
+            cur.join(prev, "id", "left").groupBy("s").agg(F.sum("amount").alias("t"), F.sum("prev_amount").alias("pt")) \
+                .write.mode("overwrite").parquet(str(tmp_path / "out"))
+        assert not cap.errors
+        seg = Store(str(tmp_path / "s")).graph(run).graph["segments"][0]
+        assert seg["rows"] == 3000 and 200 < seg["sampled"] < 400, (run, seg["rows"], seg["sampled"])
+
+
 def test_probes_that_cannot_be_built_leave_the_write_alone(spark, tables, tmp_path, monkeypatch):
     orders, _ = tables
     monkeypatch.setattr(capture_module, "observe", lambda *a, **k: 1 / 0)
