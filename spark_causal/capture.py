@@ -114,7 +114,9 @@ class Capture:
         # sources measured apart (read again) come first when an earlier run tells their few-valued strings:
         # their stats are over every row read, and their row counts spare the sampled pass a count. A
         # first run samples first, and the sample tells those strings (either way the reread reads once)
-        hints = self._source_hints() if observed.deferred else None
+        walk = self.builder.walks[used]
+        strings = {walk.node(c.expr_id, c.unions) for _, columns in observed.deferred for c in columns if c.dtype == "string"}
+        hints = self._source_hints({n for n in strings if n}) if observed.deferred else None
         if hints is not None:
             rows = {**rows, **self._reread(used, observed, hints)}
         segments = self._sample(used, plan, rows)
@@ -137,7 +139,7 @@ class Capture:
             self._fail_soft(f"statistics of the sources of output {output!r} failed: {_one_line(exc)}", exc)
             return {}
         self._add_stats(found)
-        learned = {r["node"]: list(r[VALUES]) for r in found if r.get(VALUES)}
+        learned = {r["node"]: list(r[VALUES]) if r[VALUES] else None for r in found if VALUES in r}
         if learned:
             self.graph.graph["outputs"][output].setdefault("string_values", {}).update(learned)
         return counted
@@ -279,18 +281,20 @@ class Capture:
                 log.debug("spark-causal: no previous run to learn from: %s", _one_line(exc))
         return self._previous
 
-    def _source_hints(self) -> SampleHints | None:
-        """The values of the few-valued strings of sources read again, as the store's latest committed
-        run counted them all (its outputs' ``string_values``), for reading them again
-        (``stats.compute_stats``); None when there is no earlier run. A value new in this run makes the
-        counts fall short, and the column is then counted the other way: a stale hint costs time, never
-        a wrong number."""
-        history = self._history()
-        if not history:
+    def _source_hints(self, strings: set[str]) -> SampleHints | None:
+        """The values of the few-valued strings of sources read again (``strings``, their nodes), as the
+        store's latest committed run counted them all (its outputs' ``string_values``), for reading the
+        sources again (``stats.compute_stats``). None when there is no earlier run, or when it did not
+        read one of those strings (another job's run): this run's sample must then tell their values,
+        as a first run's does. A value new in this run makes the counts fall short, and the column is
+        then grouped: a stale hint costs time, never a wrong number."""
+        kept: dict[str, Any] = {}
+        for entry in (self._history().get("outputs") or {}).values():
+            values = entry.get("string_values") if isinstance(entry, dict) else None
+            kept.update(values if isinstance(values, dict) else {})
+        if not self._history() or not strings <= set(kept):
             return None
-        kept = [entry.get("string_values") for entry in (history.get("outputs") or {}).values() if isinstance(entry, dict)]
-        return SampleHints(values={str(nid): tuple(str(x) for x in v) for values in kept if isinstance(values, dict)
-                                   for nid, v in values.items() if isinstance(v, list)})
+        return SampleHints(values={str(n): tuple(str(x) for x in v) for n, v in kept.items() if isinstance(v, list)})
 
     def _group_history(self, name: str | None) -> dict:
         """The group shares of output ``name``'s Aggregates in the store's latest committed run (empty

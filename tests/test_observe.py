@@ -216,9 +216,10 @@ def test_capture_does_not_run_the_plan_again_unsampled(spark, tables, tmp_path, 
 
 
 def test_a_later_run_counts_the_values_its_previous_run_saw(spark, tmp_path, monkeypatch):
-    """A string of 30 values in a source read again: the first run learns them all (``string_values``),
-    the second counts them one by one in its one aggregation, without grouping, and a value new in the
-    second run is still counted exactly (the counts fall short, the column is grouped)."""
+    """A string of 30 values in a source read again. The first run's sample tells its values; every run
+    keeps them (``string_values``); the next run counts them one by one in its one aggregation, before
+    its sampled pass. A value new in a run is still counted exactly (the counts fall short, the column
+    is grouped). After another job's run, which did not read the string, the sample tells them again."""
     from spark_causal import stats as stats_module
 
     monkeypatch.setattr(observe_module, "REREAD_BYTES", -1)
@@ -226,22 +227,22 @@ def test_a_later_run_counts_the_values_its_previous_run_saw(spark, tmp_path, mon
     real = stats_module._top_values
     monkeypatch.setattr(stats_module, "_top_values",
                         lambda rel: grouped.extend(c for _, cols in rel for c in cols) or real(rel))
-    store = str(tmp_path / "s")
-    for run, extra in (("r1", 0), ("r2", 0), ("r3", 1)):
-        src = tmp_path / "src"  # the same table every run, as a daily job reads it
+    store, src = str(tmp_path / "s"), str(tmp_path / "src")  # the same table every run, as a daily job reads it
+    for run, n, reads in (("r1", 30, "s"), ("r2", 30, "s"), ("r3", 31, "s"), ("other", 31, "k"), ("r4", 31, "s")):
         spark.range(600).select((F.col("id") % 7).alias("k"), F.when(F.col("id") % 11 == 0, F.lit(None)).otherwise(
-            F.concat(F.lit("v"), (F.col("id") % (30 + extra)).cast("string"))).alias("s")).write.mode("overwrite").parquet(str(src))
-        df = spark.read.parquet(str(src))
+            F.concat(F.lit("v"), (F.col("id") % n).cast("string"))).alias("s")).write.mode("overwrite").parquet(src)
+        df = spark.read.parquet(src)
         grouped.clear()
-        with spark_causal.capture(spark, store=store, run=run, sample_size=50) as cap:
-            df.filter(F.col("k") > 0).groupBy("s").count().write.mode("overwrite").parquet(str(tmp_path / "out"))
+        with spark_causal.capture(spark, store=store, run=run, sample_size=600) as cap:
+            df.filter(F.col("k") > 0).groupBy(reads).count().write.mode("overwrite").parquet(str(tmp_path / reads))
         assert not cap.errors
-        node = next(n for n, d in cap.graph.nodes(data=True) if d.get("kind") == "source" and d.get("column") == "s")
-        got = next(r for r in Store(store).read_parquet(run, "stats.parquet").to_dict("records") if r["node"] == node)
+        if reads == "k":
+            continue
+        got = next(r for r in Store(store).read_parquet(run, "stats.parquet").to_dict("records") if r["node"] == "src.s")
         assert_matches(got, exact(df, "s"))
-        values = cap.graph.graph["outputs"]["out"]["string_values"][node]
-        assert len(values) == 30 + extra and None not in values
-        assert grouped == ([] if run == "r2" else ["s"]), run  # r1: no earlier run; r3: v30 is new
+        assert cap.graph.graph["outputs"]["s"]["string_values"]["src.s"] == sorted(f"v{i}" for i in range(n))
+        assert cap.graph.graph["segments"][0]["rows"] == 600
+        assert grouped == (["s"] if run == "r3" else []), run  # r3's v30 is new to r2's values
 
 
 def test_a_table_read_twice_counts_each_read_apart(spark, tmp_path, monkeypatch):
