@@ -139,9 +139,14 @@ class Capture:
             self._fail_soft(f"statistics of the sources of output {output!r} failed: {_one_line(exc)}", exc)
             return {}
         self._add_stats(found)
-        learned = {r["node"]: list(r[VALUES]) if r[VALUES] else None for r in found if VALUES in r}
-        if learned:
-            self.graph.graph["outputs"][output].setdefault("string_values", {}).update(learned)
+        kept = self.graph.graph["outputs"][output].setdefault("string_values", {})
+        for r in found:  # a table read twice (two partitions) hints both reads: the union of their values
+            if VALUES in r:
+                both = None if r[VALUES] is None or kept.get(r["node"], []) is None else \
+                    sorted(set(kept.get(r["node"], [])) | set(r[VALUES]))
+                kept[r["node"]] = both if both is not None and len(both) <= MAX_KNOWN_VALUES else None
+        if not kept:
+            del self.graph.graph["outputs"][output]["string_values"]
         return counted
 
     def _keep_rows(self, output: str, *, path: str | None, table: str | None, fmt: str | None,

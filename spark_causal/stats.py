@@ -185,10 +185,10 @@ def _every_value(top: list | None, distinct: int | None) -> tuple[str, ...] | No
     """Every non-NULL value of a string column whose values were all counted (at most
     ``MAX_KNOWN_VALUES``), else None: kept with the run, they let the next run count them one by one
     (``SampleHints``) and read the relation once."""
-    if top is None or distinct is None or distinct > MAX_KNOWN_VALUES or len(top) != distinct:
+    if top is None or distinct is None or len(top) != distinct:
         return None
-    values = tuple(sorted(str(v) for v, _ in top if v is not None))
-    return values or None
+    values = tuple(sorted(str(v) for v, _ in top if v is not None))  # NULL, when counted, is no value
+    return values if 0 < len(values) <= MAX_KNOWN_VALUES else None
 
 
 def _counted_top(row: dict[str, Any], p: str, values: tuple[str, ...], rows: int) -> bool:

@@ -251,19 +251,33 @@ def test_a_table_read_twice_counts_each_read_apart(spark, tmp_path, monkeypatch)
     take today's rows, not yesterday's (helper-26's repro)."""
     monkeypatch.setattr(observe_module, "REREAD_BYTES", -1)
     src = str(tmp_path / "src")
-    spark.range(4000).select("id", (F.col("id") % 2).cast("string").alias("s"), (F.col("id") % 97).cast("double")
+    spark.range(4000).select("id", F.when(F.col("id") < 1000, F.lit("y")).otherwise((F.col("id") % 2).cast("string"))
+                             .alias("s"), (F.col("id") % 97).cast("double")
                              .alias("amount"), F.when(F.col("id") < 1000, 1).otherwise(2).alias("day")) \
         .write.partitionBy("day").parquet(src)
     for run in ("r1", "r2"):
         with spark_causal.capture(spark, store=str(tmp_path / "s"), run=run, sample_size=300) as cap:
             t = spark.read.parquet(src)
             cur, prev = t.filter("day = 2").select("id", "s", "amount"), t.filter("day = 1").select(
-                "id", F.col("amount").alias("prev_amount"))
-            cur.join(prev, "id", "left").groupBy("s").agg(F.sum("amount").alias("t"), F.sum("prev_amount").alias("pt")) \
+                "id", F.col("amount").alias("prev_amount"), F.col("s").alias("prev_s"))
+            cur.join(prev, "id", "left").groupBy("s", "prev_s").agg(F.sum("amount").alias("t"),
+                                                                    F.sum("prev_amount").alias("pt")) \
                 .write.mode("overwrite").parquet(str(tmp_path / "out"))
         assert not cap.errors
         seg = Store(str(tmp_path / "s")).graph(run).graph["segments"][0]
         assert seg["rows"] == 3000 and 200 < seg["sampled"] < 400, (run, seg["rows"], seg["sampled"])
+        # the values that hint the next run are both reads' ("y" only yesterday), as both are read again
+        assert cap.graph.graph["outputs"]["out"]["string_values"]["src.s"] == ["0", "1", "y"]
+
+
+def test_every_value_of_a_string_is_known_up_to_64_null_aside():
+    from spark_causal.stats import _every_value
+
+    values = [(f"w{i:02d}", 3) for i in range(64)]
+    assert _every_value(values + [(None, 5)], 65) == tuple(v for v, _ in values)  # NULL is no 65th value
+    assert _every_value(values + [("x", 1)], 65) is None  # 65 values: too many to hint
+    assert _every_value(values[:10], 11) is None  # top values that are not all of them
+    assert _every_value([(None, 7)], 1) is None  # no value at all
 
 
 def test_probes_that_cannot_be_built_leave_the_write_alone(spark, tables, tmp_path, monkeypatch):
