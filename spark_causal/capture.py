@@ -115,8 +115,9 @@ class Capture:
         # their stats are over every row read, and their row counts spare the sampled pass a count. A
         # first run samples first, and the sample tells those strings (either way the reread reads once)
         walk = self.builder.walks[used]
-        strings = {walk.node(c.expr_id, c.unions) for _, columns in observed.deferred for c in columns if c.dtype == "string"}
-        hints = self._source_hints({n for n in strings if n}) if observed.deferred else None
+        strings = {n for _, columns in observed.deferred for c in columns
+                   if c.dtype == "string" and (n := walk.node(c.expr_id, c.unions))}
+        hints = self._source_hints(strings) if observed.deferred else None
         if hints is not None:
             rows = {**rows, **self._reread(used, observed, hints)}
         segments = self._sample(used, plan, rows)
@@ -139,14 +140,15 @@ class Capture:
             self._fail_soft(f"statistics of the sources of output {output!r} failed: {_one_line(exc)}", exc)
             return {}
         self._add_stats(found)
-        kept = self.graph.graph["outputs"][output].setdefault("string_values", {})
+        kept: dict[str, list[str] | None] = {}
         for r in found:  # a table read twice (two partitions) hints both reads: the union of their values
-            if VALUES in r:
-                both = None if r[VALUES] is None or kept.get(r["node"], []) is None else \
-                    sorted(set(kept.get(r["node"], [])) | set(r[VALUES]))
-                kept[r["node"]] = both if both is not None and len(both) <= MAX_KNOWN_VALUES else None
-        if not kept:
-            del self.graph.graph["outputs"][output]["string_values"]
+            if VALUES not in r:
+                continue
+            before = kept.get(r["node"], [])
+            both = None if r[VALUES] is None or before is None else sorted(set(before) | set(r[VALUES]))
+            kept[r["node"]] = both if both is not None and len(both) <= MAX_KNOWN_VALUES else None
+        if kept:
+            self.graph.graph["outputs"][output]["string_values"] = kept
         return counted
 
     def _keep_rows(self, output: str, *, path: str | None, table: str | None, fmt: str | None,
@@ -293,11 +295,14 @@ class Capture:
         read one of those strings (another job's run): this run's sample must then tell their values,
         as a first run's does. A value new in this run makes the counts fall short, and the column is
         then grouped: a stale hint costs time, never a wrong number."""
+        history = self._history()
+        if not history:
+            return None
         kept: dict[str, Any] = {}
-        for entry in (self._history().get("outputs") or {}).values():
+        for entry in (history.get("outputs") or {}).values():
             values = entry.get("string_values") if isinstance(entry, dict) else None
             kept.update(values if isinstance(values, dict) else {})
-        if not self._history() or not strings <= set(kept):
+        if not strings <= set(kept):
             return None
         return SampleHints(values={str(n): tuple(str(x) for x in v) for n, v in kept.items() if isinstance(v, list)})
 

@@ -20,8 +20,9 @@ query runs inside it but costs a query's fixed overhead. Measured on 2 cores: ov
 4-valued string among 4 columns) a later run took 3.14 s with the probe and 2.64 s reading it again
 (CPU 5.58 s against 4.67 s; 1.2 s plain; session 13, alternated in one process): the read runs before
 the sampled pass and counts its rows for it, and the string's top-values sketch is dear per row. And
-without a probe over the scan the job keeps its filter pushdown into the files. Sources under a LIMIT (or a sample) are read again too, whatever
-their size: a probe there would see only the rows the limit pulls.
+without a probe over the scan the job keeps its filter pushdown into the files. Sources under a LIMIT
+(or a sample) are read again too, whatever their size: a probe there would see only the rows the limit
+pulls.
 
 A probe stops Catalyst from pushing a Filter below it, which is why probes sit at the top of chains and
 over the scans themselves, never between a Filter and the relation it filters except at a source, whose

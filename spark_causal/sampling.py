@@ -414,8 +414,8 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
         # at 10M rows (1.06 s against 0.60 s for the pass, 2 cores). Other relations (a sub-aggregate's
         # groups) are small; their units are hashed by their values as well.
         cols = [a for a in P.output(leaf) if P.expr_id(a) in needed] or P.output(leaf)
-        hashable = [] if scan else [a for a in cols if "map<" not in P.dtype(a)]
-        h = E.XxHash64(cat.seq(hashable + [E.MonotonicallyIncreasingID()]), seed)  # Spark hashes no map
+        hashable = [] if scan else [a for a in cols if "map<" not in P.dtype(a)]  # Spark hashes no map
+        h = E.XxHash64(cat.seq(hashable + [E.MonotonicallyIncreasingID()]), seed)
         unit = rw.add(h, UNIT)
         with_unit = cat.project(cols + [unit], leaf)
         if rate >= 1.0:
