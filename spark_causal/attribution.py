@@ -590,6 +590,9 @@ class _Compiler:
             return lambda e, n: _round_half_up(_num(inner(e, n), n), sc)
         if typ in ("int", "integer", "bigint", "long", "smallint", "tinyint", "short", "byte"):
             return lambda e, n: np.trunc(_num(inner(e, n), n))
+        if typ in ("date", "timestamp"):  # held as days since 1970-01-01 (``_days``); a date is a whole day
+            whole = np.floor if typ == "date" else (lambda x: x)
+            return lambda e, n: whole(_as_days(inner(e, n), n))
         if typ in ("string", "varchar", "char"):
             def _str(e, n):
                 v = inner(e, n)
@@ -664,7 +667,47 @@ class _Compiler:
             return _s
         if name == "concat" and args:
             return lambda e, n: _concat([a(e, n) for a in args], n)
+        if name == "to_date" and len(args) == 1:
+            return lambda e, n: np.floor(_as_days(args[0](e, n), n))
+        if name in ("date_trunc", "trunc") and len(args) == 2:  # date_trunc('month', ts), trunc(day, 'MM')
+            unit, x = (args[0], args[1]) if name == "date_trunc" else (args[1], args[0])
+            return lambda e, n: _truncated_days(_as_days(x(e, n), n), str(_arr(unit(e, 1), 1)[0]))
         raise _ExprError(f"function {name}() not supported")
+
+
+def _as_days(v: Any, n: int) -> np.ndarray:
+    """Dates and times as the samples hold them (days since 1970-01-01), from numbers or text."""
+    if _is_textual(v):
+        days = [None if _isnull(np.array([x], dtype=object), 1)[0] else _days(str(x)) for x in _arr(v, n)]
+        return np.array([np.nan if d is None else d for d in days], dtype=float)
+    return _num(v, n)
+
+
+# Spark's date_trunc/trunc units -> numpy's datetime units (a quarter and a week are whole months and days)
+_TRUNC_UNITS = {"year": "Y", "yyyy": "Y", "yy": "Y", "quarter": "Q", "month": "M", "mon": "M", "mm": "M",
+                "week": "W", "day": "D", "dd": "D", "hour": "h", "minute": "m", "second": "s"}
+
+
+def _truncated_days(x: np.ndarray, unit: str) -> np.ndarray:
+    """``date_trunc(unit, x)`` of days since 1970-01-01: the start of the year, quarter, month, week
+    (Monday), day, hour, minute or second holding it, in the same days."""
+    u = _TRUNC_UNITS.get(unit.strip().lower())
+    if u is None:
+        raise _ExprError(f"date_trunc unit {unit!r} not supported")
+    out = np.full(len(x), np.nan)
+    ok = np.isfinite(x)
+    t = np.round(x[ok] * 86400).astype(np.int64).astype("datetime64[s]")
+    if u == "W":  # 1970-01-05 was a Monday
+        d = np.floor(x[ok])
+        out[ok] = d - (d + 3) % 7
+        return out
+    if u == "Q":
+        months = t.astype("datetime64[M]").astype(np.int64)
+        t = (months - months % 3).astype("datetime64[M]")
+    else:
+        t = t.astype(f"datetime64[{u}]")
+    out[ok] = t.astype("datetime64[s]").astype(np.int64) / 86400
+    return out
 
 
 def _concat(vals: list, n: int) -> np.ndarray:
@@ -1417,6 +1460,8 @@ class _Spec:
     parents: dict[str, list[str]]  # of lookups and deterministic nodes
     selections: set[str] = field(default_factory=set)
     coded: dict[str, np.ndarray] = field(default_factory=dict)  # string columns -> categories
+    # looked-up columns of a left join -> its match indicator: NULL where the unit found no row
+    gates: dict[str, str] = field(default_factory=dict)
     windows: set[str] = field(default_factory=set)  # window nodes computed again over whole partitions
     # the windows' partitions are the bootstrap's clusters (sampled whole): a resample's copies of one
     # stay apart; otherwise units are resampled one by one within a few large partitions (per region)
@@ -1437,10 +1482,11 @@ class _Fitted:
         self.roots = _Lazy()
         self.tables: dict[str, dict[str, _Table]] = {}
         for node, keys in spec.lookups.items():
-            self.tables[node] = {
-                tag: _Table(keys, {k: r.values[k] for k in keys}, r.values[node], knn=False,
-                            y_discrete=node in spec.coded)
-                for tag, r in (("b", b), ("c", c))}
+            self.tables[node] = {}
+            for tag, r in (("b", b), ("c", c)):
+                found = _matched(spec.gates, node, r)  # a gated column's values where a row was found
+                self.tables[node][tag] = _Table(keys, {k: r.values[k][found] for k in keys}, r.values[node][found],
+                                                knn=False, y_discrete=node in spec.coded)
         for node, d in spec.det.items():
             ps = d.parents
             fits: dict[str, _Table] = {}
@@ -1529,6 +1575,8 @@ def _mechanism_fn(spec: _Spec, fit: _Fitted, node: str, tag: str) -> Callable[[d
                 v[~found] = v2
             if node in spec.selections:
                 v = np.where(np.isnan(v.astype(float)), 0.0, v.astype(float))
+            if node in spec.gates:  # no row found, no value: NULL as the left join gives it
+                v[_num(env[spec.gates[node]], n) != 1] = np.nan if _is_numeric(v) else None
             return v
         return _lk
     d = spec.det[node]
@@ -1979,11 +2027,20 @@ def _key_text(key: Any, keys: list[str], coded: dict[str, np.ndarray]) -> str:
     return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
 
 
-def _lookup_test(node: str, keys: list[str], b: _Run, c: _Run,
-                 coded: dict[str, np.ndarray] | None = None) -> tuple[float, bool, str]:
+def _matched(gates: dict[str, str], node: str, r: _Run) -> np.ndarray | slice:
+    """The units whose row a looked-up column's left join found (its values there are the table's), all
+    units for a column no left join gates."""
+    return _num(r.values[gates[node]], r.n) == 1 if node in gates else slice(None)
+
+
+def _lookup_test(node: str, keys: list[str], b: _Run, c: _Run, coded: dict[str, np.ndarray] | None = None,
+                 gates: dict[str, str] | None = None) -> tuple[float, bool, str]:
+    """Did the looked-up values of ``node`` change, key by key? Over the rows found: a key that stopped
+    matching (an upper-cased id format) is its join's change, not its columns'."""
     def table(r: _Run) -> pd.DataFrame:
-        df = pd.DataFrame({f"k{i}": r.values[k] for i, k in enumerate(keys)})
-        df["y"] = r.values[node]
+        found = _matched(gates or {}, node, r)
+        df = pd.DataFrame({f"k{i}": r.values[k][found] for i, k in enumerate(keys)})
+        df["y"] = r.values[node][found]
         g = df.groupby([f"k{i}" for i in range(len(keys))], dropna=False)["y"]
         return pd.DataFrame({"first": g.first(), "nuniq": g.nunique(dropna=False)})
 
@@ -2320,6 +2377,16 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     key_ids: set[str] = set()     # many-valued join keys: identifiers, not causes
     ranged: dict[str, list[str]] = {}  # columns a range (non-equi) join brings: functions of what it compares
     clustering: set[str] = set()  # keys of lookups in many-keyed tables: units sharing one are clustered
+    gates: dict[str, str] = {}    # looked-up columns of a left join -> its match indicator
+
+    def left(sel: Any) -> bool:  # a join whose match both runs keep as a 0/1 column, dropping no unit
+        return all(any(x.get("selection") == sel and x.get("drops") is False for x in d.get("joins") or [])
+                   for d in (desc_b, desc))
+
+    def found(sel: str) -> None:  # its values: whether each unit found a row (not its gate of 1)
+        for r, seg in ((b, seg_b), (c, seg_c)):
+            r.values[sel] = np.nan_to_num(_to_array(seg.table[sel]).astype(float), nan=0.0)
+
     for j in desc.get("joins") or []:
         keys = [k for k in j.get("keys") or [] if k in model_nodes]
         if not keys:
@@ -2340,12 +2407,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 free.update(cols)
                 key_ids.update(keys)
                 sel = j.get("selection")
-                if sel in cols and all(any(x.get("selection") == sel and x.get("drops") is False
-                                           for x in d.get("joins") or []) for d in (desc_b, desc)):
+                if sel in cols and left(sel):
                     # whether a unit found a row there is part of it too (a gate of 1 for the job, which
                     # keeps it either way): its share moves when that side's keys stop matching
-                    for r, seg in ((b, seg_b), (c, seg_c)):
-                        r.values[sel] = np.nan_to_num(_to_array(seg.table[sel]).astype(float), nan=0.0)
+                    found(sel)
                     matched[sel] = [col for col in cols if col != sel]
                     if fn == "count" and agg == "sum" and inp in (j.get("other_keys") or []):
                         fn, inp = "sum", sel  # the other side's key is set exactly where a row was found
@@ -2355,6 +2420,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             clustering.update(keys)
         for col in cols:
             lookups[col] = keys
+        if j.get("selection") in cols and left(j.get("selection")):  # a per-key lookup's row found or not
+            found(j["selection"])
+            gates.update((col, j["selection"]) for col in cols if col != j["selection"])
     # units sampled by the partitions of a window (whole partitions) are clustered by its keys
     windowed = [k for d in (desc, desc_b) for k in d.get("clusters") or [] if k in model_nodes]
     if windowed and _many_keys(sorted(set(windowed)), b, c):  # a few large partitions (per country) are
@@ -2395,7 +2463,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     windows: set[str] = set()
     for node in model_nodes:
         if node in lookups:
-            parents[node] = lookups[node]
+            parents[node] = lookups[node] + ([gates[node]] if node in gates else [])
             how[node] = "lookup"
             continue
         if node in ranged:
@@ -2502,6 +2570,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         names: dict[str, str] = {}
         out_cols = list(((graph.graph.get("outputs") or {}).get(out_name) or {}).get("columns") or [])
         group_keys = [k for k in desc.get("group_keys") or [] if k in model_nodes]
+        keys: dict[str, tuple[Callable, set[str]]] = {}  # output columns computed from the units' columns
+        underived: dict[str, SparkCausalError] = {}  # and those that cannot be
         for col in out_cols:
             nm = str(_node_attr(graphs, col, "column") or col.rsplit(".", 1)[-1])
             if _node_attr(graphs, col, "kind") == "aggregate":  # a unit has no value of it to slice by
@@ -2509,29 +2579,50 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             if col in model_nodes:
                 names[nm.lower()] = col
                 continue
-            seen, frontier, hit = {col}, [col], None
+            # the nearest column of the units it comes from, and whether it is that column unchanged
+            same, frontier, hit, derived = {col: True}, [col], None, False
             while frontier and hit is None:
                 nxt = []
                 for x in frontier:
                     for p in (graph.predecessors(x) if x in graph else []):
+                        kept = same[x] and graph.edges[p, x].get("subtype") in ("identity", "group_by", None)
                         if p in group_keys or (p in model_nodes and p not in aggregates
                                                and p not in selections and not group_keys):
-                            hit = hit or p
-                        if p not in seen:
-                            seen.add(p)
+                            hit, derived = (hit, derived) if hit else (p, not kept)  # the nearest wins
+                        if p not in same:
+                            same[p] = kept
                             nxt.append(p)
                 frontier = nxt
-            if hit:
+            if hit and derived:  # a key the job derives (date_trunc('month', ts) AS month): its own expression
+                try:
+                    fn, used = compile_expression(str(_node_attr(graphs, col, "expr")),
+                                                  _resolver([hit], model_nodes, graph), coded)
+                except (_ExprError, RecursionError):
+                    used = {col}
+                if not used or not used <= set(model_nodes):  # said if the slice asks for it
+                    underived[col] = SparkCausalError(
+                        f"where: {nm} is derived by the job ({_node_attr(graphs, col, 'expr')}), which cannot be "
+                        "computed from the sampled units", hint=f"slice by {hit.rsplit('.', 1)[-1]} instead")
+                else:
+                    keys[col] = (fn, used)
+                names[nm.lower()] = col
+            elif hit:
                 names[nm.lower()] = hit
         for k in group_keys:
             names.setdefault(str(_node_attr(graphs, k, "column") or k.rsplit(".", 1)[-1]).lower(), k)
 
         def resolve(name: str) -> str:
+            if names.get(name.lower()) in underived:
+                raise underived[names[name.lower()]]
             if name.lower() in names:
                 return names[name.lower()]
             raise _ExprError(name)
         try:
             wfn, where_nodes = compile_expression(where, resolve, coded)
+            if keys:  # computed for the units as they are then (a coalition redraws their columns)
+                wfn = (lambda f: lambda env, n: f({**env, **{k: g(env, n) for k, (g, _) in keys.items()}}, n))(wfn)
+                where_nodes = {x for x in where_nodes if x not in keys} | {
+                    u for k in where_nodes if k in keys for u in keys[k][1]}
         except _ExprError as e:
             if str(e).startswith("unknown column"):
                 raise UnknownOutputError(
@@ -2577,6 +2668,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         raise SparkCausalError("the segment's graph has a cycle", hint="report this as a bug") from None
     spec.det = {k: v for k, v in det.items() if k in relevant}
     spec.lookups = {k: v for k, v in lookups.items() if k in relevant}
+    spec.gates = {k: v for k, v in gates.items() if k in spec.lookups}
     # a table's columns are modelled jointly: every column of the driving table joins the chain, so
     # that a drift confined to one group (one country's amounts) stays a change of one conditional
     # (not a struct/map/array nothing in the model reads: it is JSON text, which a field added to it
@@ -2618,10 +2710,13 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # few-valued source columns of a dimension, looked up by the unit's keys (a customer's country): a
     # unit keeps its own, so a numeric root may be conditioned on them too (a drift of German customers'
     # amounts is then a change within Germany, not spread over every country that pays in euros). Not a
-    # column the job derives (a tier from the customer's total spend): it may follow from the root itself
+    # column the job derives (a tier from the customer's total spend): it may follow from the root itself.
+    # Nor one whose own values changed (a corrupted VAT rate): the units it moves into a new cell would
+    # make the root look changed within the cells, where it did not change by the key
+    lookup_tests = {node: _lookup_test(node, keys, b, c, spec.coded, spec.gates) for node, keys in spec.lookups.items()}
     looked_up = []
     for x in lookups:
-        if x in relevant and _node_attr(graphs, x, "kind") == "source" and \
+        if x in relevant and _node_attr(graphs, x, "kind") == "source" and lookup_tests[x][0] >= cfg.alpha and \
                 all(k in identifiers or k in discrete for k in lookups[x]):
             pooled = np.concatenate([b.values[x], c.values[x]])
             nuniq[x] = int(len(np.unique(pooled[~np.isnan(pooled)])))
@@ -2674,8 +2769,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     tests: dict[str, dict[str, Any]] = {}
     for r in spec.roots:
         tests[r.name] = {"p": fit.roots[r.name].test(b, c), "certain": False, "how": "root"}
-    for node, keys in spec.lookups.items():
-        p, certain, note = _lookup_test(node, keys, b, c, spec.coded)
+    for node, (p, certain, note) in lookup_tests.items():
         tests[node] = {"p": p, "certain": certain, "how": "lookup", "note": note}
     for node, d in spec.det.items():
         if d.code_changed and _computes_the_same(d, b, c, _decimal_scale(_node_attr(graphs, node, "dtype"))):
@@ -2876,10 +2970,16 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     unexplained = float(change - total)
     # changed mechanisms whose contributions cancel (sessions without a purchase dropped by a filter: fewer
     # sessions, a higher share with one, the same revenue) explain no movement: the metric did not move
-    # (one changed mechanism, a code change of certain effect, stays significant however small)
+    # (one changed mechanism, a code change of certain effect, stays significant however small). So does
+    # one cancelled by what no mechanism explains, when the metric itself did not move: duplicated rows a
+    # keep-the-latest window drops are more rows (volume) each worth less, through no changed mechanism
     sig_parts = [a.contribution for a in items
                  if item_sig.get("__volume__" if a.node == f"{driving}.__rows__" else a.node)]
-    cancel = len(sig_parts) >= 2 and abs(sum(sig_parts)) <= z * se_change
+    offset = not sig_metric and abs(unexplained) > z * se_change
+    cancel = len(sig_parts) + offset >= 2 and abs(sum(sig_parts) + offset * unexplained) <= z * se_change
+    if cancel and offset and sig_parts:
+        warnings.append(f"changes of {sum(sig_parts):+,.6g} are offset by {unexplained:+,.6g} that no changed "
+                        "mechanism explains (rows a dedup or window drops, say): the metric did not move")
     significant = bool(sig_metric or (any(item_sig.values()) and not cancel))
     if change and abs(unexplained) > 0.2 * abs(change) and sig_metric:
         warnings.append(f"{abs(unexplained) / abs(change):.0%} of the change ({unexplained:+,.6g}) is not "

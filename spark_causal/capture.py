@@ -96,6 +96,15 @@ class Capture:
         except Exception as exc:  # noqa: BLE001 - capture must not fail the job
             self._fail_soft(f"lineage of output {name!r} failed: {_one_line(exc)}", exc)
             return
+        try:
+            self._measure(used, plan, observed, {"path": path, "table": table, "fmt": fmt, "mode": mode})
+        except CaptureError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - each step guards itself; this is for what they did not foresee
+            self._fail_soft(f"statistics or samples of output {used!r} failed: {_one_line(exc)}", exc)
+
+    def _measure(self, used: str, plan: Any, observed: Observed | None, where: dict) -> None:
+        """Statistics, samples and kept rows of output ``used`` (``record``), its lineage being known."""
         rows, found, lost = None, [], []
         if observed is not None:
             try:
@@ -105,7 +114,6 @@ class Capture:
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"inline statistics of output {used!r} failed: {_one_line(exc)}", exc)
                 rows = None
-        where = {"path": path, "table": table, "fmt": fmt, "mode": mode}
         if rows is None:
             rows = self._measure_by_extra_pass(used, plan, **where)
             self._sample(used, plan, rows)
@@ -184,7 +192,7 @@ class Capture:
             mapping = {c: nid for c, nid in _leaf_nodes(walk, leaf, unions, needed).items() if nid not in have}
             if mapping:
                 have.update(mapping.values())
-                relations.append((P.to_dataframe(self.spark, leaf).select([f"`{c}`" for c in mapping]), mapping))
+                relations.append((P.to_dataframe(self.spark, leaf).select([P.quoted(c) for c in mapping]), mapping))
         if relations:
             try:
                 self._add_stats(compute_stats(self.graph, relations, sketches=False))
@@ -222,7 +230,7 @@ class Capture:
             mapping = {n: n for n in prov.names if n in self.graph and self.graph.nodes[n]["kind"] == "stage"}
             # over the units the job kept, as a probe would see them: SQL filters and joins come before
             # the select list (selections themselves are estimated from the sample, as inline)
-            kept = [F.col(f"`{s}`") for s, drops in prov.drops.items() if drops and s in prov.names]
+            kept = [F.col(P.quoted(s)) for s, drops in prov.drops.items() if drops and s in prov.names]
             if mapping:
                 relations.append((prov.df.filter(functools.reduce(operator.and_, kept)) if kept else prov.df,
                                   mapping))
@@ -454,6 +462,11 @@ def _hooked(original: Callable, describe: Callable[..., dict], *, inline: bool =
         if failed is not None:
             cap._fail_soft(f"could not describe a write: {_one_line(failed)}", failed)
             return result
+        if inline:
+            try:
+                info["mode"] = P.writer_mode(self._jwrite, inserts=original.__name__ == "insertInto")
+            except Exception:  # noqa: BLE001 - unknown: never taken as a target holding just these rows
+                info["mode"] = "append"
         cap.record(self._df, plan=plan, observed=observed, **info)
         return result
 
@@ -466,13 +479,13 @@ def _describe_v1(method: str) -> Callable[..., dict]:
         first = args[0] if args else kwargs.get("path", kwargs.get("tableName", kwargs.get("table")))
         if method in ("saveAsTable", "insertInto"):
             table = str(first).split(".")[-1].strip("`") if first else None
-            return {"name": table, "table": table, "fmt": kwargs.get("format"), "mode": kwargs.get("mode")}
+            return {"name": table, "table": table, "fmt": kwargs.get("format")}
         if method == "jdbc":
             table = args[1] if len(args) > 1 else kwargs.get("table")
-            return {"name": str(table).split(".")[-1], "table": table, "fmt": "jdbc", "mode": kwargs.get("mode")}
+            return {"name": str(table).split(".")[-1], "table": table, "fmt": "jdbc"}
         path = first if isinstance(first, str) else None
         fmt = method if method != "save" else kwargs.get("format")
-        return {"name": None, "path": path, "fmt": fmt, "mode": kwargs.get("mode")}
+        return {"name": None, "path": path, "fmt": fmt}
     return describe
 
 

@@ -283,7 +283,10 @@ def _attribute(args: argparse.Namespace) -> int:
         write_html(res, args.html, store=_open_store(args))
         print(f"wrote {args.html}", file=sys.stderr)
     if args.plot:
-        res.plot(args.plot)
+        try:
+            res.plot(args.plot)
+        except OSError as e:
+            raise SparkCausalError(f"cannot write {args.plot}: {e.strerror}", hint="check the --plot path") from None
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 

@@ -114,7 +114,7 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     if stats is not None and where is None and agg == "sum" and fns <= {"sum", "count"}:
         exact = _exact_values(result, stats, target)  # what the samples sum is the column's sum
     elif where is not None and agg == "sum" and fns <= {"sum", "count"}:
-        exact = _exact_slice(result, s, target, where)
+        exact = _exact_slice(result, s, c.graph.nodes[target].get("output") or target.rsplit(".", 1)[0], target, where)
     result = _above_the_aggregation(exact, b.graph, c.graph, target, config or AttributionConfig())
     if stats is not None:
         result = _through_unions(result, stats, c.graph)
@@ -206,10 +206,11 @@ def _exact_values(result: Attribution, stats: tuple[Any, Any], target: str) -> A
     return _with_values(result, exact)
 
 
-def _exact_slice(result: Attribution, store: Store, target: str, where: str) -> Attribution:
-    """The result with the values of a ``where`` slice summed over the output's rows as written, which
-    capture keeps for a small output (``outputs/<name>.parquet``); as estimated without them."""
-    output = target.rsplit(".", 1)[0]
+def _exact_slice(result: Attribution, store: Store, output: str, target: str, where: str) -> Attribution:
+    """The result with the values of a ``where`` slice summed over the rows of ``output`` as written,
+    which capture keeps for a small output (``outputs/<name>.parquet``); as estimated without them. A
+    name in ``where`` is a column of the output (which may hold a dot), else its last dotted part
+    (``report.country``)."""
     exact = []
     for run in (result.baseline_run, result.current_run):
         try:
@@ -219,7 +220,7 @@ def _exact_slice(result: Attribution, store: Store, target: str, where: str) -> 
         env = {c: _to_array(rows[c]) for c in rows.columns}
 
         def resolve(name: str) -> str:
-            node = f"{output}.{name.split('.')[-1]}"
+            node = f"{output}.{name}" if f"{output}.{name}" in env else f"{output}.{name.split('.')[-1]}"
             if node not in env:
                 raise _ExprError(name)
             return node

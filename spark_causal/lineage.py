@@ -214,6 +214,8 @@ class _Walk:
         if table is None:
             self.unnamed_sources += 1
             table = f"{self.output}_input{self.unnamed_sources}"
+        elif table == self.output:  # a table named as the output reading it (yesterday's folder of the same
+            table = f"{table}_input"  # output, an insert into the table read): the output keeps its contract ids
         meta: dict = {"class": c}
         if c == "LogicalRelation":
             loc = P.call(p.relation(), "location")

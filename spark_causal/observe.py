@@ -139,7 +139,7 @@ class Observed:
             mapping = {col.name: nid for col in columns if (nid := walk.node(col.expr_id, col.unions))}
             if mapping:
                 df = P.to_dataframe(spark, P.restrict(leaf, self.partitions))
-                relations.append((df.select([f"`{c}`" for c in mapping]), mapping))
+                relations.append((df.select([P.quoted(c) for c in mapping]), mapping))
                 leaves.append(int(leaf.hashCode()))
         found = compute_stats(G, relations, sketches=False, hints=hints)
         # one row per column, relation by relation: a table read twice (a self-join of two partitions)

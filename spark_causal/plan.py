@@ -106,6 +106,31 @@ def replace_writer_df(jwriter: JObject, jdf: JObject) -> Callable[[], None]:
     return lambda: field.set(jwriter, before)
 
 
+def writer_mode(jwriter: JObject, *, inserts: bool) -> str:
+    """How a V1 ``DataFrameWriter`` wrote, read off the JVM writer once it has (``.mode()``, a method's
+    ``mode=`` or insertInto's ``overwrite=`` all end there): "overwrite" when its target then holds just
+    the rows written, else the mode's name ("append", "ignore", "errorifexists"). ``insertInto`` appends
+    unless told to overwrite, and an overwrite of dynamic partitions keeps the partitions it did not
+    write, so both are "append" like an INSERT INTO (``write_mode``)."""
+    def private(name: str) -> JObject:  # a field of the writer's class or of the API class it extends
+        klass = jwriter.getClass()
+        while name not in [f.getName() for f in klass.getDeclaredFields()]:
+            klass = klass.getSuperclass()
+        field = klass.getDeclaredField(name)
+        field.setAccessible(True)
+        return field.get(jwriter)
+
+    mode = str(private("curmode")).lower()
+    if mode != "overwrite":
+        return "append" if inserts else mode
+    options = private("extraOptions")
+    asked = options.get("partitionOverwriteMode")
+    dynamic = str(asked.get() if asked.isDefined() else
+                  private("df").sparkSession().conf().get("spark.sql.sources.partitionOverwriteMode")).lower() == "dynamic"
+    partitioned = inserts or private("partitioningColumns").isDefined()
+    return "append" if dynamic and partitioned else "overwrite"
+
+
 def cls(obj: JObject) -> str:
     """Simple class name of a JVM object (``Project``, ``Alias`` ...), without Scala's ``$``."""
     return _memo(obj, "cls", lambda: str(obj.getClass().getSimpleName()).rstrip("$"))
@@ -192,6 +217,12 @@ def expr_id(attr: JObject) -> int:
 
 def name(named: JObject) -> str:
     return _memo(named, "name", lambda: str(named.name()))
+
+
+def quoted(column: str) -> str:
+    """``column`` as one quoted identifier for ``F.col``/``select``: a name may hold dots, spaces or
+    backticks (a backtick is doubled), which unquoted or naively quoted would not resolve."""
+    return "`" + column.replace("`", "``") + "`"
 
 
 def nullable(attr: JObject) -> bool:

@@ -662,7 +662,7 @@ def _to_pandas(df: Any) -> pd.DataFrame:
 
     cols = []
     for f in df.schema.fields:
-        c = F.col(f"`{f.name}`")
+        c = F.col(P.quoted(f.name))
         if isinstance(f.dataType, DecimalType):
             c = c.cast("double")
         elif isinstance(f.dataType, (ArrayType, MapType, StructType)):

@@ -144,9 +144,9 @@ def compute_stats(G: Any, relations: list[tuple[Any, dict[str, str]]], *, sketch
         known_of.append(known)
         aggs = [F.count(F.lit(1)).alias(f"r{r}_n")]
         for i, col in enumerate(mapping):
-            aggs += column_aggregates(F.col(f"`{col}`"), fields[col], f"r{r}_{i}_", sketches=sketches,
+            aggs += column_aggregates(F.col(P.quoted(col)), fields[col], f"r{r}_{i}_", sketches=sketches,
                                       nullable=nullable[col])
-            aggs += [F.count_if(F.col(f"`{col}`") == F.lit(v)).alias(f"r{r}_{i}_is{j}")
+            aggs += [F.count_if(F.col(P.quoted(col)) == F.lit(v)).alias(f"r{r}_{i}_is{j}")
                      for j, v in enumerate(known.get(col, ()))]
         parts.append(df.agg(*aggs))
     row: dict[str, Any] = {}
@@ -218,7 +218,7 @@ def _top_values(relations: list[tuple[Any, list[str]]]) -> tuple[Any, set[tuple[
     parts = []
     for r, (df, columns) in enumerate(relations):
         keys = [f"k{i}" for i in range(len(columns))]
-        base = df.select([F.col(f"`{c}`").cast("string").alias(k) for c, k in zip(columns, keys)])
+        base = df.select([F.col(P.quoted(c)).cast("string").alias(k) for c, k in zip(columns, keys)])
         if keys and P.size_in_bytes(df._jdf.queryExecution().optimizedPlan()) > _PREFIX_BYTES:
             prefix = base.limit(_PREFIX_ROWS).agg(*[F.count_distinct(k).alias(k) for k in keys]).first()
             skipped |= {(r, int(k[1:])) for k in keys if prefix[k] > MAX_TOP_DISTINCT}

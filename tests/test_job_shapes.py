@@ -166,13 +166,18 @@ def test_filters_below_a_dedup_window_are_selections(spark, tmp_path):
     """Units come from below a window partitioned by a column (the usual keep-the-latest dedup): the rows
     its filter drops are units marked dropped, sampled whole per order, with the job's window values.
     NULLs injected into the amounts are the amount's change, not a volume change; a changed threshold
-    is the filter's code; no change is no change."""
+    is the filter's code; no change is no change, and neither are rows sent twice that the window drops
+    (more rows, each worth less, the same revenue: was a significant volume change, offset unexplained)."""
     store = str(tmp_path / "store")
-    runs = {"a": (71, 0.01, 5.0), "nulls": (72, 0.2, 5.0), "threshold": (72, 0.01, 12.0), "same": (73, 0.01, 5.0)}
+    runs = {"a": (71, 0.01, 5.0), "nulls": (72, 0.2, 5.0), "threshold": (72, 0.01, 12.0), "same": (73, 0.01, 5.0),
+            "twice": (71, 0.01, 5.0)}
     for run, (seed, nulls, minimum) in runs.items():
         folder = tmp_path / run
         folder.mkdir()
-        _versions(seed, nulls).to_parquet(folder / "orders.parquet")
+        orders = _versions(seed, nulls)
+        if run == "twice":
+            orders = pd.concat([orders, orders.sample(frac=0.3, random_state=1)], ignore_index=True)
+        orders.to_parquet(folder / "orders.parquet")
         pd.DataFrame({"currency": ["EUR", "USD"], "rate": [1.1, 1.0]}).to_parquet(folder / "fx.parquet")
         with spark_causal.capture(spark, store=store, run=run) as cap:
             report = _dedup_job(spark, folder, minimum)
@@ -188,6 +193,9 @@ def test_filters_below_a_dedup_window_are_selections(spark, tmp_path):
         named = [a.node for a in res.attributions if a.contribution]
         assert res.significant and named[:1] == [cause], res.summary()
     assert not spark_causal.attribute(store, "a", "same", "report.revenue").significant
+    res = spark_causal.attribute(store, "a", "twice", "report.revenue")
+    assert res.change == pytest.approx(0, abs=1e-6) and not res.significant, res.summary()
+    assert res.attributions[0].node == "orders.__rows__" and res.attributions[0].contribution > 0
 
 
 def test_a_dedup_window_is_sampled_by_whole_partitions(spark, tmp_path):
@@ -933,6 +941,32 @@ def test_an_aggregate_whose_argument_the_code_changed_is_named(spark, tmp_path, 
     assert top.contribution == pytest.approx(res.change, rel=0.01), res.summary()
 
 
+def test_where_on_a_key_the_job_derives_slices_by_its_own_expression(spark, tmp_path):
+    """``date_trunc('month', ts) AS month``: a slice by month is the units whose month it is, computed
+    from their ``ts`` (was: compared with ``ts`` itself, so ``month = '2024-02-01'`` matched nothing and
+    ``month <= ...`` only January); a derived key no expression here computes is said so."""
+    from spark_causal.errors import SparkCausalError
+
+    store = str(tmp_path / "store")
+    for run, seed, factor in (("a", 1, 1.0), ("b", 2, 1.5)):
+        rng = np.random.default_rng(seed)
+        n = 6000
+        sales = pd.DataFrame({"ts": np.datetime64("2024-01-01") + rng.integers(0, 90 * 86400, n).astype("timedelta64[s]"),
+                              "amount": (rng.lognormal(3, 0.5, n) * factor).round(2)})
+        _as_views(spark, tmp_path / run, {"dk_sales": sales})
+        with spark_causal.capture(spark, store=store, run=run, sample_size=2000):
+            spark.sql("SELECT date_trunc('month', ts) AS month, date_format(ts, 'yyyy-MM') AS ym, SUM(amount) AS amount "
+                      "FROM dk_sales GROUP BY 1, 2").write.parquet(str(tmp_path / run / "monthly"))
+    for where in ("month = '2024-02-01'", "month <= TIMESTAMP '2024-02-01'"):
+        res = spark_causal.attribute(store, "a", "b", "monthly.amount", where=where)
+        est = res.details["estimated"]  # the units' own slice, next to the exact sums of the rows written
+        assert est["baseline"] == pytest.approx(res.baseline_value, rel=0.1), res.summary()
+        assert est["current"] == pytest.approx(res.current_value, rel=0.1), res.summary()
+        assert res.attributions[0].node == "dk_sales.amount" and abs(res.unexplained) < 0.1 * res.change
+    with pytest.raises(SparkCausalError, match="ym is derived by the job"):
+        spark_causal.attribute(store, "a", "b", "monthly.amount", where="ym = '2024-02'")
+
+
 def test_a_where_slice_reports_the_values_the_job_wrote(spark, tmp_path):
     """With a sample of 1,500 of 6,000 orders, a slice's values are the output's own rows summed (kept
     with the run for a small output), not the sample's estimates: an unchanged count stays unchanged
@@ -1182,6 +1216,36 @@ def test_the_left_joined_sides_keys_rows_and_values_are_told_apart(spark, tmp_pa
         assert res.significant, res.summary()
         assert res.attributions[0].node == expected, res.summary()
         assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.25), res.summary()
+
+
+@pytest.mark.parametrize("fault,cause", [("key_format", "mrr.join1"), ("lost_row", "mrr.join1"),
+                                         ("price", "lk_plans.price"), (None, None)])
+def test_a_left_joined_lookups_keys_rows_and_values_are_told_apart(spark, tmp_path, fault, cause):
+    """``subs LEFT JOIN plans`` (12 plans, many subscriptions each: a per-key lookup): plan ids that stop
+    matching (upper-cased) or a plan row lost are the join's, whose units found no row (was: the price,
+    which is NULL there); a changed price is the price's; nothing changed is no change."""
+    store = str(tmp_path / "store")
+    for run in ("a", "b"):
+        rng = np.random.default_rng(41)
+        subs = pd.DataFrame({"plan_id": [f"p{i:02d}" for i in rng.integers(0, 12, 3000)],
+                             "region": rng.choice(["eu", "us"], 3000), "seats": rng.integers(1, 6, 3000)})
+        plans = pd.DataFrame({"plan_id": [f"p{i:02d}" for i in range(12)], "price": np.arange(12) * 5.0 + 5})
+        if run == "b" and fault == "key_format":
+            plans["plan_id"] = plans["plan_id"].str.upper()
+        elif run == "b" and fault == "lost_row":
+            plans = plans[plans.plan_id != "p11"]
+        elif run == "b" and fault == "price":
+            plans.loc[plans.plan_id == "p03", "price"] = 200.0
+        _as_views(spark, tmp_path / run, {"lk_subs": subs, "lk_plans": plans})
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql("SELECT s.region, SUM(p.price * s.seats) AS mrr FROM lk_subs s "
+                      "LEFT JOIN lk_plans p ON s.plan_id = p.plan_id GROUP BY s.region").write.parquet(str(tmp_path / run / "mrr"))
+    res = spark_causal.attribute(store, "a", "b", "mrr.mrr")
+    if cause is None:
+        assert not res.significant and res.change == 0, res.summary()
+        return
+    assert res.significant and res.attributions[0].node == cause, res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.05), res.summary()
 
 
 @pytest.mark.parametrize("current", ["duplicated", "deduplicated"])

@@ -434,7 +434,7 @@ def test_a_source_the_job_appends_to_is_measured_as_read(spark, tables, tmp_path
             spark.sql("INSERT INTO obs_self SELECT * FROM obs_self WHERE amount > 1")
     assert not cap.errors and spark.read.parquet(str(folder)).count() == 10
     stats = {s["node"]: s for s in Store(str(tmp_path / "s")).read_parquet("r", "stats.parquet").to_dict("records")}
-    source = "self" if api == "dataframe" else "obs_self"
+    source = ("self" if api == "dataframe" else "obs_self") + "_input"  # the output keeps the plain name
     assert stats[f"{source}.amount"]["count"] == 6 and cap.graph.graph["segments"][0]["rows"] == 6
     spark.sql("DROP TABLE obs_self")
 
