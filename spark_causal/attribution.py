@@ -2344,9 +2344,14 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     b, c = prep(seg_b), prep(seg_c)
     if b.n == 0 or c.n == 0:
         empty = [seg for seg, r in ((seg_b, b), (seg_c, c)) if r.n == 0]
-        if agg != "mean" and where is None and all(seg.description.get("rows") == 0 for seg in empty):
+        no_rows = all(seg.description.get("rows") == 0 for seg in empty)
+        if agg != "mean" and where is None and no_rows:
             raise _NoRows(desc.get("driving") or "driving", [(r.w * r.recorded).sum() if r.recorded is not None
                                                              else float("nan") for r in (b, c)])
+        if no_rows:  # a mean, or a slice, of no rows has nothing to compare
+            raise SparkCausalError(f"{desc.get('driving') or 'the driving table'} has no rows in run "
+                                   f"{'baseline' if b.n == 0 else 'current'}: a {agg if agg == 'mean' else 'where slice'} "
+                                   "of it has nothing to compare", hint="attribute the whole sum, which is all volume")
         raise SparkCausalError("a run has an empty sample for this segment",
                                hint="check that the runs succeeded with samples enabled")
     if inp is not None and not (_is_numeric(b.values[inp]) and _is_numeric(c.values[inp])) and \
@@ -2971,15 +2976,15 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     # changed mechanisms whose contributions cancel (sessions without a purchase dropped by a filter: fewer
     # sessions, a higher share with one, the same revenue) explain no movement: the metric did not move
     # (one changed mechanism, a code change of certain effect, stays significant however small). So does
-    # one cancelled by what no mechanism explains, when the metric itself did not move: duplicated rows a
-    # keep-the-latest window drops are more rows (volume) each worth less, through no changed mechanism
-    sig_parts = [a.contribution for a in items
-                 if item_sig.get("__volume__" if a.node == f"{driving}.__rows__" else a.node)]
-    offset = not sig_metric and abs(unexplained) > z * se_change
+    # a volume cancelled by what no mechanism explains, when the metric itself did not move: duplicated
+    # rows a keep-the-latest window drops are more rows each worth less, through no changed mechanism
+    sig_items = [a for a in items if item_sig.get("__volume__" if a.node == f"{driving}.__rows__" else a.node)]
+    sig_parts = [a.contribution for a in sig_items]
+    offset = not sig_metric and abs(unexplained) > z * se_change and all(a.kind == "volume" for a in sig_items)
     cancel = len(sig_parts) + offset >= 2 and abs(sum(sig_parts) + offset * unexplained) <= z * se_change
     if cancel and offset and sig_parts:
-        warnings.append(f"changes of {sum(sig_parts):+,.6g} are offset by {unexplained:+,.6g} that no changed "
-                        "mechanism explains (rows a dedup or window drops, say): the metric did not move")
+        warnings.append(f"a change of {sum(sig_parts):+,.6g} in rows is offset by {unexplained:+,.6g} that no "
+                        "changed mechanism explains (rows a dedup or window drops, say): the metric did not move")
     significant = bool(sig_metric or (any(item_sig.values()) and not cancel))
     if change and abs(unexplained) > 0.2 * abs(change) and sig_metric:
         warnings.append(f"{abs(unexplained) / abs(change):.0%} of the change ({unexplained:+,.6g}) is not "

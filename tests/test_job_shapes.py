@@ -747,6 +747,11 @@ def test_a_source_with_no_rows_is_all_volume(spark, tmp_path):
     assert res.significant and res.current_value == 0 and res.change == pytest.approx(-orders.amount.sum())
     assert [a.node for a in res.attributions] == ["orders.__rows__"]
     assert res.attributions[0].contribution == pytest.approx(res.change)
+    from spark_causal.errors import SparkCausalError
+
+    for agg, where in (("mean", None), ("sum", "country = 'DE'")):  # was: "check the runs had samples"
+        with pytest.raises(SparkCausalError, match="orders has no rows in run current"):
+            spark_causal.attribute(store, "a", "empty", "report.revenue", agg=agg, where=where)
 
 
 def test_nan_and_infinite_amounts_are_said_not_summed(spark, tmp_path):

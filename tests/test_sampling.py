@@ -105,7 +105,7 @@ def test_types_survive_the_round_trip(spark, tmp_path):
     df.createOrReplaceTempView("typed")
     out = spark.table("typed").withColumn("z", F.col("x") + 1)
     with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r") as cap:
-        out.write.parquet(str(tmp_path / "typed"))
+        out.write.parquet(str(tmp_path / "typed_out"))  # "typed" would make the view the source typed_input
     store = Store(str(tmp_path / "s"))
     t = store.read_parquet("r", f"samples/{cap.graph.graph['segments'][0]['id']}.parquet").sort_values("typed.id")
     assert t["typed.x"].isna().tolist() == [True, False]
