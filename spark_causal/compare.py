@@ -105,10 +105,16 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     """
     s = store if isinstance(store, Store) else Store(str(store), spark=spark)
     b, c = load_pair(s, baseline, current, target, agg, spark=spark)
-    result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config)
-    result = drill_down(result, b, c, config=config)
     fns = {str(meta.get("fn", "")).lower() for d in c.graph.graph.get("segments", [])
            for a, meta in (d.get("aggregates") or {}).items() if a == target}
+    averaged = agg == "sum" and bool(fns) and fns <= {"avg", "mean", "average"}
+    if averaged:  # a total of averages is no figure the job wrote: its overall average is the metric
+        agg = "mean"
+    result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config)
+    if averaged:
+        result = dataclasses.replace(result, warnings=[f"{target} is an avg() aggregate: attributed as its overall "
+                                                       "average (agg='mean'), not a sum"] + list(result.warnings))
+    result = drill_down(result, b, c, config=config)
     stats = _run_stats(s, baseline, current)
     exact = result
     if stats is not None and where is None and agg == "sum" and fns <= {"sum", "count"}:

@@ -467,8 +467,9 @@ def test_a_window_over_a_few_large_partitions_keeps_its_power(spark, tmp_path):
 
 
 def test_reported_values_are_the_outputs_exact_sums(spark, tmp_path):
-    """A sum's baseline and current are what the job wrote (not the sample's estimate); an avg's
-    column sum is no metric the samples estimate, so its values stay the samples'."""
+    """A sum's baseline and current are what the job wrote (not the sample's estimate); an avg() column
+    is attributed as its overall average (a sum of averages is no figure the job wrote; was: the sum of
+    its inputs), estimated by the samples."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
@@ -484,7 +485,10 @@ def test_reported_values_are_the_outputs_exact_sums(spark, tmp_path):
     res = spark_causal.attribute(store, "a", "b", "report.revenue")
     assert (res.baseline_value, res.current_value) == (pytest.approx(written[0]), pytest.approx(written[1]))
     assert res.details["estimated"]["baseline"] != pytest.approx(written[0], rel=1e-6)  # a 1,000-unit sample
-    assert "estimated" not in spark_causal.attribute(store, "a", "b", "report.mean_amount").details
+    avg = spark_causal.attribute(store, "a", "b", "report.mean_amount")  # asked as a sum, the default
+    assert "estimated" not in avg.details and avg.agg == "mean" and "overall average" in avg.warnings[0]
+    means = [spark.read.parquet(str(tmp_path / run / "orders.parquet")).agg(F.avg("amount")).first()[0] for run in "ab"]
+    assert avg.baseline_value == pytest.approx(means[0], rel=0.05) and avg.current_value == pytest.approx(means[1], rel=0.05)
 
 
 def _as_views(spark, folder, tables: dict[str, pd.DataFrame]) -> None:
