@@ -82,6 +82,7 @@ class _FileSystem(Protocol):
 
     def join(self, base: str, *parts: str) -> str: ...
     def exists(self, path: str) -> bool: ...
+    def is_dir(self, path: str) -> bool: ...
     def mkdirs(self, path: str) -> None: ...
     def listdir(self, path: str) -> list[str]: ...
     def rename(self, src: str, dst: str) -> None: ...
@@ -98,6 +99,9 @@ class _LocalFileSystem:
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
 
     def mkdirs(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
@@ -152,6 +156,9 @@ class _HadoopFileSystem:
 
     def exists(self, path: str) -> bool:
         return bool(self._fs.exists(self._path(path)))
+
+    def is_dir(self, path: str) -> bool:
+        return bool(self._fs.getFileStatus(self._path(path)).isDirectory())
 
     def mkdirs(self, path: str) -> None:
         self._fs.mkdirs(self._path(path))
@@ -412,6 +419,8 @@ class Store:
                 hint="check the --store path, or capture a first run: "
                 f"spark-causal capture --store {self.root} --run RUN -- job.py",
             )
+        if not self._fs.is_dir(self.root):
+            raise StoreError(f"store {self.root} is a file, not a store's folder", hint="check the --store path")
         names = self._fs.listdir(self._runs_dir)
         return [n for n in names if not n.startswith(".") and self._is_committed(n)]
 

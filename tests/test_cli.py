@@ -100,6 +100,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("argv, message", [
     (["runs", "--store", "{missing}"], "does not exist"),
+    (["runs", "--store", "{store}/runs/2026-11-23/_SUCCESS"], "is a file"),  # was: "no runs", exit 0
     (["graph", "--store", "{store}", "--run", "nope"], "no run 'nope'"),
     (["graph", "--store", "{store}", "--run", "2026-11-23", "--output", "nope"], "no output 'nope'"),
     (["stats", "--store", "{store}", "--run", "2026-11-24"], "has no statistics"),
