@@ -2570,6 +2570,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     # ---------------------------------------------------------------- where
     where_nodes: set[str] = set()
+    derived_keys: set[str] = set()  # output columns a where slices by, computed per unit (``keys`` below)
     if where:
         out_name = _node_attr(graphs, target, "output") or desc.get("output")
         names: dict[str, str] = {}
@@ -2626,8 +2627,14 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             wfn, where_nodes = compile_expression(where, resolve, coded)
             if keys:  # computed for the units as they are then (a coalition redraws their columns)
                 wfn = (lambda f: lambda env, n: f({**env, **{k: g(env, n) for k, (g, _) in keys.items()}}, n))(wfn)
-                where_nodes = {x for x in where_nodes if x not in keys} | {
-                    u for k in where_nodes if k in keys for u in keys[k][1]}
+                for k in where_nodes & set(keys):  # each unit's own value, a column the roots may be conditioned on
+                    vals = [_arr(keys[k][0](r.values, r.n), r.n) for r in (b, c)]
+                    if not all(_is_numeric(v) for v in vals):
+                        index = pd.Index(_cats(np.concatenate([v.astype(object) for v in vals])))
+                        vals = [_encode(v.astype(object), index) for v in vals]
+                    b.values[k], c.values[k] = vals
+                    derived_keys.add(k)
+                where_nodes = where_nodes | {u for k in where_nodes if k in keys for u in keys[k][1]}
         except _ExprError as e:
             if str(e).startswith("unknown column"):
                 raise UnknownOutputError(
@@ -2720,6 +2727,11 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # make the root look changed within the cells, where it did not change by the key
     lookup_tests = {node: _lookup_test(node, keys, b, c, spec.coded, spec.gates) for node, keys in spec.lookups.items()}
     looked_up = []
+    for x in derived_keys:  # a slice by a month the job derives from a time: each month keeps its own amounts
+        pooled = np.concatenate([b.values[x], c.values[x]])
+        nuniq[x] = int(len(np.unique(pooled[~np.isnan(pooled)])))
+        if 2 <= nuniq[x] <= cfg.discrete_max_values:
+            looked_up.append(x)
     for x in lookups:
         if x in relevant and _node_attr(graphs, x, "kind") == "source" and lookup_tests[x][0] >= cfg.alpha and \
                 all(k in identifiers or k in discrete for k in lookups[x]):
