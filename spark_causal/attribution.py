@@ -2570,13 +2570,13 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
     # ---------------------------------------------------------------- where
     where_nodes: set[str] = set()
-    derived_keys: set[str] = set()  # output columns a where slices by, computed per unit (``keys`` below)
+    derived_keys: set[str] = set()  # output columns a where slices by, computed per unit (``computed`` below)
     if where:
         out_name = _node_attr(graphs, target, "output") or desc.get("output")
         names: dict[str, str] = {}
         out_cols = list(((graph.graph.get("outputs") or {}).get(out_name) or {}).get("columns") or [])
         group_keys = [k for k in desc.get("group_keys") or [] if k in model_nodes]
-        keys: dict[str, tuple[Callable, set[str]]] = {}  # output columns computed from the units' columns
+        computed: dict[str, tuple[Callable, set[str]]] = {}  # output columns computed from the units' columns
         underived: dict[str, SparkCausalError] = {}  # and those that cannot be
         for col in out_cols:
             nm = str(_node_attr(graphs, col, "column") or col.rsplit(".", 1)[-1])
@@ -2601,7 +2601,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 frontier = nxt
             if hit and derived:  # a key the job derives (date_trunc('month', ts) AS month): its own expression
                 try:
-                    fn, used = compile_expression(str(_node_attr(graphs, col, "expr")),
+                    compute, used = compile_expression(str(_node_attr(graphs, col, "expr")),
                                                   _resolver([hit], model_nodes, graph), coded)
                 except (_ExprError, RecursionError):
                     used = {col}
@@ -2610,7 +2610,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                         f"where: {nm} is derived by the job ({_node_attr(graphs, col, 'expr')}), which cannot be "
                         "computed from the sampled units", hint=f"slice by {hit.rsplit('.', 1)[-1]} instead")
                 else:
-                    keys[col] = (fn, used)
+                    computed[col] = (compute, used)
                 names[nm.lower()] = col
             elif hit:
                 names[nm.lower()] = hit
@@ -2625,16 +2625,16 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             raise _ExprError(name)
         try:
             wfn, where_nodes = compile_expression(where, resolve, coded)
-            if keys:  # computed for the units as they are then (a coalition redraws their columns)
-                wfn = (lambda f: lambda env, n: f({**env, **{k: g(env, n) for k, (g, _) in keys.items()}}, n))(wfn)
-                for k in where_nodes & set(keys):  # each unit's own value, a column the roots may be conditioned on
-                    vals = [_arr(keys[k][0](r.values, r.n), r.n) for r in (b, c)]
+            if computed:  # computed for the units as they are then (a coalition redraws their columns)
+                wfn = (lambda f: lambda env, n: f({**env, **{k: g(env, n) for k, (g, _) in computed.items()}}, n))(wfn)
+                for k in where_nodes & set(computed):  # each unit's own value, a column the roots may be conditioned on
+                    vals = [_arr(computed[k][0](r.values, r.n), r.n) for r in (b, c)]
                     if not all(_is_numeric(v) for v in vals):
                         index = pd.Index(_cats(np.concatenate([v.astype(object) for v in vals])))
                         vals = [_encode(v.astype(object), index) for v in vals]
                     b.values[k], c.values[k] = vals
                     derived_keys.add(k)
-                where_nodes = where_nodes | {u for k in where_nodes if k in keys for u in keys[k][1]}
+                where_nodes = where_nodes | {u for k in where_nodes if k in computed for u in computed[k][1]}
         except _ExprError as e:
             if str(e).startswith("unknown column"):
                 raise UnknownOutputError(
@@ -2726,19 +2726,15 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # Nor one whose own values changed (a corrupted VAT rate): the units it moves into a new cell would
     # make the root look changed within the cells, where it did not change by the key
     lookup_tests = {node: _lookup_test(node, keys, b, c, spec.coded, spec.gates) for node, keys in spec.lookups.items()}
+    # A key a where slices by, derived by the job from a time (a month), is one too: each month keeps its amounts
     looked_up = []
-    for x in derived_keys:  # a slice by a month the job derives from a time: each month keeps its own amounts
+    for x in sorted(derived_keys) + [x for x in lookups if x in relevant and lookup_tests[x][0] >= cfg.alpha and
+                                     _node_attr(graphs, x, "kind") == "source" and
+                                     all(k in identifiers or k in discrete for k in lookups[x])]:
         pooled = np.concatenate([b.values[x], c.values[x]])
         nuniq[x] = int(len(np.unique(pooled[~np.isnan(pooled)])))
         if 2 <= nuniq[x] <= cfg.discrete_max_values:
             looked_up.append(x)
-    for x in lookups:
-        if x in relevant and _node_attr(graphs, x, "kind") == "source" and lookup_tests[x][0] >= cfg.alpha and \
-                all(k in identifiers or k in discrete for k in lookups[x]):
-            pooled = np.concatenate([b.values[x], c.values[x]])
-            nuniq[x] = int(len(np.unique(pooled[~np.isnan(pooled)])))
-            if 2 <= nuniq[x] <= cfg.discrete_max_values:
-                looked_up.append(x)
     roots = []
     disc_before: list[str] = []
     num_before: list[str] = []

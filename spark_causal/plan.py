@@ -99,8 +99,7 @@ def replace_writer_df(jwriter: JObject, jdf: JObject) -> Callable[[], None]:
     write method runs, so swapping it (by reflection) lets the job's own write execute another plan
     with the same rows, e.g. the plan with observation probes.
     """
-    field = jwriter.getClass().getDeclaredField("df")
-    field.setAccessible(True)
+    field = _private_field(jwriter, "df")
     before = field.get(jwriter)
     field.set(jwriter, jdf)
     return lambda: field.set(jwriter, before)
@@ -112,13 +111,8 @@ def writer_mode(jwriter: JObject, *, inserts: bool) -> str:
     the rows written, else the mode's name ("append", "ignore", "errorifexists"). ``insertInto`` appends
     unless told to overwrite, and an overwrite of dynamic partitions keeps the partitions it did not
     write, so both are "append" like an INSERT INTO (``write_mode``)."""
-    def private(name: str) -> JObject:  # a field of the writer's class or of the API class it extends
-        klass = jwriter.getClass()
-        while name not in [f.getName() for f in klass.getDeclaredFields()]:
-            klass = klass.getSuperclass()
-        field = klass.getDeclaredField(name)
-        field.setAccessible(True)
-        return field.get(jwriter)
+    def private(name: str) -> JObject:
+        return _private_field(jwriter, name).get(jwriter)
 
     mode = str(private("curmode")).lower()
     if mode != "overwrite":
@@ -129,6 +123,17 @@ def writer_mode(jwriter: JObject, *, inserts: bool) -> str:
                   private("df").sparkSession().conf().get("spark.sql.sources.partitionOverwriteMode")).lower() == "dynamic"
     partitioned = inserts or private("partitioningColumns").isDefined()
     return "append" if dynamic and partitioned else "overwrite"
+
+
+def _private_field(obj: JObject, name: str) -> JObject:
+    """The JVM field ``name`` of ``obj``'s class or of a class it extends (the classic writer keeps its
+    Dataset itself, its mode and options in the API class above it), made accessible."""
+    klass = obj.getClass()
+    while name not in [f.getName() for f in klass.getDeclaredFields()]:
+        klass = klass.getSuperclass()
+    field = klass.getDeclaredField(name)
+    field.setAccessible(True)
+    return field
 
 
 def cls(obj: JObject) -> str:
