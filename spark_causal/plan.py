@@ -127,13 +127,23 @@ def writer_mode(jwriter: JObject, *, inserts: bool) -> str:
 
 def _private_field(obj: JObject, name: str) -> JObject:
     """The JVM field ``name`` of ``obj``'s class or of a class it extends (the classic writer keeps its
-    Dataset itself, its mode and options in the API class above it), made accessible."""
-    klass = obj.getClass()
-    while name not in [f.getName() for f in klass.getDeclaredFields()]:
-        klass = klass.getSuperclass()
-    field = klass.getDeclaredField(name)
-    field.setAccessible(True)
-    return field
+    Dataset itself, its mode and options in the API class above it), made accessible. Remembered per
+    class: finding it asks every field of the classes on the way its name, a round trip each."""
+    from pyspark import SparkContext
+
+    key = (str(obj.getClass().getName()), name)
+    hit = _fields.get(key)
+    if hit is None or hit[0] is not SparkContext._jvm:
+        klass = obj.getClass()
+        while name not in [f.getName() for f in klass.getDeclaredFields()]:
+            klass = klass.getSuperclass()
+        field = klass.getDeclaredField(name)
+        field.setAccessible(True)
+        hit = _fields[key] = (SparkContext._jvm, field)
+    return hit[1]
+
+
+_fields: dict[tuple[str, str], tuple[Any, JObject]] = {}
 
 
 def cls(obj: JObject) -> str:
