@@ -2911,7 +2911,19 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
             warnings.append("the metric moved significantly but the significantly changed mechanisms "
                             f"explain little of it; weakly changed ones were added: {', '.join(extra)}")
     contrib = {p: float(nbar * phi[i]) for i, p in enumerate(players)}
-    volume = (c.N - b.N) * (mb + mc) / 2 if agg != "mean" else 0.0
+
+    def priced(m_b: float, m_c: float) -> float:
+        """The volume term: the change in rows at the mean row. With mechanisms changed, their mean rows
+        differ and each run's counts half (the Shapley split of rows x mean row). With none changed, the
+        rows are alike and their mean is best told by all units together: a source shrunk to a few rows
+        has a noisy mean of its own, which the halves would multiply by every row it lost."""
+        if agg == "mean":
+            return 0.0
+        if players or not (b.n + c.n):
+            return (c.N - b.N) * (m_b + m_c) / 2
+        return (c.N - b.N) * (b.n * m_b + c.n * m_c) / (b.n + c.n)
+
+    volume = priced(mb, mc)
     t_shap = time.perf_counter()
 
     # ---------------------------------------------------------------- bootstrap
@@ -2924,7 +2936,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         ic = _resample(c.n, clusters_c, rng)
         mb2 = _metric_from(spec, cb_[ib], db_[ib], b.w[ib])
         mc2 = _metric_from(spec, cc_[ic], dc_[ic], c.w[ic])
-        boots["__volume__"].append((c.N - b.N) * (mb2 + mc2) / 2 if agg != "mean" else 0.0)
+        boots["__volume__"].append(priced(mb2, mc2))
         if players:
             try:
                 ph2, _, _ = _forward_shapley(refit(split, baseline=ib, current=ic, rng=rng), players, rng)

@@ -700,7 +700,7 @@ def _leaves(plan: Any) -> list[tuple[Any, dict[int, int]]]:
             continue
         for k, ch in enumerate(P.children(p)):
             stack.append((ch, {**unions, **{e: unions.get(e, 0) + 1 for e in P.reused_ids(p, k)}}))
-        for e in P.seq(p.expressions()):
+        for e in P.expressions(p):
             stack.extend((sub, unions) for sub in P.inspect_expr(e).subqueries)
     return out
 

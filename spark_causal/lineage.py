@@ -397,7 +397,7 @@ class _Walk:
         c = P.cls(p)
         frames = self._children(p, stage)
         frame = _merge(frames)
-        info = P.inspect_exprs(P.seq(p.expressions()))
+        info = P.inspect_exprs(P.expressions(p))
         reads = self.lookup(info.attrs) or [n for ch in P.children(p) for n in self.lookup(P.output(ch))]
         opaque = any(w in c for w in ("Python", "Pandas", "Arrow", "MapPartitions", "MapElements", "Map"))
         edge = "udf" if opaque else "direct"

@@ -207,6 +207,12 @@ def children(node: JObject) -> list[JObject]:
     return list(_memo(node, "children", lambda: seq(node.children())))
 
 
+def expressions(node: JObject) -> list[JObject]:
+    """A plan node's expressions, the same proxies each time: lineage, column pruning and capture all
+    walk them, and each walk's questions are then answered once (``_memo``)."""
+    return list(_memo(node, "expressions", lambda: seq(node.expressions())))
+
+
 def option(o: JObject) -> JObject | None:
     return o.get() if o is not None and o.isDefined() else None
 
@@ -654,7 +660,7 @@ def _needed(root: JObject) -> set[int]:
         if c == "Project":
             exprs = [e for e in seq(p.projectList()) if expr_id(e) in needed]
         else:
-            exprs = seq(p.expressions())
+            exprs = expressions(p)
         info = inspect_exprs(exprs)
         refs = {expr_id(a) for a in info.attrs}
         stack.extend((sub, {expr_id(a) for a in output(sub)}) for sub in info.subqueries)

@@ -735,13 +735,16 @@ def test_per_customer_totals_joined_to_a_smaller_dimension_are_the_units(spark, 
 
 
 def test_a_source_with_no_rows_is_all_volume(spark, tmp_path):
-    """Today's orders never arrived (the file has no rows): the revenue fell to 0, all of it volume."""
+    """Today's orders never arrived (the file has no rows): the revenue fell to 0, all of it volume.
+    So it is when three arrived: their mean row (17.9, against 9.65) is no changed mechanism and must
+    not price the 497 rows lost (it did: 144% of the change as volume, offset by "unexplained")."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
     rng = np.random.default_rng(8)
     orders = pd.DataFrame({"country": rng.choice(["DE", "US"], 500), "amount": np.round(rng.gamma(2.0, 5.0, 500), 2)})
-    for run, frame in (("a", orders), ("empty", orders.iloc[:0])):
+    few = pd.DataFrame({"country": ["DE", "US", "DE"], "amount": [14.0, 22.5, 17.25]})
+    for run, frame in (("a", orders), ("empty", orders.iloc[:0]), ("few", few)):
         (tmp_path / run).mkdir()
         frame.to_parquet(tmp_path / run / "orders.parquet")
         with spark_causal.capture(spark, store=store, run=run):
@@ -751,6 +754,10 @@ def test_a_source_with_no_rows_is_all_volume(spark, tmp_path):
     assert res.significant and res.current_value == 0 and res.change == pytest.approx(-orders.amount.sum())
     assert [a.node for a in res.attributions] == ["orders.__rows__"]
     assert res.attributions[0].contribution == pytest.approx(res.change)
+    res = spark_causal.attribute(store, "a", "few", "report.revenue")
+    top = res.attributions[0]
+    assert res.significant and top.node == "orders.__rows__", res.summary()
+    assert top.contribution == pytest.approx(res.change, rel=0.02) and abs(res.unexplained) < 0.02 * abs(res.change)
     from spark_causal.errors import SparkCausalError
 
     for agg, where in (("mean", None), ("sum", "country = 'DE'")):  # was: "check the runs had samples"
