@@ -2781,7 +2781,15 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     t_fit = time.perf_counter()
     tests: dict[str, dict[str, Any]] = {}
     for r in spec.roots:
-        tests[r.name] = {"p": fit.roots[r.name].test(b, c), "certain": False, "how": "root"}
+        # a root computed upstream (a column of a table the run wrote and reads back, an aggregate of the
+        # segment below) whose code, or the code of a column it derives from, changed: its values come
+        # from other code now. A distribution test could miss it (a commission applied twice to the 27%
+        # of sessions that bought, the rest 0) and leave the change unexplained
+        above = {r.name} | (nx.ancestors(graph, r.name) if r.name in graph else set())
+        if any(a in changed_code and graph.nodes[a].get("kind") != "selection" for a in above if a in graph):
+            tests[r.name] = {"p": 0.0, "certain": True, "how": "code changed upstream"}
+        else:
+            tests[r.name] = {"p": fit.roots[r.name].test(b, c), "certain": False, "how": "root"}
     for node, (p, certain, note) in lookup_tests.items():
         tests[node] = {"p": p, "certain": certain, "how": "lookup", "note": note}
     for node, d in spec.det.items():

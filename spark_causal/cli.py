@@ -10,8 +10,10 @@ hint) and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -347,5 +349,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """The ``spark-causal`` command: :func:`main`, then the process ends without tearing down the
+    interpreter's native libraries. pyarrow's Parquet reader threads, still alive at that teardown, made
+    ~4% of ``attribute`` calls abort after printing their result ("terminate called without an active
+    exception", exit 134; apache/arrow#34314). Exit handlers (the job's own, Spark's) still run first."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -534,18 +534,25 @@ def _merge(into: dict[str, AttributionItem], a: AttributionItem) -> None:
         p_value=min(ps) if ps else None)
 
 
-def _relay(result: Attribution, desc: dict, others: dict[str, dict], b: RunSamples, c: RunSamples,
-           config: AttributionConfig | None, cache: dict) -> Attribution | None:
+def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: dict[str, dict], b: RunSamples,
+           c: RunSamples, config: AttributionConfig | None, cache: dict) -> Attribution | None:
     """A plain re-aggregation (``SELECT region, SUM(revenue) FROM daily GROUP BY region``, daily being
     another output or aggregation; or ``SUM(COALESCE(actual, 0))`` of actuals joined to a budget), or an
     output whose rows copy an aggregate's, sums the very units another segment sums, in far fewer rows: a
-    shift its few rows cannot show may be plain in the segment below. Its attribution there, when that
-    one is significant; None otherwise (or when a filter or join of the re-aggregation drops rows)."""
+    shift its few rows cannot show may be plain in the segment below. So does a sum of a column of a
+    row-level output the run wrote and reads back (``stock_moves``, priced by a join to a dimension): its
+    rows are that segment's units, where a corrupted price is a per-key change, found for certain, that
+    a distribution test of the read-back values (in and out movements cancelling out) can miss. Its
+    attribution there, when that one is significant; None otherwise (or when a filter or join of the
+    re-aggregation drops rows)."""
     entry = (desc.get("aggregates") or {}).get(result.target)
     # the summed column, or the target itself when the output has a row per row of an aggregate (two
     # aggregates joined on their keys); either copies an aggregate of the segment below
     start = (entry.get("input") if str(entry.get("fn", "")).lower() == "sum" else None) if entry else result.target
     inp = _copied_aggregate(c.graph, start, others) if start and not _drops_rows(desc, b, c) else None
+    if inp is None and entry and start and not result.where and not _drops_rows(desc, b, c) and \
+            (c.graph.nodes[start].get("output") if start in c.graph else None) in row_level:
+        inp, others = start, {start: {"fn": "sum"}}  # the read-back column, summed over its own rows
     if result.agg != "sum" or inp not in others or str(others[inp].get("fn", "")).lower() not in ("sum", "count"):
         return None
     try:
@@ -699,8 +706,8 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     # ... or when its own model leaves most of the change unexplained (a slice whose few outer rows
     # moved with the units below them) and the units below explain more of it
     poor = abs(result.unexplained) > 0.5 * abs(result.change)
-    if (not result.significant or poor) and _depth == 0 and others:
-        relayed = _relay(result, desc, others, b, c, config, cache)
+    if (not result.significant or poor) and _depth == 0:
+        relayed = _relay(result, desc, others, row_level, b, c, config, cache)
         if relayed is not None and (not result.significant or abs(relayed.unexplained) < abs(result.unexplained)):
             return relayed
     merged: dict[str, AttributionItem] = {}

@@ -599,6 +599,84 @@ def test_a_table_created_by_an_earlier_statement_is_attributed_through(spark, tm
     assert not spark_causal.attribute(store, "a", "same", "kpis.gross").significant
 
 
+def test_a_staging_table_behind_a_dedup_view_is_attributed_through(spark, tmp_path):
+    """``funnel_stage`` (a CTAS over a ROW_NUMBER dedup view, a left join and a duration filter) read back
+    by ``funnel_report``: a changed threshold is the filter's, a commission applied twice is the staging
+    column's code change (its values in the report's segment are roots, and 73% of them are 0), and the
+    report's rows are ``funnel_stage``'s own. Before: the threshold came out as ``s_latest.__rows__``
+    (the dedup view named the read-back rows, so they were never drilled through) and the formula as 0
+    with the whole change unexplained."""
+    store = str(tmp_path / "store")
+    for run, seed, min_dur, k in (("a", 1, 10, 1), ("threshold", 2, 45, 1), ("formula", 3, 10, 2)):
+        rng = np.random.default_rng(seed)
+        n = 6000
+        ids = [f"S{seed}_{i}" for i in range(n)]
+        sessions = pd.DataFrame({"session_id": ids, "channel": rng.choice(["search", "social", "email"], n),
+                                 "ts": rng.integers(0, 86400 * 14, n),
+                                 "duration_s": np.round(rng.lognormal(4.5, 1.2, n), 1)})
+        orders = pd.DataFrame({"session_id": ids, "amount": np.round(rng.gamma(2.0, 40.0, n), 2)})[rng.random(n) < 0.27]
+        channels = pd.DataFrame({"channel": ["search", "social", "email"], "commission": [0.10, 0.15, 0.02]})
+        folder = tmp_path / run
+        _as_views(spark, folder, {"sessions": sessions, "orders": orders, "channels": channels})
+        spark.sql("""CREATE OR REPLACE TEMP VIEW s_latest AS SELECT * FROM (SELECT *, ROW_NUMBER() OVER
+                     (PARTITION BY session_id ORDER BY ts DESC) AS rn FROM sessions) t WHERE rn = 1""")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql(f"""CREATE TABLE funnel_stage USING parquet LOCATION '{folder / "stage"}' AS
+                WITH joined AS (SELECT s.session_id, s.channel, o.amount, c.commission FROM s_latest s
+                    LEFT JOIN orders o ON s.session_id = o.session_id JOIN channels c ON s.channel = c.channel
+                    WHERE s.duration_s >= {min_dur})
+                SELECT session_id, channel, COALESCE(amount, 0) * (1 - {k} * commission) AS net_revenue FROM joined""")
+            spark.sql(f"""CREATE TABLE funnel_report USING parquet LOCATION '{folder / "report"}' AS
+                SELECT channel, SUM(net_revenue) AS revenue FROM funnel_stage GROUP BY channel""")
+        spark.sql("DROP TABLE funnel_stage")
+        spark.sql("DROP TABLE funnel_report")
+    from spark_causal.store import Store
+
+    report = next(d for d in Store(store).graph("a").graph["segments"] if d["output"] == "funnel_report")
+    assert report["driving"] == "funnel_stage"
+    for run, cause in (("threshold", "joined.filter1"), ("formula", "funnel_stage.net_revenue")):
+        res = spark_causal.attribute(store, "a", run, "funnel_report.revenue")
+        top = res.attributions[0]
+        assert res.significant and top.node == cause, res.summary()
+        assert top.contribution == pytest.approx(res.change, rel=0.25), res.summary()
+
+
+def test_a_corrupted_price_behind_a_read_back_folder_is_named(spark, tmp_path):
+    """Movements priced by a join to a SKU table, written as ``stock_moves`` and read back into a report:
+    one SKU's price x100 lifts the report's sum by half, yet in the report's segment the read-back values
+    (in and out movements cancelling) look like the same distribution. The report's sum of a read-back
+    column is attributed in the segment that computed it, where a lookup's per-key change is certain.
+    Before: not significant, all of it unexplained."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    r2 = np.random.default_rng(99)
+    skus = pd.DataFrame({"sku": [f"K{i:03d}" for i in range(200)], "category": r2.choice(["food", "toys"], 200),
+                         "price": np.round(r2.gamma(3, 8, 200), 2)})
+    for run, seed, corrupt in (("a", 1, False), ("corrupt", 5, True), ("same", 2, False)):
+        rng = np.random.default_rng(seed)
+        n = 8000
+        moves = pd.DataFrame({"sku": [f"K{i:03d}" for i in rng.integers(0, 200, n)],
+                              "type": np.where(rng.random(n) < 0.6, "in", "out"), "qty": rng.integers(1, 50, n).astype(float)})
+        prices = skus.assign(price=np.where(skus.sku == "K123", skus.price * 100, skus.price) if corrupt else skus.price)
+        folder = tmp_path / run
+        folder.mkdir()
+        moves.to_parquet(folder / "moves.parquet")
+        prices.to_parquet(folder / "skus.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            mv = spark.read.parquet(str(folder / "moves.parquet"))
+            mv = mv.withColumn("signed_qty", F.when(F.col("type") == "out", -F.col("qty")).otherwise(F.col("qty")))
+            mv.join(spark.read.parquet(str(folder / "skus.parquet")), "sku") \
+                .withColumn("value", F.col("signed_qty") * F.col("price")) \
+                .select("sku", "category", "value").write.parquet(str(folder / "stock_moves"))
+            spark.read.parquet(str(folder / "stock_moves")).groupBy("category") \
+                .agg(F.sum("value").alias("stock_value")).write.parquet(str(folder / "stock_report"))
+    res = spark_causal.attribute(store, "a", "corrupt", "stock_report.stock_value")
+    assert res.significant and res.attributions[0].node == "skus.price", res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.3), res.summary()
+    assert not spark_causal.attribute(store, "a", "same", "stock_report.stock_value").significant
+
+
 def test_a_filter_the_code_added_or_removed_is_named(spark, tmp_path):
     """The same data, the job's code changed: a filter added, the filter removed while its column is
     still read, and removed along with the only use of its column. Where a run's code has no such
