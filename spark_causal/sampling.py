@@ -27,7 +27,7 @@ HASH_BUCKETS = 1 << 20
 MIN_WINDOW_PARTITIONS = 1000  # window partitions a sample must hold to be sampled by partition (``window_keys``)
 # Operators the driving path may cross; anything else ends the path (its result is the driving relation).
 _UNARY_THROUGH = {"Project", "Filter", "SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression",
-                  "ResolvedHint", "Generate"}
+                  "ResolvedHint", "Generate", "Expand"}
 
 
 class _Package:
@@ -99,6 +99,8 @@ class _Rewriter:
             return self._join(p)
         if c == "Window":
             return self._window(p)
+        if c == "Expand":
+            return self._expand(p)
         if c not in _UNARY_THROUGH or len(kids) != 1:
             raise _Unsupported(c)
         child = self.rewrite(kids[0])
@@ -181,6 +183,19 @@ class _Rewriter:
                                  ne.nonInheritableMetadataKeys()))
         rest = [p.productElement(i) for i in range(4, p.productArity())]  # fields newer Sparks add (a hint)
         return self.c.L.Window(self.c.seq(exprs), self.c.seq(spec_keys), p.orderSpec(), child, *rest)
+
+    def _expand(self, p: JObject) -> JObject:
+        """ROLLUP/CUBE/GROUPING SETS copy each row once per grouping set: the copies carry the unit, its
+        selections and carried columns, so that they are one unit's rows (a cluster, as an explode's)
+        and not independent units. Sampled as copies, a ROLLUP's units outnumbered its rows and two runs
+        of one distribution looked different."""
+        child = self.rewrite(p.child())
+        before = {P.expr_id(a) for a in P.output(p.child())}
+        added = [a for a in P.output(child) if P.expr_id(a) not in before]
+        if not added:
+            return p.withNewChildren(self.c.seq([child]))
+        rows = [self.c.seq(P.seq(row) + added) for row in P.seq(p.projections())]
+        return self.c.L.Expand(self.c.seq(rows), self.c.seq(P.output(p) + added), child)
 
     def _distinct_keys(self, p: JObject) -> JObject:
         """The right side of a semi/anti equi-join as its distinct key columns (one match per unit at most)."""
