@@ -760,15 +760,24 @@ def _to_array(s: pd.Series) -> np.ndarray:
     if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
         return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
-        return (s.astype("int64").to_numpy() / 86400e9).astype(float)
+        return _nat_days(s)
     kind = pd.api.types.infer_dtype(s, skipna=True)
     if kind in ("decimal", "integer", "floating", "mixed-integer-float", "boolean"):
         return pd.to_numeric(s.astype(object), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     if kind in ("date", "datetime", "datetime64"):
-        return (pd.to_datetime(s, errors="coerce").astype("int64").to_numpy() / 86400e9).astype(float)
+        return _nat_days(pd.to_datetime(s, errors="coerce"))
     out = s.astype(object).to_numpy(copy=True)
     out[np.asarray(pd.isna(out), dtype=bool)] = None
     return out
+
+
+def _nat_days(s: pd.Series) -> np.ndarray:
+    """Dates and times as days since 1970-01-01, a NULL (NaT) as NaN: as int64 a NaT is the smallest
+    integer, a date 292,000 years ago (the NULL first day of each LAG window made the job's window
+    look unreproducible, and NULL dates moved means and ranges)."""
+    days = s.astype("int64").to_numpy() / 86400e9
+    days[np.asarray(s.isna(), dtype=bool)] = np.nan
+    return days.astype(float)
 
 
 def _neq(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -703,6 +703,32 @@ def test_rollup_copies_are_one_units_rows(spark, tmp_path):
     assert drift.significant and drift.attributions[0].node == "events.amount", drift.summary()
 
 
+def test_a_lag_of_dates_is_computed_again_over_the_units(spark, tmp_path):
+    """LAG(day) per SKU leaves the first movement of each SKU NULL. The samples held a NULL date as the
+    smallest int64 (a day 292,000 years back), so the window computed again never matched the job's
+    and its column was modelled as a value of the unit; now NULL is NULL and the window is the job's."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 1), ("same", 2)):
+        rng = np.random.default_rng(seed)
+        n = 4000
+        moves = pd.DataFrame({"move_id": np.arange(n), "sku": rng.integers(0, 300, n),
+                              "category": rng.choice(["food", "toys"], n),
+                              "day": (pd.Timestamp("2026-06-01") + pd.to_timedelta(rng.integers(0, 60, n), "D")).date})
+        (tmp_path / run).mkdir()
+        moves.to_parquet(tmp_path / run / "moves.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            w = Window.partitionBy("sku").orderBy("day", "move_id")
+            spark.read.parquet(str(tmp_path / run / "moves.parquet")).withColumn("prev_day", F.lag("day").over(w)) \
+                .withColumn("stale", F.when(F.datediff("day", "prev_day") > 7, 1).otherwise(0)) \
+                .groupBy("category").agg(F.sum("stale").alias("stale_moves")).write.parquet(str(tmp_path / run / "report"))
+    res = spark_causal.attribute(store, "a", "same", "report.stale_moves")
+    assert res.details["mechanisms"]["report.prev_day"] == "window", res.details["mechanisms"]
+    assert not res.significant, res.summary()
+
+
 def test_a_filter_the_code_added_or_removed_is_named(spark, tmp_path):
     """The same data, the job's code changed: a filter added, the filter removed while its column is
     still read, and removed along with the only use of its column. Where a run's code has no such
