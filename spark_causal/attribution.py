@@ -771,6 +771,9 @@ def _to_array(s: pd.Series) -> np.ndarray:
     return out
 
 
+_IN_SLICE = "__in_slice__"  # a unit's membership of a ``where`` slice by derived keys (``fit_model``)
+
+
 def _nat_days(s: pd.Series) -> np.ndarray:
     """Dates and times as days since 1970-01-01, a NULL (NaT) as NaN: as int64 a NaT is the smallest
     integer, a date 292,000 years ago (the NULL first day of each LAG window made the job's window
@@ -2643,6 +2646,14 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                         vals = [_encode(v.astype(object), index) for v in vals]
                     b.values[k], c.values[k] = vals
                     derived_keys.add(k)
+                if any(len(np.unique(np.concatenate([b.values[k], c.values[k]]).astype(str))) > cfg.discrete_max_values
+                       for k in where_nodes & set(computed)):
+                    # too many values to condition on (hours): whether the unit is in the slice does
+                    # the same, so a drift on the day before stays out of this day's hours
+                    for r in (b, c):
+                        r.values[_IN_SLICE] = (_bool(wfn(r.values, r.n), r.n) == 1).astype(float)
+                    derived_keys.add(_IN_SLICE)
+                    where_nodes = where_nodes | {_IN_SLICE}
                 where_nodes = where_nodes | {u for k in where_nodes if k in computed for u in computed[k][1]}
         except _ExprError as e:
             if str(e).startswith("unknown column"):

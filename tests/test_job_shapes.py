@@ -1105,6 +1105,8 @@ def test_where_on_a_key_the_job_derives_slices_by_its_own_expression(spark, tmp_
         with spark_causal.capture(spark, store=store, run=run, sample_size=2000):
             spark.sql("SELECT date_trunc('month', ts) AS month, date_format(ts, 'yyyy-MM') AS ym, SUM(amount) AS amount "
                       "FROM dk_sales GROUP BY 1, 2").write.parquet(str(tmp_path / run / "monthly"))
+            spark.sql("SELECT date_trunc('hour', ts) AS hr, SUM(amount) AS amount FROM dk_sales GROUP BY 1") \
+                .write.parquet(str(tmp_path / run / "hourly"))
     for where in ("month = '2024-02-01'", "month <= TIMESTAMP '2024-02-01'"):
         res = spark_causal.attribute(store, "a", "b", "monthly.amount", where=where)
         est = res.details["estimated"]  # the units' own slice, next to the exact sums of the rows written
@@ -1113,6 +1115,14 @@ def test_where_on_a_key_the_job_derives_slices_by_its_own_expression(spark, tmp_
         assert res.significant and res.attributions[0].node == "dk_sales.amount", res.summary()
         assert abs(res.unexplained) < 0.2 * res.change, res.summary()
     assert not spark_causal.attribute(store, "a", "b", "monthly.amount", where="month = '2024-01-01'").significant
+    # 2,160 hours are too many to condition on: whether a unit is in the slice is (was: January's hours
+    # took a share of February's drift, cancelled by the unexplained remainder, and were significant)
+    jan = spark_causal.attribute(store, "a", "b", "hourly.amount", where="hr < TIMESTAMP '2024-02-01'")
+    assert not jan.significant, jan.summary()
+    feb = spark_causal.attribute(store, "a", "b", "hourly.amount",
+                                 where="hr >= '2024-02-01 00:00:00' AND hr < '2024-03-01 00:00:00'")
+    assert feb.significant and feb.attributions[0].node == "dk_sales.amount", feb.summary()
+    assert abs(feb.unexplained) < 0.2 * feb.change, feb.summary()
     with pytest.raises(SparkCausalError, match="ym is derived by the job"):
         spark_causal.attribute(store, "a", "b", "monthly.amount", where="ym = '2024-02'")
 
