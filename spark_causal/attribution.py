@@ -2806,7 +2806,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         # from other code now. A distribution test could miss it (a commission applied twice to the 27%
         # of sessions that bought, the rest 0) and leave the change unexplained
         above = {r.name} | (nx.ancestors(graph, r.name) if r.name in graph else set())
-        if any(a in changed_code and graph.nodes[a].get("kind") != "selection" for a in above if a in graph):
+        # (a source's own fingerprint is its type: DECIMAL read as DOUBLE is the same values, not new code)
+        if any(a in changed_code and graph.nodes[a].get("kind") not in ("selection", "source") for a in above if a in graph):
             tests[r.name] = {"p": 0.0, "certain": True, "how": "code changed upstream"}
         else:
             tests[r.name] = {"p": fit.roots[r.name].test(b, c), "certain": False, "how": "root"}
