@@ -550,8 +550,9 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
     # aggregates joined on their keys); either copies an aggregate of the segment below
     start = (entry.get("input") if str(entry.get("fn", "")).lower() == "sum" else None) if entry else result.target
     inp = _copied_aggregate(c.graph, start, others) if start and not _drops_rows(desc, b, c) else None
-    if inp is None and entry and start and not result.where and not _drops_rows(desc, b, c) and \
-            (c.graph.nodes[start].get("output") if start in c.graph else None) in row_level:
+    read_back = inp is None and entry and start and not result.where and not _drops_rows(desc, b, c) and \
+        (c.graph.nodes[start].get("output") if start in c.graph else None) in row_level
+    if read_back:
         inp, others = start, {start: {"fn": "sum"}}  # the read-back column, summed over its own rows
     if result.agg != "sum" or inp not in others or str(others[inp].get("fn", "")).lower() not in ("sum", "count"):
         return None
@@ -567,8 +568,8 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
         inner = drill_down(inner, b, c, config=config, _depth=1, _cache=cache)
     except SparkCausalError:
         return None
-    if not inner.significant:
-        return None
+    if not inner.significant or (read_back and not any(a.contribution and a.mechanism_changed for a in inner.attributions)):
+        return None  # a read-back column's segment must name a change: a metric that moved by chance is no cause
     total = sum(a.contribution for a in inner.attributions)
     details = dict(result.details or {})
     details["drilldown"] = [{"node": inp, "aggregate": inp, "explained": True, "contribution": result.change,
