@@ -89,7 +89,7 @@ def load_pair(store: str | Store, baseline: str, current: str, target: str, agg:
     dtype = str(node.get("dtype", ""))
     if agg != "count" and not (dtype in NUMERIC or dtype.startswith("decimal")):
         raise SparkCausalError(f"target {target!r} is not numeric (type {dtype})",
-                               hint="choose a numeric output column, or use --agg count")
+                               hint="choose a numeric output column (--agg count counts the units it is computed from)")
     return b, c
 
 

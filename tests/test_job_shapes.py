@@ -697,6 +697,15 @@ def test_rollup_copies_are_one_units_rows(spark, tmp_path):
         with spark_causal.capture(spark, store=store, run=run):
             spark.read.parquet(str(tmp_path / run / "events.parquet")).rollup("channel", "country") \
                 .agg(F.sum("amount").alias("amount")).write.parquet(str(tmp_path / run / "roll"))
+            spark.read.parquet(str(tmp_path / run / "events.parquet")).groupBy("channel") \
+                .agg(F.countDistinct("country").alias("countries"), F.max("amount").alias("top")) \
+                .write.parquet(str(tmp_path / run / "per_channel"))
+    from spark_causal.errors import SparkCausalError
+
+    for target, said in (("per_channel.countries", "a DISTINCT or other non-additive aggregate"),
+                         ("per_channel.top", "a max\\(\\)")):  # was: "is a other()"
+        with pytest.raises(SparkCausalError, match=said):
+            spark_causal.attribute(store, "a", "same", target)
     same = spark_causal.attribute(store, "a", "same", "roll.amount")
     assert not same.significant and not [a.node for a in same.attributions if a.mechanism_changed], same.summary()
     drift = spark_causal.attribute(store, "a", "drift", "roll.amount")
