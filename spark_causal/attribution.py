@@ -2640,7 +2640,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             wfn, where_nodes = compile_expression(where, resolve, coded)
             if computed:  # computed for the units as they are then (a coalition redraws their columns)
                 wfn = (lambda f: lambda env, n: f({**env, **{k: g(env, n) for k, (g, _) in computed.items()}}, n))(wfn)
-                for k in where_nodes & set(computed):  # each unit's own value, a column the roots may be conditioned on
+                sliced = where_nodes & set(computed)
+                for k in sliced:  # each unit's own value, a column the roots may be conditioned on
                     vals = [_arr(computed[k][0](r.values, r.n), r.n) for r in (b, c)]
                     if not all(_is_numeric(v) for v in vals):
                         index = pd.Index(_cats(np.concatenate([v.astype(object) for v in vals])))
@@ -2648,7 +2649,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                     b.values[k], c.values[k] = vals
                     derived_keys.add(k)
                 if any(len(np.unique(np.concatenate([b.values[k], c.values[k]]).astype(str))) > cfg.discrete_max_values
-                       for k in where_nodes & set(computed)):
+                       for k in sliced):
                     # too many values to condition on (hours): whether the unit is in the slice does
                     # the same, so a drift on the day before stays out of this day's hours
                     for r in (b, c):

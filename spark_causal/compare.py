@@ -549,8 +549,9 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
     # the summed column, or the target itself when the output has a row per row of an aggregate (two
     # aggregates joined on their keys); either copies an aggregate of the segment below
     start = (entry.get("input") if str(entry.get("fn", "")).lower() == "sum" else None) if entry else result.target
-    inp = _copied_aggregate(c.graph, start, others) if start and not _drops_rows(desc, b, c) else None
-    read_back = inp is None and entry and start and not result.where and not _drops_rows(desc, b, c) and \
+    drops = _drops_rows(desc, b, c)
+    inp = _copied_aggregate(c.graph, start, others) if start and not drops else None
+    read_back = inp is None and entry and start and not result.where and not drops and \
         (c.graph.nodes[start].get("output") if start in c.graph else None) in row_level
     if read_back:
         inp, others = start, {start: {"fn": "sum"}}  # the read-back column, summed over its own rows

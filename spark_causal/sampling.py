@@ -647,16 +647,13 @@ def _relation_table(rel: JObject, env: dict[int, str], G: Any) -> str:
     """The name of a driving relation: its table's, or for a table or folder the run wrote earlier and
     reads back, that output's (whose columns may have been defined in an upstream view: a dedup view's
     name would hide the output whose own segment explains a change in its rows)."""
-    nodes = [G.nodes[nid] for a in P.output(rel) if (nid := env.get(P.expr_id(a))) is not None and nid in G]
-    if P.cls(rel) in P.LEAF_CLASSES:
-        written = [d["output"] for d in nodes if d.get("output")]
-        if written:
-            return written[0]
-    for a in P.output(rel):
-        nid = env.get(P.expr_id(a))
-        if nid is not None and nid in G:
-            node = G.nodes[nid]
-            return node.get("table") or node.get("stage") or nid.split(".")[0]
+    nodes = [(nid, G.nodes[nid]) for a in P.output(rel) if (nid := env.get(P.expr_id(a))) is not None and nid in G]
+    written = [d["output"] for _, d in nodes if d.get("output")] if P.cls(rel) in P.LEAF_CLASSES else []
+    if written:
+        return written[0]
+    if nodes:
+        nid, node = nodes[0]
+        return node.get("table") or node.get("stage") or nid.split(".")[0]
     return "driving"
 
 
