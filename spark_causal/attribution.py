@@ -27,6 +27,7 @@ metrics; bootstrap replicates (units resampled in both runs) give the intervals.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import time
@@ -287,11 +288,12 @@ class _Compiler:
     """
 
     def __init__(self, text: str, resolve: Callable[[str], str],
-                 decoders: dict[str, np.ndarray] | None = None) -> None:
+                 decoders: dict[str, np.ndarray] | None = None, fields: bool = False) -> None:
         self.toks = _tokenize(text)
         self.i = 0
         self.resolve = resolve
         self.decoders = decoders or {}
+        self.fields = fields  # ``addr.region`` may be a field of a struct column held as JSON text
         self.used: set[str] = set()
 
     # -- token helpers
@@ -519,6 +521,8 @@ class _Compiler:
                 break
             except _ExprError:
                 continue
+        if node is None and self.fields and len(parts) > 1:
+            return self._field(parts)
         if node is None:
             raise _ExprError(f"unknown column {'.'.join(parts)!r}")
         self.used.add(node)
@@ -526,6 +530,19 @@ class _Compiler:
             cats = self.decoders[node]
             return lambda e, n, k=node: _decode(e[k], cats)
         return lambda e, n, k=node: e[k]
+
+    def _field(self, parts: list[str]):
+        """A field of a struct column (``addr.region``): each category's JSON text, read once."""
+        try:
+            node = self.resolve(parts[0])
+        except _ExprError:
+            node = None
+        if node is None or node not in self.decoders:
+            raise _ExprError(f"unknown column {'.'.join(parts)!r}")
+        self.used.add(node)
+        values = np.empty(len(self.decoders[node]), dtype=object)
+        values[:] = [_json_field(text, parts[1:]) for text in self.decoders[node]]
+        return lambda e, n, k=node: _decode(e[k], values)
 
     def _case(self):
         subject = None
@@ -745,11 +762,13 @@ def _unquote(s: str) -> str:
 
 
 def compile_expression(text: str, resolve: Callable[[str], str],
-                       decoders: dict[str, np.ndarray] | None = None) -> tuple[Callable, set[str]]:
+                       decoders: dict[str, np.ndarray] | None = None, fields: bool = False) -> tuple[Callable, set[str]]:
     """Compile a SQL expression; returns (fn(env, n) -> array or scalar, node ids it reads).
 
-    ``decoders`` maps node ids whose values are category codes to their category arrays."""
-    c = _Compiler(text, resolve, decoders)
+    ``decoders`` maps node ids whose values are category codes to their category arrays. With
+    ``fields``, ``a.b`` that names no column is field ``b`` of a struct column ``a`` (coded JSON text):
+    for the keys a ``where`` slices by, not for the model's functions, whose struct stays one value."""
+    c = _Compiler(text, resolve, decoders, fields)
     fn = c.compile()
     return fn, c.used
 
@@ -831,6 +850,19 @@ def _day_numbers(text: pd.Series) -> np.ndarray:
     out = np.full(len(text), np.nan)
     out[ok] = ts[ok].dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64) / 86400
     return out
+
+
+def _json_field(text: Any, path: list[str]) -> Any:
+    """Field ``path`` of a struct held as JSON text (case-insensitive, as Spark resolves it), else None."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    for name in path:
+        if not isinstance(value, dict):
+            return None
+        value = next((v for k, v in value.items() if k.lower() == name.lower()), None)
+    return None if isinstance(value, (dict, list)) else value
 
 
 def _decode(codes: np.ndarray, cats: np.ndarray) -> np.ndarray:
@@ -1548,6 +1580,7 @@ class FittedModel:
     reversed: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
     fanout: _Fanout | None = None  # rows per unit changed: the part of the rows beyond units' first
+    stand_ins: dict[str, str] = field(default_factory=dict)  # a root reported as the source column it reads
 
     @property
     def reference(self) -> _Run:
@@ -2478,6 +2511,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                              "baseline_fingerprint": None if now else fp, "current_fingerprint": fp if now else None})
     changed_code = {cc["node"] for cc in code_changes}
     how: dict[str, str] = {}
+    stand_ins: dict[str, str] = {}  # a root that is a nested source's field -> that source column
     windows: set[str] = set()
     for node in model_nodes:
         if node in lookups:
@@ -2538,7 +2572,12 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         if not (fns["b"] or fns["c"]) and any(str(_node_attr(graphs, p, "dtype") or "").startswith(_NESTED)
                                               for p in used):
             # a struct's field (``payload.price``) or an expression of several: the struct is held as JSON
-            # text, which no function can be fitted to, so its values are the unit's own
+            # text, which no function can be fitted to, so its values are the unit's own. Unless its code
+            # changed, a change of them is the change of the one nested source column it reads
+            nested = {p for p in used if str(_node_attr(graphs, p, "dtype") or "").startswith(_NESTED)}
+            if len(nested) == 1 and node not in changed_code and \
+                    all(_node_attr(graphs, p, "kind") == "source" for p in used):
+                stand_ins[node] = nested.pop()
             continue
         det[node] = _DetSpec(node, sorted(used, key=model_nodes.index), is_sel, fns,
                              node in changed_code, node in changed_code)
@@ -2613,9 +2652,16 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                             nxt.append(p)
                 frontier = nxt
             if hit and derived:  # a key the job derives (date_trunc('month', ts) AS month): its own expression
+                # (of the node it copies, if another output computes the same key: ``daily.qty``)
+                src = col
+                while _node_attr(graphs, src, "subtype") == "identity" and src not in model_nodes:
+                    copied = [p for p in graph.predecessors(src) if graph.edges[p, src].get("kind") == "direct"]
+                    if len(copied) != 1:
+                        break
+                    src = copied[0]
                 try:
-                    compute, used = compile_expression(str(_node_attr(graphs, col, "expr")),
-                                                  _resolver([hit], model_nodes, graph), coded)
+                    compute, used = compile_expression(str(_node_attr(graphs, src, "expr")),
+                                                       _resolver([hit], model_nodes, graph), coded, fields=True)
                 except (_ExprError, RecursionError):
                     used = {col}
                 if not used or not used <= set(model_nodes):  # said if the slice asks for it
@@ -2656,7 +2702,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                         r.values[_IN_SLICE] = (_bool(wfn(r.values, r.n), r.n) == 1).astype(float)
                     derived_keys.add(_IN_SLICE)
                     where_nodes = where_nodes | {_IN_SLICE}
-                where_nodes = where_nodes | {u for k in where_nodes if k in computed for u in computed[k][1]}
+                # (not a struct a key is a field of: JSON text, whose field the key's own values hold)
+                where_nodes = where_nodes | {u for k in where_nodes if k in computed for u in computed[k][1]
+                                             if not str(_node_attr(graphs, u, "dtype") or "").startswith(_NESTED)}
         except _ExprError as e:
             if str(e).startswith("unknown column"):
                 raise UnknownOutputError(
@@ -2851,7 +2899,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         mechanisms={k: how.get(k, "root") for k in sorted(relevant)},
         code_changes=tuple(code_changes), warnings=tuple(warnings), graphs=tuple(graphs),
         baseline_run=baseline.run, current_run=current.run,
-        seconds={"fit": t_fit - t0, "tests": t_test - t_fit}, fanout=fanout)
+        seconds={"fit": t_fit - t0, "tests": t_test - t_fit}, fanout=fanout,
+        stand_ins={k: v for k, v in stand_ins.items() if k in tests and v not in tests})
 
 
 def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
@@ -3007,10 +3056,11 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     for node, t in tests.items():
         val = contrib.get(node, 0.0)
         ci = interval(node, val) if node in contrib else None
-        items.append(item(node, report_kind(node), val, t["changed"], t["p_adj"], ci))
+        shown = model.stand_ins.get(node, node)
+        items.append(item(shown, report_kind(shown), val, t["changed"], t["p_adj"], ci))
         # a slice (``where``) of a mechanism that changed elsewhere (a drift in another country) gets
         # only resampling noise: there, only a contribution beyond its bootstrap error counts
-        item_sig[node] = bool(t["changed"] and ci is not None and val != 0 and (
+        item_sig[shown] = bool(t["changed"] and ci is not None and val != 0 and (
             abs(val) > z * ci[2] or (where is None and abs(val) >= cfg.min_effect * abs(vb))))
     vol_changed = agg != "mean" and vol_p < cfg.alpha
     if agg != "mean":

@@ -269,9 +269,11 @@ def _events_struct(seed: int, drift: bool) -> pd.DataFrame:
 
 
 def test_fields_of_a_struct_column_are_attributed(spark, tmp_path):
-    """A struct source column is held as JSON text: a drift of one of its fields is named as the stage
-    column reading that field, and an exploded array's aggregate is attributed without error; an
-    aggregate of fields (no stage column) next to a join raises no false alarm."""
+    """A struct source column is held as JSON text: a drift of one of its fields is named as that source
+    column, whether a stage column reads the field or the aggregate does (``sum(payload.price * ...)``,
+    where the struct is also a group key's input: its edge to the aggregate stays a data edge), and
+    an exploded array's aggregate is attributed without error; an aggregate of fields next to a join
+    raises no false alarm."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
@@ -289,11 +291,22 @@ def test_fields_of_a_struct_column_are_attributed(spark, tmp_path):
                 "event_id", F.col("payload.price").alias("price"), F.col("payload.qty").alias("qty"), "tags") \
                 .filter(F.col("price") >= 1.0).withColumn("gross", F.col("price") * F.col("qty"))
             ev.groupBy("qty").agg(F.sum("gross").alias("revenue")).write.parquet(str(tmp_path / run / "daily"))
+            spark.read.parquet(str(tmp_path / run / "events.parquet")).groupBy(F.col("payload.qty").alias("qty")) \
+                .agg(F.sum("payload.price").alias("revenue")).write.parquet(str(tmp_path / run / "by_qty"))
             ev.select(F.explode("tags").alias("tag"), "gross").groupBy("tag").agg(F.sum("gross").alias("gross")) \
                 .write.parquet(str(tmp_path / run / "tags"))
         assert not cap.errors
     res = spark_causal.attribute(store, "a", "drift", "daily.revenue")
-    assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == ["daily.price"], res.summary()
+    assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == ["events.payload"], res.summary()
+    assert res.attributions[0].kind == "source" and res.attributions[0].contribution == pytest.approx(res.change, rel=0.2)
+    res = spark_causal.attribute(store, "a", "drift", "kpi.revenue")
+    assert res.significant and res.attributions[0].node == "events.payload", res.summary()
+    assert cap.graph.edges["events.payload", "by_qty.revenue"]["kind"] == "direct"
+    # a group key that is a struct's field slices by that field, computed from each unit's struct
+    res = spark_causal.attribute(store, "a", "drift", "by_qty.revenue", where="qty = 3")
+    share = res.details["estimated"]["change"] if "estimated" in res.details else res.change
+    assert res.significant and res.attributions[0].node == "events.payload", res.summary()
+    assert 0.1 < share / spark_causal.attribute(store, "a", "drift", "by_qty.revenue").change < 0.3
     assert not spark_causal.attribute(store, "a", "same", "daily.revenue").significant
     assert not spark_causal.attribute(store, "a", "same", "tags.gross").significant
     assert not spark_causal.attribute(store, "a", "same", "kpi.revenue").significant
