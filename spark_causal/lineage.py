@@ -20,7 +20,6 @@ from . import plan as P
 
 JObject = Any
 
-_DATA_EDGES = ("direct", "udf")  # edges along which values flow; the others carry keys and selections
 SELECTION_EDGE = {"filter": "filter", "join": "join", "limit": "filter", "dedup": "filter"}
 # Classes that only rename or reorder, never compute: walked straight through.
 PASS_THROUGH = {"SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression", "ResolvedHint",
@@ -301,9 +300,12 @@ class _Walk:
             info = P.inspect_expr(expr)
             is_udf = bool(info.classes & P.UDF_CLASSES)
             ins = self.exprs_inputs(info, stage, "udf" if is_udf else "direct", "aggregation")
+            # one edge per pair: a column both summed and grouped by (``sum(addr.bonus)`` by
+            # ``addr.region``) flows into the value, so its data edge is not replaced by a key's
+            summed = {n for n, _, _ in ins}
             self.env[P.expr_id(e)] = self.node(
                 kind="aggregate", column=P.name(e), stage=stage, dtype=P.dtype(e), expr=P.sql(expr),
-                subtype=fn, inputs=ins + group_ins + sel_ins, fp_parts=("group by", group_sql, *info.udf_code))
+                subtype=fn, inputs=ins + [g for g in group_ins if g[0] not in summed] + sel_ins, fp_parts=("group by", group_sql, *info.udf_code))
         return _Frame(rowdeps=frame.rowdeps)  # which groups exist still depends on the selections below
 
     def _v_Window(self, p: JObject, stage: str, alias: str | None) -> _Frame:
@@ -469,9 +471,7 @@ class _Walk:
                        subtype=pend.subtype, expr=pend.expr, **extra)
         for src, dst, kind, subtype in self.edges:
             s, d = final(src), final(dst)
-            # one edge per pair: a column that is both summed and grouped by (``sum(addr.bonus)`` by
-            # ``addr.region``) flows into the value, so a data edge is never replaced by a key's
-            if s != d and G.get_edge_data(s, d, {}).get("kind") not in _DATA_EDGES:
+            if s != d:
                 G.add_edge(s, d, kind=kind, subtype=subtype)
         for tmp, pend in self.pending.items():  # cons keys with final input ids, for later outputs
             key = pend.extra["_key"]
@@ -545,7 +545,7 @@ def drop_cycles(G: nx.DiGraph) -> nx.DiGraph:
 def upstream_sources(G: nx.DiGraph, node: str) -> dict[str, str]:
     """Every source column upstream of ``node``: ``direct`` if a path of only direct edges reaches it,
     else ``indirect`` (it matters only through selections, group, window or join keys)."""
-    direct_graph = nx.DiGraph([(u, v) for u, v, k in G.edges(data="kind") if k in _DATA_EDGES])
+    direct_graph = nx.DiGraph([(u, v) for u, v, k in G.edges(data="kind") if k in ("direct", "udf")])
     direct_anc = nx.ancestors(direct_graph, node) if node in direct_graph else set()
     return {n: ("direct" if n in direct_anc else "indirect")
             for n in nx.ancestors(G, node) if G.nodes[n].get("kind") == "source"}
