@@ -32,6 +32,7 @@ from .errors import CaptureError, SparkCausalError, UnknownRunError
 from .lineage import LineageBuilder
 from .observe import Observed, observe
 from .stats import MAX_KNOWN_VALUES, VALUES, SampleHints, compute_stats, selection_stats
+from .store import file_name
 
 log = logging.getLogger("spark_causal")
 
@@ -176,7 +177,7 @@ class Capture:
                 frame = sampling._to_pandas(df) if df is not None else None
             if frame is not None:
                 frame.columns = [f"{output}.{c}" for c in frame.columns]
-                self.tables[f"outputs/{output}.parquet"] = frame[[c for c in frame.columns if c in cols]]
+                self.tables[f"outputs/{file_name(output)}.parquet"] = frame[[c for c in frame.columns if c in cols]]
         except Exception as exc:  # noqa: BLE001 - a slice's values are then the samples' estimates
             log.info("spark-causal: the rows of output %s were not kept: %s", output, _one_line(exc))
 
@@ -276,7 +277,7 @@ class Capture:
                 self._fail_soft(f"samples of output {output!r} (segment {k + 1}) failed: {_one_line(exc)}", exc)
                 continue
             self.graph.graph["segments"].append(seg.description)
-            self.tables[f"samples/{seg.description['id']}.parquet"] = seg.table
+            self.tables[f"samples/{file_name(seg.description['id'])}.parquet"] = seg.table
             self._add_stats(selection_stats(self.graph, seg.table, seg.description))
             done.append(seg)
         return done
@@ -626,10 +627,8 @@ def capture(spark: Any = None, *, store: str, run: str, replace: bool = False, s
                 _uninstall()
         try:
             cap.commit(status=status, error=error)
-        except SparkCausalError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            if cap.options.strict:
+        except Exception as exc:  # noqa: BLE001 - the job's own outcome (or exception) stands
+            if cap.options.strict and status == "succeeded":
                 raise
             log.error("spark-causal: could not store run %s: %s", run, _one_line(exc))
 

@@ -31,7 +31,7 @@ from .attribution import (
 from .errors import SparkCausalError, UnknownOutputError
 from .lineage import gating_selections
 from .result import Attribution, AttributionItem, _fmt
-from .store import Store
+from .store import Store, file_name
 
 NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean")
 
@@ -48,7 +48,7 @@ def load_samples(store: Store, run: str) -> RunSamples:
     graph = store.graph(run)
     segments = {}
     for desc in graph.graph.get("segments", []):
-        name = f"samples/{desc['id']}.parquet"
+        name = f"samples/{file_name(desc['id'])}.parquet"
         segments[desc["id"]] = SegmentSamples(description=desc, table=store.read_parquet(run, name))
     return RunSamples(run=run, graph=graph, segments=segments)
 
@@ -220,7 +220,7 @@ def _exact_slice(result: Attribution, store: Store, output: str, target: str, wh
     exact = []
     for run in (result.baseline_run, result.current_run):
         try:
-            rows = store.read_parquet(run, f"outputs/{output}.parquet")
+            rows = store.read_parquet(run, f"outputs/{file_name(output)}.parquet")
         except SparkCausalError:  # none kept (a large output, an older run): the estimates stand
             return result
         env = {c: _to_array(rows[c]) for c in rows.columns}

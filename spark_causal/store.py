@@ -13,6 +13,7 @@ Why it looks like this (DESIGN section 8, layout in docs/internals.md):
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -211,6 +212,17 @@ def _check_run_id(run: str) -> str:
             hint="use at most 200 letters, digits, '.', '_' and '-', not starting with '.' (e.g. 2026-11-24)",
         )
     return run
+
+
+def file_name(name: str) -> str:
+    """A file name of a run for an output or segment id, which may hold any character a table name or a
+    folder can (``daily report.seg1``, ``umsätze``): kept as it is when plain, so earlier runs' files
+    are found under the same names; else its other characters as ``-`` and a hash of the whole id,
+    so two ids never share a file."""
+    if _SAFE_PART.fullmatch(name) and name not in (".", ".."):
+        return name
+    plain = re.sub(r"[^A-Za-z0-9._=@-]+", "-", name)[:120]
+    return f"{plain}+{hashlib.sha1(name.encode()).hexdigest()[:10]}"
 
 
 def _check_file_name(name: str) -> list[str]:

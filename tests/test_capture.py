@@ -277,3 +277,25 @@ def test_names_that_need_quoting_and_an_output_named_as_its_source(spark, tmp_pa
                  "--target", "orders.rev.total", "--plot", str(tmp_path / "no" / "such" / "chart.png")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-2].startswith("spark-causal: error: cannot write") and err[-1].startswith("hint: ")
+
+
+def test_outputs_named_with_spaces_and_letters_beyond_ascii_are_stored(spark, tmp_path):
+    """A folder ``daily umsätze`` or ``register_output(df, 'my kpis')`` names an output with characters
+    a run's file names avoid: its samples and kept rows are stored under a plain name and a hash of the
+    id, the run commits whole, and the output is attributed (a ``where`` from the rows it wrote)."""
+    store = str(tmp_path / "s")
+    truth = []
+    for r, scale in enumerate((1.0, 1.5)):
+        df = spark.createDataFrame([("DE" if i % 3 else "FR", float(i % 50) * (scale if i % 3 else 1.0))
+                                    for i in range(2000)], "country string, amount double")
+        report = df.groupBy("country").agg(F.sum("amount").alias("total"))
+        truth.append(report.filter("country = 'DE'").first()["total"])
+        with spark_causal.capture(spark, store=store, run=f"r{r}") as cap:
+            report.write.mode("overwrite").parquet(str(tmp_path / "out" / "daily umsätze"))
+            spark_causal.register_output(report, "my kpis")
+        assert not cap.errors and set(cap.graph.graph["outputs"]) == {"daily umsätze", "my kpis"}
+        assert Store(store).meta(f"r{r}")["samples"] == "present"
+    res = spark_causal.attribute(store, "r0", "r1", "daily umsätze.total", where="country = 'DE'")
+    assert (res.baseline_value, res.current_value) == pytest.approx(truth)
+    assert res.significant and res.attributions[0].node == "df.amount" or res.attributions[0].kind == "source"
+    assert spark_causal.attribute(store, "r0", "r1", "my kpis.total").change == pytest.approx(truth[1] - truth[0])
