@@ -1336,33 +1336,40 @@ class _RootModel:
         self.tables = {}
         cells_b, cells_c = self._cells(kb), self._cells(kc)
         self.cells_b = cells_b
+        # NULL is not a value of the order: which units a run's NULL share takes is drawn apart (``v``),
+        # so 15% more NULLs in a distance are 15% of the trips at random, not the longest ones
         for tag, run, cells in (("b", b, cells_b), ("c", c, cells_c)):
             x = run.values[spec.name]
-            sortkey = self._sortkey(x)
             # marginal copy appended as cell `marg`
             cells2 = np.concatenate([cells, np.full(len(x), self.marg)])
-            sk2 = np.concatenate([sortkey, sortkey])
             w2 = np.concatenate([run.w, run.w])
-            order = np.lexsort((sk2, cells2))
-            cs, ws = cells2[order], w2[order]
-            tot = np.bincount(cs, weights=ws, minlength=self.marg + 1)
-            cum = np.cumsum(ws)
-            start = np.r_[0.0, np.cumsum(tot)][cs]
-            frac = (cum - start) / np.maximum(tot[cs], 1e-300)
-            present = tot > 0
-            self.tables[tag] = dict(g=cs + frac, vals=np.concatenate([x, x])[order],
-                                    present=present, order=order)
-        # per-unit uniforms of the baseline units (their own rank in their own cell)
+            valued = ~np.isnan(np.concatenate([x, x]))
+            tot = np.bincount(cells2, weights=w2, minlength=self.marg + 1)
+            tot_v = np.bincount(cells2[valued], weights=w2[valued], minlength=self.marg + 1)
+            at = np.flatnonzero(valued)
+            order = np.lexsort((self._sortkey(np.concatenate([x, x])[at]), cells2[at]))
+            cs, ws = cells2[at][order], w2[at][order]
+            start = np.r_[0.0, np.cumsum(tot_v)][cs]
+            frac = (np.cumsum(ws) - start) / np.maximum(tot_v[cs], 1e-300)
+            self.tables[tag] = dict(g=cs + frac, vals=np.concatenate([x, x])[at][order], present=tot > 0,
+                                    nulls=np.where(tot > 0, 1 - tot_v / np.maximum(tot, 1e-300), 0.0),
+                                    sorted_at=at[order])
+        # per-unit uniforms of the baseline units: their own rank among their cell's values (``u``),
+        # and where they fall in their cell's NULL share (``v``: below it exactly when NULL)
         t = self.tables["b"]
-        inv = np.empty(len(t["order"]), dtype=np.int64)
-        inv[t["order"]] = np.arange(len(t["order"]))
-        pos = inv[: b.n]
-        g_end = t["g"][pos]
-        wpos = b.w / np.maximum(np.bincount(cells_b, weights=b.w, minlength=self.marg + 1)[cells_b],
-                                1e-300)
+        rank = np.full(2 * b.n, -1, dtype=np.int64)
+        rank[t["sorted_at"]] = np.arange(len(t["sorted_at"]))
+        pos = rank[: b.n]
+        valued = pos >= 0
+        tot_v = np.bincount(cells_b[valued], weights=b.w[valued], minlength=self.marg + 1)
         jitter = rng.uniform(0.02, 0.98, size=b.n)
-        self.u = (g_end - cells_b) - wpos * (1 - jitter)
-        self.u = np.clip(self.u, 1e-12, 1 - 1e-12)
+        u = jitter.copy()  # a NULL unit's value, should a run's share of NULLs not take it
+        u[valued] = (t["g"][pos[valued]] - cells_b[valued]) - b.w[valued] / np.maximum(
+            tot_v[cells_b[valued]], 1e-300) * (1 - jitter[valued])
+        self.u = np.clip(u, 1e-12, 1 - 1e-12)
+        share = t["nulls"][cells_b]
+        spread = rng.uniform(size=b.n)
+        self.v = np.where(valued, share + (1 - share) * spread, share * spread)
 
     def _sortkey(self, x: np.ndarray) -> np.ndarray:
         if self.spec.discrete:
@@ -1391,9 +1398,11 @@ class _RootModel:
             len(self.u), dtype=np.int64)
         t = self.tables[tag]
         cells = np.where(t["present"][cells], cells, self.marg)
+        if not len(t["g"]):  # every value NULL
+            return np.full(len(self.u), np.nan)
         j = np.searchsorted(t["g"], cells + self.u, side="left")
         j = np.minimum(j, len(t["g"]) - 1)
-        return t["vals"][j]
+        return np.where(self.v < t["nulls"][cells], np.nan, t["vals"][j])
 
     def test(self, b: _Run, c: _Run) -> float:
         return self.test_effect(b, c)[0]

@@ -1505,3 +1505,30 @@ def test_a_slice_of_a_second_stage_is_drilled_down_by_the_keys_it_holds(spark, t
     heavier = spark_causal.attribute(store, "a", "c", "regions.kg")  # the whole output: four rows
     assert heavier.significant and heavier.attributions[0].node == "shipments.kg", heavier.summary()
     assert heavier.attributions[0].contribution == pytest.approx(heavier.change, rel=0.3), heavier.summary()
+
+
+def test_nulls_a_filter_drops_take_units_at_random(spark, tmp_path):
+    """NULLs injected at random into a distance that a filter drops take random trips, not the longest:
+    the revenue lost is the distance's whole item, and the average fare, which did not move, stays
+    quiet (the model put NULLs at the top of the distance's order, dropping the dearest trips)."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed, nulls in (("a", 91, 0.0), ("b", 92, 0.25)):
+        rng = np.random.default_rng(seed)
+        n = 6000
+        km = np.round(rng.gamma(2.0, 3.0, n), 2)
+        fare = np.round(np.maximum(2.5 + 1.1 * km + rng.normal(0, 1.0, n), 3.0), 2)
+        km[rng.random(n) < nulls] = np.nan
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"trip_id": np.arange(n), "city": rng.choice(["a", "b", "c"], n), "distance_km": km,
+                      "fare": fare}).to_parquet(tmp_path / run / "trips.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "trips.parquet")).filter(F.col("distance_km") > 0.5) \
+                .groupBy("city").agg(F.avg("fare").alias("avg_fare"), F.sum("fare").alias("revenue")) \
+                .write.parquet(str(tmp_path / run / "by_city"))
+    res = spark_causal.attribute(store, "a", "b", "by_city.revenue")
+    top = res.attributions[0]
+    assert res.significant and top.node == "trips.distance_km", res.summary()
+    assert top.contribution == pytest.approx(res.change, rel=0.04), res.summary()
+    assert not spark_causal.attribute(store, "a", "b", "by_city.avg_fare", agg="mean").significant
