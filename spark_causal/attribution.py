@@ -1913,6 +1913,7 @@ def _passes_all(env: dict, n: int) -> np.ndarray:
     return np.ones(n)
 
 
+_FEW_UNITS = 200  # units of a run below which an attribution says its sample is too small to tell much
 _NESTED = ("struct", "array", "map")  # Spark types of columns a sample holds as JSON text
 _COPY = "__copy__"  # the env key of ``_Run.copies`` for a window's function
 
@@ -2365,7 +2366,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         for x, v in vals.items():  # an infinity is no amount: counted like a NaN (Spark's sum would be inf)
             if v.dtype.kind == "f" and np.isinf(v).any():
                 vals[x] = np.where(np.isinf(v), np.nan, v)
-                warnings.append(f"{x} holds infinite values in {seg.description.get('id')}; they count as NaN")
+                said = f"{x} holds infinite values in {seg.description.get('id')}; they count as NaN"
+                if said not in warnings:
+                    warnings.append(said)
         # a join that keeps unmatched units (left join from the driving side) lets every unit through:
         # as a gate its value is 1, so a join whose type changed (inner -> left) is a changed mechanism
         for j in seg.description.get("joins") or []:
@@ -2407,8 +2410,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             raise SparkCausalError(f"{desc.get('driving') or 'the driving table'} has no rows in run "
                                    f"{'baseline' if b.n == 0 else 'current'}: a {agg if agg == 'mean' else 'where slice'} "
                                    "of it has nothing to compare", hint="attribute the whole sum, which is all volume")
-        raise SparkCausalError("a run has an empty sample for this segment",
-                               hint="check that the runs succeeded with samples enabled")
+        runs = " and ".join(r for r, u in ((baseline.run, b), (current.run, c)) if u.n == 0)
+        raise SparkCausalError(f"the sample of {seg_id} in run {runs} holds no units, though its table has rows",
+                               hint="capture the run again with a larger --sample-size (the default is 20,000)")
     if inp is not None and not (_is_numeric(b.values[inp]) and _is_numeric(c.values[inp])) and \
             fn != "count" and agg != "count":
         raise SparkCausalError(f"target {target!r} is not numeric", hint="use agg='count' or a numeric column")
@@ -3099,6 +3103,9 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     if change and abs(unexplained) > 0.2 * abs(change) and sig_metric:
         warnings.append(f"{abs(unexplained) / abs(change):.0%} of the change ({unexplained:+,.6g}) is not "
                         "explained by the significantly changed mechanisms")
+    if min(b.n, c.n) < _FEW_UNITS:
+        warnings.append(f"only {min(b.n, c.n)} units were sampled in a run: too few to tell a change from "
+                        "sampling noise; capture with a larger --sample-size (the default is 20,000)")
     if sig_model and not players and not vol_changed:
         warnings.append("the metric moved beyond its sampling error but no mechanism changed significantly")
     details = {

@@ -32,7 +32,7 @@ from .errors import CaptureError, SparkCausalError, UnknownRunError
 from .lineage import LineageBuilder
 from .observe import Observed, observe
 from .stats import MAX_KNOWN_VALUES, VALUES, SampleHints, compute_stats, selection_stats
-from .store import file_name
+from .store import file_name, store_root
 
 log = logging.getLogger("spark_causal")
 
@@ -600,7 +600,7 @@ def capture(spark: Any = None, *, store: str, run: str, replace: bool = False, s
         P.jvm_session(spark)  # Spark Connect: refuse before the job runs
     if sample_size < 0:
         raise CaptureError(f"sample size must be 0 or more, got {sample_size}", hint="use e.g. --sample-size 20000")
-    cap = Capture(store=str(store), run=run, replace=replace, script=script, args=list(args or []),
+    cap = Capture(store=store_root(store), run=run, replace=replace, script=script, args=list(args or []),
                   options=CaptureOptions(sample_size=sample_size, seed=seed, samples=samples, strict=strict),
                   spark=spark)
     if not _is_uri(cap.store) or spark is not None:  # refuse an existing run before the job runs
@@ -638,9 +638,17 @@ def register_output(df: Any, name: str) -> None:
 
     Outside a capture this does nothing, so a job can call it unconditionally.
     """
+    from pyspark.sql import DataFrame
+
     cap = _current()
-    if cap is not None:
-        cap.record(df, name=name)
+    if cap is None:
+        return
+    if not isinstance(df, DataFrame):  # ``df.toPandas()`` passed by mistake: said, the job goes on
+        what = f"{type(df).__module__}.{type(df).__name__}"
+        cap._fail_soft(f"register_output({name!r}) needs a Spark DataFrame, got {what}: the output is not captured",
+                       TypeError(what))
+        return
+    cap.record(df, name=name)
 
 
 def run_script(script: str, args: list[str], *, store: str, run: str, replace: bool = False,

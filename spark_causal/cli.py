@@ -42,7 +42,7 @@ def _open_store(args: argparse.Namespace) -> Store:
     return Store(args.store)
 
 
-def _write_text(text: str, path: str | None) -> None:
+def _write_text(text: str, path: str | None, flag: str = "-o") -> None:
     if path is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
@@ -50,7 +50,7 @@ def _write_text(text: str, path: str | None) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
     except OSError as e:
-        raise SparkCausalError(f"cannot write {path}: {e.strerror}", hint="check the -o path") from None
+        raise SparkCausalError(f"cannot write {path}: {e.strerror}", hint=f"check the {flag} path") from None
     print(f"wrote {path}", file=sys.stderr)
 
 
@@ -277,7 +277,7 @@ def _attribute(args: argparse.Namespace) -> int:
         _write_text(res.to_json(), None)
     else:
         if args.json:
-            _write_text(res.to_json(), args.json)
+            _write_text(res.to_json(), args.json, "--json")
         _write_text(_attribution_table(res), None)
     if args.html:
         from spark_causal.report import write_html

@@ -145,9 +145,15 @@ class _HadoopFileSystem:
                 "or a classic Spark session",
             )
         self._jvm = jvm
-        self._fs = jvm.org.apache.hadoop.fs.Path(root).getFileSystem(
-            spark._jsc.hadoopConfiguration()
-        )
+        try:
+            self._fs = jvm.org.apache.hadoop.fs.Path(root).getFileSystem(spark._jsc.hadoopConfiguration())
+        except Exception as e:  # noqa: BLE001 - py4j's error: its Java message's first line is the reason
+            reason = str(getattr(e, "java_exception", e)).splitlines()[0][:200]
+            scheme = root.split(":", 1)[0]
+            raise StoreError(f"cannot open store {root!r}: {reason}",
+                             hint=f"Spark has no filesystem for {scheme}:// here; add its connector to the "
+                                  f"session (e.g. spark.jars.packages=org.apache.hadoop:hadoop-aws for s3a), "
+                                  f"or use a local folder") from None
 
     def _path(self, path: str) -> Any:
         return self._jvm.org.apache.hadoop.fs.Path(path)
@@ -189,6 +195,13 @@ class _HadoopFileSystem:
             stream.write(bytearray(data))
         finally:
             stream.close()
+
+
+def store_root(root: Any) -> str:
+    """A store's root as the store holds it: a local folder made absolute, since a job that changes its
+    working directory (``os.chdir`` to its own folder, a common first line) must commit where its run
+    was begun; a URI as given."""
+    return str(root) if _URI.match(str(root)) else os.path.abspath(str(root))
 
 
 def _filesystem(root: str, spark: SparkSession | None) -> _FileSystem:
@@ -339,7 +352,7 @@ class Store:
     """
 
     def __init__(self, root: str, *, spark: SparkSession | None = None) -> None:
-        self.root = str(root)
+        self.root = store_root(root)
         self._fs: _FileSystem = _filesystem(self.root, spark)
         self._runs_dir = self._fs.join(self.root, "runs")
 
@@ -402,7 +415,12 @@ class Store:
         import networkx as nx
 
         self.meta(run)
-        return drop_cycles(nx.node_link_graph(json.loads(self._read(run, _GRAPH)), edges="edges"))
+        try:
+            graph = nx.node_link_graph(json.loads(self._read(run, _GRAPH)), edges="edges")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # truncated, or not node-link JSON
+            raise StoreError(f"run {run!r}: {_GRAPH} is damaged ({type(e).__name__}: {str(e)[:80]})",
+                             hint="capture the run again with --replace, or delete its folder") from None
+        return drop_cycles(graph)
 
     def read_parquet(self, run: str, name: str) -> pd.DataFrame:
         """A Parquet file of the run as pandas (e.g. ``stats.parquet``, ``samples/<id>.parquet``)."""

@@ -299,3 +299,15 @@ def test_outputs_named_with_spaces_and_letters_beyond_ascii_are_stored(spark, tm
     assert (res.baseline_value, res.current_value) == pytest.approx(truth)
     assert res.significant and res.attributions[0].node == "df.amount" or res.attributions[0].kind == "source"
     assert spark_causal.attribute(store, "r0", "r1", "my kpis.total").change == pytest.approx(truth[1] - truth[0])
+
+
+def test_register_output_of_a_pandas_frame_says_what_it_needs(spark, tmp_path):
+    """``register_output(df.toPandas(), ...)`` is easy to write in a job that collects: the job goes on,
+    and the run says what register_output needs (it said: no attribute 'sparkSession')."""
+    df = spark.range(10).withColumn("x", F.col("id") * 2)
+    with spark_causal.capture(spark, store=str(tmp_path / "s"), run="r") as cap:
+        spark_causal.register_output(df.toPandas(), "kpis")
+        spark_causal.register_output(df, "kept")
+    assert [e for e in cap.errors if "needs a Spark DataFrame, got pandas.core.frame.DataFrame" in e]
+    assert list(cap.graph.graph["outputs"]) == ["kept"]
+    assert Store(str(tmp_path / "s")).meta("r")["status"] == "incomplete"

@@ -208,3 +208,30 @@ def test_hadoop_backend_round_trip(spark, tmp_path):
     # same layout: a local store over the same folder reads what Hadoop wrote
     assert Store(str(tmp_path / "store")).meta("r1")["status"] == "succeeded"
     assert _hidden_leftovers(tmp_path / "store") == []
+
+
+def test_a_damaged_graph_is_one_line_and_a_folder_store_stays_where_it_was_begun(tmp_path, monkeypatch):
+    """A truncated graph.json, or JSON that is no node-link graph, is a StoreError naming the file; a
+    store given as a relative folder commits there even after the job changes its working directory."""
+    store = Store(str(tmp_path))
+    _write_run(store, "r1")
+    graph = tmp_path / "runs" / "r1" / "graph.json"
+    for damage in (graph.read_text()[:40], "{}", "[1, 2]"):
+        graph.write_text(damage)
+        with pytest.raises(StoreError, match="graph.json is damaged") as err:
+            store.graph("r1")
+        assert err.value.hint and "Traceback" not in str(err.value)
+    monkeypatch.chdir(tmp_path)
+    relative = Store("here")
+    w = relative.begin("r2")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # ``os.chdir`` in the job's first line
+    w.commit({"status": "succeeded"})
+    assert Store(str(tmp_path / "here")).meta("r2")["status"] == "succeeded"
+    assert not (tmp_path / "elsewhere" / "here").exists()
+
+
+def test_a_uri_spark_has_no_filesystem_for_is_one_line(spark):
+    with pytest.raises(StoreError, match="cannot open store 's3a://no-such-bucket/causal'") as err:
+        Store("s3a://no-such-bucket/causal", spark=spark)
+    assert "hadoop-aws" in err.value.hint and "\n" not in str(err.value)
