@@ -2345,7 +2345,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # per unit, each run's own argument, a column or an expression
     arg_col = f"__arg__:{target}"
     defs = [_aggregate_def(d, target) for d in (desc_b, desc)]
-    if fn != "count" and all(x.get("arg") or x.get("input") for x in defs) and (
+    # (a count of an expression, ``COUNT(CASE WHEN amount > 25 THEN 1 END)``, counts the units where it
+    # is not NULL: the usual conditional count)
+    if all(x.get("arg") or x.get("input") for x in defs) and (
             inp is None and arg_col in common_cols and all(x.get("arg") for x in defs)
             or len({(x.get("input"), x.get("arg")) for x in defs}) > 1):
         inp = target

@@ -117,9 +117,11 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     result = drill_down(result, b, c, config=config)
     stats = _run_stats(s, baseline, current)
     exact = result
-    if stats is not None and where is None and agg == "sum" and fns <= {"sum", "count"}:
-        exact = _exact_values(result, stats, target)  # what the samples sum is the column's sum
-    elif where is not None and agg == "sum" and fns <= {"sum", "count"}:
+    # what the samples sum is the column's sum; so is what they count of a count aggregate
+    summed = agg == "sum" and fns <= {"sum", "count"} or agg == "count" and fns == {"count"}
+    if stats is not None and where is None and summed:
+        exact = _exact_values(result, stats, target)
+    elif where is not None and summed:
         exact = _exact_slice(result, s, c.graph.nodes[target].get("output") or target.rsplit(".", 1)[0], target, where)
     result = _above_the_aggregation(exact, b.graph, c.graph, target, config or AttributionConfig())
     if stats is not None:

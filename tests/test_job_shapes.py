@@ -480,7 +480,8 @@ def test_a_window_over_a_few_large_partitions_keeps_its_power(spark, tmp_path):
 
 
 def test_reported_values_are_the_outputs_exact_sums(spark, tmp_path):
-    """A sum's baseline and current are what the job wrote (not the sample's estimate); an avg() column
+    """A sum's (or a count aggregate's count's) baseline and current are what the job wrote (not the
+    sample's estimate); an avg() column
     is attributed as its overall average (a sum of averages is no figure the job wrote; was: the sum of
     its inputs), estimated by the samples."""
     from pyspark.sql import functions as F
@@ -491,13 +492,17 @@ def test_reported_values_are_the_outputs_exact_sums(spark, tmp_path):
         _orders(seed, drift=run == "b").to_parquet(tmp_path / run / "orders.parquet")
         with spark_causal.capture(spark, store=store, run=run, sample_size=1000):
             spark.read.parquet(str(tmp_path / run / "orders.parquet")).groupBy("country").agg(
-                F.sum("amount").alias("revenue"), F.avg("amount").alias("mean_amount")) \
+                F.sum("amount").alias("revenue"), F.avg("amount").alias("mean_amount"),
+                F.count(F.when(F.col("amount") > 25, 1)).alias("large")) \
                 .write.parquet(str(tmp_path / run / "report"))
-    written = [spark.read.parquet(str(tmp_path / run / "report")).agg(F.sum("revenue")).collect()[0][0]
-               for run in ("a", "b")]
-    res = spark_causal.attribute(store, "a", "b", "report.revenue")
-    assert (res.baseline_value, res.current_value) == (pytest.approx(written[0]), pytest.approx(written[1]))
-    assert res.details["estimated"]["baseline"] != pytest.approx(written[0], rel=1e-6)  # a 1,000-unit sample
+    for target, agg in (("revenue", "sum"), ("large", "count")):  # a count aggregate counted: its sum
+        written = [spark.read.parquet(str(tmp_path / run / "report")).agg(F.sum(target)).collect()[0][0]
+                   for run in ("a", "b")]
+        res = spark_causal.attribute(store, "a", "b", f"report.{target}", agg=agg)
+        assert (res.baseline_value, res.current_value) == (pytest.approx(written[0]), pytest.approx(written[1]))
+        assert res.details["estimated"]["current"] != pytest.approx(written[1], rel=1e-6)  # a 1,000-unit sample
+        # COUNT(CASE WHEN ...) counts the units where its argument is not NULL (was: every unit, unmoved)
+        assert res.significant and res.attributions[0].node == "orders.amount", res.summary()
     avg = spark_causal.attribute(store, "a", "b", "report.mean_amount")  # asked as a sum, the default
     assert "estimated" not in avg.details and avg.agg == "mean" and "overall average" in avg.warnings[0]
     means = [spark.read.parquet(str(tmp_path / run / "orders.parquet")).agg(F.avg("amount")).first()[0] for run in "ab"]
