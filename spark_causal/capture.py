@@ -272,7 +272,8 @@ class Capture:
             try:
                 seg = sampling.sample_output(self.spark, self.builder, output, seg_plan, segment=f"{output}.seg{k + 1}",
                                              sample_size=self.options.sample_size, seed=self.options.seed, known=rows,
-                                             prefer=self._previous_driving(f"{output}.seg{k + 1}"))
+                                             prefer=self._previous_segment(f"{output}.seg{k + 1}").get("driving"),
+                                             windowed=self._windowed(f"{output}.seg{k + 1}"))
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"samples of output {output!r} (segment {k + 1}) failed: {_one_line(exc)}", exc)
                 continue
@@ -322,14 +323,24 @@ class Capture:
         shares = (self._history().get("outputs") or {}).get(name or "", {}).get("group_shares")
         return shares if isinstance(shares, dict) else {}
 
-    def _previous_driving(self, segment: str) -> str | None:
-        """The driving table of ``segment`` in the store's latest committed run: this run keeps those
-        units when its rows are comparable (``sampling.driving_relation``), so that duplicated rows that
-        make a joined table the larger one do not make the two runs' units different things."""
-        for desc in self._history().get("segments") or []:
-            if desc.get("id") == segment:
-                return desc.get("driving")
-        return None
+    def _previous_segment(self, segment: str) -> dict:
+        """The description of ``segment`` in the store's latest committed run ({} when none). Its driving
+        table: this run keeps those units when its rows are comparable (``sampling.driving_relation``),
+        so that duplicated rows that make a joined table the larger one do not make the two runs' units
+        different things."""
+        return next((d for d in self._history().get("segments") or [] if d.get("id") == segment), {})
+
+    def _windowed(self, segment: str) -> bool | None:
+        """Whether the segment's previous run took its units from below its windows (None: no such run,
+        or no window on its driving path then), which this run follows (``sampling.sample_output``)."""
+        desc = self._previous_segment(segment)
+        if not desc:
+            return None
+        if desc.get("windows"):
+            return True
+        # its window ended the driving path: the units were that window's result rows
+        windows = {n for n, d in self.graph.nodes(data=True) if d.get("subtype") == "window"}
+        return False if windows & set(desc.get("nodes") or []) else None
 
     def observe_write(self, writer: Any, target: tuple[str | None, str | None],
                       name: str | None = None) -> tuple[Any, Observed | None, Callable[[], None]]:

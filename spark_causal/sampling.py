@@ -524,13 +524,19 @@ def segment_plans(plan: JObject) -> list[JObject]:
 
 def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, segment: str,
                   sample_size: int, seed: int, known: dict[int, int] | None = None,
-                  prefer: str | None = None) -> Segment:
+                  prefer: str | None = None, windowed: bool | None = None) -> Segment:
     """The unit sample of one segment: one sampled provenance query, collected to the driver.
-    ``prefer``: the driving table of the segment's previous run (see ``driving_relation``)."""
+    ``prefer``: the driving table of the segment's previous run (see ``driving_relation``);
+    ``windowed``: whether that run took its units from below the segment's windows. A run follows it,
+    so that two runs either side of the sample size (all rows in one, part in the other) are units of
+    the same kind: otherwise the filters below the window are selections in one run and part of the
+    driving relation in the other, which reads as code added or removed."""
     G = builder.graph
-    prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known, prefer=prefer)
+    prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known, prefer=prefer,
+                      windows=windowed is not False)
     table = _to_pandas(prov.df)
-    if prov.clusters and prov.rate < 1 and len(table[prov.clusters].drop_duplicates()) < MIN_WINDOW_PARTITIONS:
+    few = prov.clusters and prov.rate < 1 and len(table[prov.clusters].drop_duplicates()) < MIN_WINDOW_PARTITIONS
+    if few and windowed is None:
         # a window over few partitions (per country): too few to sample whole; its result rows are the units
         prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
                           windows=False, prefer=prefer)

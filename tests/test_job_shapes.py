@@ -1537,3 +1537,34 @@ def test_nulls_a_filter_drops_take_units_at_random(spark, tmp_path):
     assert res.significant and top.node == "trips.distance_km", res.summary()
     assert top.contribution == pytest.approx(res.change, rel=0.04), res.summary()
     assert not spark_causal.attribute(store, "a", "b", "by_city.avg_fare", agg="mean").significant
+
+
+def test_runs_either_side_of_the_sample_size_keep_the_windows_units(spark, tmp_path):
+    """A LAG window over 200 meters, all 4,000 rows sampled in one run and part of 5,200 in the next:
+    the second follows the first (units from below the window), so its filter is no code removed and
+    30% more readings are the readings' volume (was: ``filter1 -> (no such filter)``, a kwh item)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed, n in (("a", 141, 4000), ("b", 142, 5200)):
+        rng = np.random.default_rng(seed)
+        kwh = rng.gamma(4.0, 0.5, n)
+        kwh[rng.random(n) < 0.02] *= -1
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"meter_id": rng.integers(0, 200, n), "kwh": kwh,
+                      "ts": pd.to_datetime("2026-03-01") + pd.to_timedelta(rng.integers(0, 7 * 86400, n), unit="s")}
+                     ).astype({"ts": "datetime64[us]"}).to_parquet(tmp_path / run / "readings.parquet")
+        pd.DataFrame({"meter_id": np.arange(200), "region": np.array(["n", "s", "e", "w"])[np.arange(200) % 4]}
+                     ).to_parquet(tmp_path / run / "meters.parquet")
+        with spark_causal.capture(spark, store=store, run=run, sample_size=5000) as cap:
+            r = spark.read.parquet(str(tmp_path / run / "readings.parquet")).filter(F.col("kwh") >= 0) \
+                .join(spark.read.parquet(str(tmp_path / run / "meters.parquet")), "meter_id") \
+                .withColumn("prev", F.lag("kwh").over(Window.partitionBy("meter_id").orderBy("ts")))
+            r.groupBy("region").agg(F.sum("kwh").alias("kwh"), F.sum("prev").alias("prev")) \
+                .write.parquet(str(tmp_path / run / "daily"))
+        seg = cap.graph.graph["segments"][0]
+        assert seg["windows"] and seg["rate"] == (1.0 if run == "a" else pytest.approx(5000 / 5200, abs=0.01))
+    res = spark_causal.attribute(store, "a", "b", "daily.kwh")
+    assert not res.code_changes and res.attributions[0].node == "readings.__rows__", res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.2)
