@@ -3105,7 +3105,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     if change and abs(unexplained) > 0.2 * abs(change) and sig_metric:
         warnings.append(f"{abs(unexplained) / abs(change):.0%} of the change ({unexplained:+,.6g}) is not "
                         "explained by the significantly changed mechanisms")
-    if min(b.n, c.n) < _FEW_UNITS:
+    if min(b.n, c.n) < _FEW_UNITS and any(r.N > r.n + 0.5 for r in (b, c)):  # a few of many units
         warnings.append(f"only {min(b.n, c.n)} units were sampled in a run: too few to tell a change from "
                         "sampling noise; capture with a larger --sample-size (the default is 20,000)")
     if sig_model and not players and not vol_changed:

@@ -719,6 +719,7 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     warnings = list(result.warnings)
     notes: list[dict] = []
     demoted: set[str] = set()
+    unexplained = result.unexplained
     own_code = {cc.get("node") for cc in result.code_changes}
     for item in result.attributions:
         agg_node = _upstream_aggregate(c.graph, item.node, others) if _significant_item(item) else None
@@ -766,7 +767,12 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
             order.append(dataclasses.replace(item, mechanism_changed=False))
             demoted.add(item.node)
             continue
-        f = item.contribution / total
+        # the item is a share of the aggregate's change (all of it, for a plain re-aggregation): each
+        # part takes that share, and so does what the parts leave unexplained below (chance variation
+        # there stays unexplained here, not spread over the causes). Shares of a change the parts
+        # largely cancel out are shares of the parts' total instead
+        below = inner.change if inner.change * total > 0 and abs(inner.change) >= 0.5 * abs(total) else total
+        f = item.contribution / below
         parts = []
         for a in inner.attributions:
             if abs(a.contribution) <= 1e-9 * abs(total):  # float noise of a term that did not move
@@ -775,6 +781,7 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
             scaled = dataclasses.replace(a, contribution=a.contribution * f, ci_low=lo, ci_high=hi)
             parts.append(scaled)
             order.append(scaled)
+        unexplained += item.contribution - sum(a.contribution for a in parts)
         text = ", ".join(f"{a.node} ({_fmt(a.contribution, signed=True)})" for a in parts[:5])
         warnings.append(f"drilled down: {item.node} ({_fmt(item.contribution, signed=True)}) -> {text}")
         notes.append({"node": item.node, "aggregate": agg_node, "explained": True,
@@ -793,4 +800,4 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         still = {k: v for k, v in sig["items"].items() if k not in demoted}
         significant = bool(significant and (sig["metric"] or any(still.values())))  # demoting never raises it
     return dataclasses.replace(result, attributions=items, warnings=warnings, details=details,
-                               significant=significant)
+                               significant=significant, unexplained=unexplained)
