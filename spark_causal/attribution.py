@@ -1303,6 +1303,7 @@ class _RootSpec:
     # so a change confined to one group (one channel's amounts) is seen even when the column is not
     # modelled as depending on that group
     split: list[str] = field(default_factory=list)
+    max_cells: int | None = None  # cells of its conditioning kept apart (the rest merge); cfg.max_cells by default
 
 
 class _RootModel:
@@ -1327,7 +1328,7 @@ class _RootModel:
         uc, nc = np.unique(kc, return_counts=True)
         cnt = pd.DataFrame({"b": pd.Series(nb, ub), "c": pd.Series(nc, uc)}).fillna(0)
         main = cnt[(cnt.b >= cfg.min_cell) & (cnt.c >= cfg.min_cell)]
-        main = main.assign(t=main.b + main.c).sort_values("t", ascending=False).head(cfg.max_cells)
+        main = main.assign(t=main.b + main.c).sort_values("t", ascending=False).head(spec.max_cells or cfg.max_cells)
         self.cell_index = pd.Index(np.sort(main.index.to_numpy()))
         self.rest = len(self.cell_index)
         self.marg = self.rest + 1
@@ -2844,15 +2845,20 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             fits = [d for d in strong if nuniq[d] + 1 <= cfg.max_cells]
             strong = fits[:1] + [d for d in strong if d not in fits[:1]]
             cond, cells = strong[:1], nuniq[strong[0]] + 1 if strong else 1
+            # a slice's columns multiply the cells without taking the others' places: a drift of one
+            # city's fares stays in that city's cells within the motorbike slice
+            budget = cfg.max_cells * math.prod(nuniq[d] + 1 for d in cond if d in where_nodes)
             for d in strong[1:]:
-                if len(cond) < cfg.max_cond_discrete and cells * (nuniq[d] + 1) <= cfg.max_cells:
+                if len(cond) < cfg.max_cond_discrete and cells * (nuniq[d] + 1) <= budget:
                     cond.append(d)
                     cells *= nuniq[d] + 1
             rho = [(abs(_spearman(x, y, b, c, rank_cache)), y) for y in num_before]
             rho = [t for t in rho if t[0] >= max(0.05, 4 / math.sqrt(b.n + c.n))]
             if rho:
                 cond.append(max(rho)[1])
-        roots.append(_RootSpec(x, discrete[x], cond, [d for d in disc_before if d not in cond]))
+        else:
+            budget = cfg.max_cells
+        roots.append(_RootSpec(x, discrete[x], cond, [d for d in disc_before if d not in cond], budget))
         (disc_before if discrete[x] else num_before).append(x)
     spec.roots = roots
     spec.discrete = {**discrete, **{x: True for x in looked_up}}

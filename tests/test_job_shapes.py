@@ -1574,3 +1574,35 @@ def test_runs_either_side_of_the_sample_size_keep_the_windows_units(spark, tmp_p
     res = spark_causal.attribute(store, "a", "b", "daily.kwh")
     assert not res.code_changes and res.attributions[0].node == "readings.__rows__", res.summary()
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.2)
+
+
+def test_a_slice_by_a_looked_up_column_keeps_a_drift_in_its_citys_cells(spark, tmp_path):
+    """Fares up 40% in one city, sliced by the drivers' vehicle type: the slice's column multiplies the
+    fare's cells (vehicle type x city x distance) instead of taking their places, so the city's drift
+    is not merged with other cities' fares into one rest cell (was: a third of it, not significant)."""
+    from pyspark.sql import functions as F
+
+    cities = ["lisbon", "porto", "madrid", "seville", "lyon", "nice"]
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 151), ("b", 152)):
+        rng = np.random.default_rng(seed)
+        n = 12000
+        city = np.array(cities)[rng.choice(6, n, p=[0.25, 0.15, 0.25, 0.1, 0.15, 0.1])]
+        km = np.round(rng.gamma(2.0, 3.0, n), 2)
+        fare = np.maximum(2.5 + 1.1 * km + rng.normal(0, 1.0, n), 3.0) * np.where((city == "seville") & (run == "b"), 1.4, 1.0)
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"trip_id": np.arange(n), "driver_id": rng.integers(0, 400, n), "city": city, "distance_km": km,
+                      "fare": np.round(fare, 2)}).to_parquet(tmp_path / run / "trips.parquet")
+        pd.DataFrame({"driver_id": np.arange(400), "vehicle_type": np.array(["car", "van", "moto"])[np.arange(400) % 5 % 3]}) \
+            .to_parquet(tmp_path / run / "drivers.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "trips.parquet")).filter(F.col("distance_km") > 0.5) \
+                .join(spark.read.parquet(str(tmp_path / run / "drivers.parquet")), "driver_id") \
+                .groupBy("city", "vehicle_type").agg(F.sum("fare").alias("revenue")) \
+                .write.parquet(str(tmp_path / run / "city_vehicle"))
+    truth = [pd.read_parquet(tmp_path / run / "city_vehicle").query("vehicle_type == 'moto' and city == 'seville'")
+             .revenue.sum() for run in "ab"]
+    res = spark_causal.attribute(store, "a", "b", "city_vehicle.revenue", where="vehicle_type = 'moto'")
+    top = res.attributions[0]
+    assert res.significant and top.node == "trips.fare", res.summary()
+    assert top.contribution == pytest.approx(truth[1] * 0.4 / 1.4, rel=0.35), (res.summary(), truth)
