@@ -199,19 +199,22 @@ def _exact_values(result: Attribution, stats: tuple[Any, Any], target: str) -> A
     """The result with the metric's values as the job wrote them (the output column's exact statistics:
     mean x non-NULL count), not as the samples estimate them; the contributions stay the samples' and
     what they leave of the exact change is unexplained. Kept as estimated when a run has no statistics of it."""
-    exact = []
+    exact, notes = [], []
     for name, run_stats in zip(("baseline", "current"), stats):
         if target not in run_stats.index:
             return result
         r = run_stats.loc[target]
         valued = int(r["count"]) - int(r["nulls"])
+        if not valued and int(r["count"]):
+            notes.append(f"{target} is NULL in every row of the {name} run's output: its sum there is taken as 0")
         if valued and (r["mean"] is None or r["mean"] != r["mean"] or not math.isfinite(float(r["mean"]))):
             # Spark's sum over a NaN or an infinity is NaN/inf: the samples' finite estimate stands, said so
             note = (f"{target} is NaN or infinite in the {name} run's output (a NaN or infinite input value): "
                     "the figures are the samples' estimates over finite values")
             return dataclasses.replace(result, warnings=list(result.warnings) + [note])
         exact.append(float(r["mean"]) * valued if valued else 0.0)
-    return _with_values(result, exact)
+    result = _with_values(result, exact)
+    return dataclasses.replace(result, warnings=list(result.warnings) + notes) if notes else result
 
 
 def _exact_slice(result: Attribution, store: Store, output: str, target: str, where: str) -> Attribution:
