@@ -1914,6 +1914,19 @@ def _passes_all(env: dict, n: int) -> np.ndarray:
     return np.ones(n)
 
 
+def _nested_source(graph: nx.DiGraph, node: str) -> str | None:
+    """The source column a nested value comes from, through the explodes between (None if another
+    stage computes it)."""
+    seen = {node}
+    while node in graph and graph.nodes[node].get("kind") != "source":
+        up = [p for p in graph.predecessors(node) if graph.edges[p, node].get("kind") == "direct"]
+        if graph.nodes[node].get("subtype") != "generate" or len(up) != 1 or up[0] in seen:
+            return None
+        node = up[0]
+        seen.add(node)
+    return node if node in graph else None
+
+
 _FEW_UNITS = 200  # units of a run below which an attribution says its sample is too small to tell much
 _NESTED = ("struct", "array", "map")  # Spark types of columns a sample holds as JSON text
 _COPY = "__copy__"  # the env key of ``_Run.copies`` for a window's function
@@ -2590,9 +2603,11 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # a struct's field (``payload.price``) or an expression of several: the struct is held as JSON
             # text, which no function can be fitted to, so its values are the unit's own. Unless its code
             # changed, a change of them is the change of the one nested source column it reads
-            nested = {p for p in used if str(_node_attr(graphs, p, "dtype") or "").startswith(_NESTED)}
-            if len(nested) == 1 and node not in changed_code and \
-                    all(_node_attr(graphs, p, "kind") == "source" for p in used):
+            # (through the explodes between: ``item.price`` of ``explode(items) AS item`` is ``orders.items``)
+            nested = {_nested_source(graph, p) for p in used if str(_node_attr(graphs, p, "dtype") or "").startswith(_NESTED)}
+            if len(nested) == 1 and None not in nested and node not in changed_code and \
+                    all(_node_attr(graphs, p, "kind") == "source" or p in graph and
+                        graph.nodes[p].get("subtype") == "generate" for p in used):
                 stand_ins[node] = nested.pop()
             continue
         det[node] = _DetSpec(node, sorted(used, key=model_nodes.index), is_sel, fns,

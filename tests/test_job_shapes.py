@@ -1606,3 +1606,25 @@ def test_a_slice_by_a_looked_up_column_keeps_a_drift_in_its_citys_cells(spark, t
     top = res.attributions[0]
     assert res.significant and top.node == "trips.fare", res.summary()
     assert top.contribution == pytest.approx(truth[1] * 0.4 / 1.4, rel=0.35), (res.summary(), truth)
+
+
+def test_a_field_of_an_exploded_array_of_structs_is_named_at_its_source(spark, tmp_path):
+    """``sum(item.price)`` over ``explode(items) AS item``: a drift of the first item's price is the
+    source array column's (was: the aggregate itself, as a root of its own)."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed, k in (("a", 161, 1.0), ("b", 162, 1.5)):
+        rng = np.random.default_rng(seed)
+        n = 3000
+        items = [[{"sku": f"S{rng.integers(0, 20)}", "price": float(np.round(rng.gamma(3, 5) * (k if j == 0 else 1.0), 2))}
+                  for j in range(rng.integers(1, 4))] for _ in range(n)]
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"order_id": np.arange(n), "country": rng.choice(["DE", "FR"], n), "items": items}) \
+            .to_parquet(tmp_path / run / "orders.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "orders.parquet")).select("country", F.explode("items").alias("item")) \
+                .groupBy("country").agg(F.sum(F.col("item.price")).alias("revenue")).write.parquet(str(tmp_path / run / "out"))
+    res = spark_causal.attribute(store, "a", "b", "out.revenue")
+    assert res.significant and res.attributions[0].node == "orders.items", res.summary()
+    assert res.attributions[0].kind == "source" and res.attributions[0].contribution == pytest.approx(res.change, rel=0.15)
