@@ -1914,6 +1914,14 @@ def _passes_all(env: dict, n: int) -> np.ndarray:
     return np.ones(n)
 
 
+def _offsetting(parts: list[float], noise: float) -> bool:
+    """Whether significant parts offset each other: two at least, whose sum is within the metric's noise
+    and well under the largest of them (a large mix shift next to a small opposite item does not
+    offset, however noisy the metric)."""
+    net = abs(sum(parts))
+    return len(parts) >= 2 and net <= noise and net <= 0.5 * max(abs(x) for x in parts)
+
+
 def _nested_source(graph: nx.DiGraph, node: str) -> str | None:
     """The source column a nested value comes from, through the explodes between (None if another
     stage computes it)."""
@@ -3118,7 +3126,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     sig_items = [a for a in items if item_sig.get("__volume__" if a.node == f"{driving}.__rows__" else a.node)]
     sig_parts = [a.contribution for a in sig_items]
     offset = not sig_metric and abs(unexplained) > z * se_change and all(a.kind == "volume" for a in sig_items)
-    cancel = len(sig_parts) + offset >= 2 and abs(sum(sig_parts) + offset * unexplained) <= z * se_change
+    cancel = _offsetting(sig_parts + ([unexplained] if offset else []), z * se_change)
     if cancel and offset and sig_parts:
         warnings.append(f"a change of {sum(sig_parts):+,.6g} in rows is offset by {unexplained:+,.6g} that no "
                         "changed mechanism explains (rows a dedup or window drops, say): the metric did not move")

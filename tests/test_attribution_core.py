@@ -201,3 +201,15 @@ def test_runtime_30_nodes_20000_units():
     elapsed = time.perf_counter() - t0
     assert res.attributions[0].node == "orders.amount"
     assert elapsed <= 15.0, elapsed
+
+
+def test_only_parts_that_offset_each_other_cancel():
+    """Significant items cancel (no movement) only when they offset each other: a mix shift of +80,599
+    next to -5,809 under a noisy metric (z 1.96) is a change, not two items cancelling (helper-37's
+    healthcare mix case); a volume offset by what nothing explains, or two equal opposite items, is."""
+    from spark_causal.attribution import _offsetting
+
+    assert not _offsetting([80_599.0, -5_809.0], 74_633.0)
+    assert _offsetting([59_824.0, -59_790.0], 1_000.0)
+    assert _offsetting([100.0, -90.0, 5.0], 50.0)
+    assert not _offsetting([100.0], 500.0) and not _offsetting([100.0, -30.0], 50.0)
