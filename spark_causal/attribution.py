@@ -2540,6 +2540,19 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                                  "baseline": baseline.graph.nodes[node].get("expr") or fb,
                                  "current": current.graph.nodes[node].get("expr") or fc,
                                  "baseline_fingerprint": fb, "current_fingerprint": fc})
+    both = set(baseline.graph.nodes) & set(current.graph.nodes)
+    for node in sorted(both - {cc["node"] for cc in code_changes}):
+        # a selection of the same text over other columns (a join on the FX table's date moved by a
+        # day: ``fx.withColumn("date", date_add("date", 1))``) is code that changed too
+        if current.graph.nodes[node].get("kind") != "selection":
+            continue
+        ins = [set(g.predecessors(node)) for g in (baseline.graph, current.graph)]
+        if ins[0] != ins[1] and (ins[0] ^ ins[1]) - both:
+            expr = current.graph.nodes[node].get("expr") or node
+            code_changes.append({"node": node, "baseline": f"{expr} over {', '.join(sorted(ins[0] - ins[1]))}",
+                                 "current": f"{expr} over {', '.join(sorted(ins[1] - ins[0]))}",
+                                 "baseline_fingerprint": baseline.graph.nodes[node].get("fingerprint"),
+                                 "current_fingerprint": current.graph.nodes[node].get("fingerprint")})
     for node in one_sided:
         now = node in (desc.get("selections") or [])  # the current code has it, the baseline's not
         attrs = (current.graph if now else baseline.graph).nodes[node]

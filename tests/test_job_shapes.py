@@ -1628,3 +1628,32 @@ def test_a_field_of_an_exploded_array_of_structs_is_named_at_its_source(spark, t
     res = spark_causal.attribute(store, "a", "b", "out.revenue")
     assert res.significant and res.attributions[0].node == "orders.items", res.summary()
     assert res.attributions[0].kind == "source" and res.attributions[0].contribution == pytest.approx(res.change, rel=0.15)
+
+
+def test_a_join_over_a_key_the_code_moved_is_a_code_change(spark, tmp_path):
+    """FX rates joined on the day before (``fx.withColumn("date", date_add("date", 1))``): the join's
+    text is the same, its columns are not, so it is listed as a code change and named (was: no code
+    change at all, half of it to the unchanged rates)."""
+    from pyspark.sql import functions as F
+
+    cur, days = ["USD", "EUR", "GBP"], pd.date_range("2026-11-01", periods=7).date
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 171), ("b", 172)):
+        rng = np.random.default_rng(seed)
+        n = 4000
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"currency": rng.choice(cur, n), "date": rng.choice(days, n),
+                      "amount": np.round(rng.lognormal(4.0, 0.5, n), 2)}).to_parquet(tmp_path / run / "payments.parquet")
+        pd.DataFrame([(c, d, r * (1 + 0.01 * i)) for c, r in zip(cur, [1.0, 1.08, 1.27]) for i, d in enumerate(days)],
+                     columns=["currency", "date", "rate"]).to_parquet(tmp_path / run / "fx.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            fx = spark.read.parquet(str(tmp_path / run / "fx.parquet"))
+            if run == "b":
+                fx = fx.withColumn("date", F.date_add("date", 1))
+            spark.read.parquet(str(tmp_path / run / "payments.parquet")).join(fx, ["currency", "date"]) \
+                .withColumn("usd", F.col("amount") * F.col("rate")).groupBy("date").agg(F.sum("usd").alias("gross_usd")) \
+                .write.parquet(str(tmp_path / run / "daily"))
+    res = spark_causal.attribute(store, "a", "b", "daily.gross_usd")
+    changed = {c["node"]: c for c in res.code_changes}
+    assert "daily.join1" in changed and changed["daily.join1"]["current"].endswith("over daily.date@2"), res.code_changes
+    assert res.significant and "daily.join1" in [a.node for a in res.attributions[:2]], res.summary()
