@@ -1922,6 +1922,11 @@ def _offsetting(parts: list[float], noise: float) -> bool:
     return len(parts) >= 2 and net <= noise and net <= 0.5 * max(abs(x) for x in parts)
 
 
+def _nested(graphs: list[nx.DiGraph], node: str) -> bool:
+    """Whether ``node`` is a struct, array or map column, which a sample holds as JSON text."""
+    return str(_node_attr(graphs, node, "dtype") or "").startswith(_NESTED)
+
+
 def _nested_source(graph: nx.DiGraph, node: str) -> str | None:
     """The source column a nested value comes from, through the explodes between (None if another
     stage computes it)."""
@@ -2619,13 +2624,12 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 used |= u
         used -= selections - {node}
         used.discard(node)
-        if not (fns["b"] or fns["c"]) and any(str(_node_attr(graphs, p, "dtype") or "").startswith(_NESTED)
-                                              for p in used):
+        if not (fns["b"] or fns["c"]) and any(_nested(graphs, p) for p in used):
             # a struct's field (``payload.price``) or an expression of several: the struct is held as JSON
             # text, which no function can be fitted to, so its values are the unit's own. Unless its code
             # changed, a change of them is the change of the one nested source column it reads
             # (through the explodes between: ``item.price`` of ``explode(items) AS item`` is ``orders.items``)
-            nested = {_nested_source(graph, p) for p in used if str(_node_attr(graphs, p, "dtype") or "").startswith(_NESTED)}
+            nested = {_nested_source(graph, p) for p in used if _nested(graphs, p)}
             if len(nested) == 1 and None not in nested and node not in changed_code and \
                     all(_node_attr(graphs, p, "kind") == "source" or p in graph and
                         graph.nodes[p].get("subtype") == "generate" for p in used):
@@ -2756,7 +2760,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                     where_nodes = where_nodes | {_IN_SLICE}
                 # (not a struct a key is a field of: JSON text, whose field the key's own values hold)
                 where_nodes = where_nodes | {u for k in where_nodes if k in computed for u in computed[k][1]
-                                             if not str(_node_attr(graphs, u, "dtype") or "").startswith(_NESTED)}
+                                             if not _nested(graphs, u)}
         except _ExprError as e:
             if str(e).startswith("unknown column"):
                 raise UnknownOutputError(
@@ -2810,7 +2814,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     root_nodes = [x for x in model_nodes if x not in parents and (x not in selections or x in free) and (
         x in relevant or x in matched and set(matched[x]) & relevant
         or (_node_attr(graphs, x, "table") or _node_attr(graphs, x, "stage")) == driving
-        and not str(_node_attr(graphs, x, "dtype") or "").startswith(_NESTED))]
+        and not _nested(graphs, x))]
     discrete, identifiers, nuniq = {}, [], {}
     declared_ids = set(desc.get("identifiers") or []) | set(desc_b.get("identifiers") or []) | key_ids
     lookup_keys = {k for keys in lookups.values() for k in keys}
@@ -2862,7 +2866,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     num_before: list[str] = []
     rank_cache: dict[str, np.ndarray] = {}
     for x in chain:
-        cond = cond_of(disc_before)
+        cond, budget = cond_of(disc_before), cfg.max_cells
         if not discrete[x]:
             # a numeric column is conditioned only on the columns it depends on: conditioning on an
             # independent column would re-draw it for nothing (noise, time) when that column changes.
@@ -2892,8 +2896,6 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             rho = [t for t in rho if t[0] >= max(0.05, 4 / math.sqrt(b.n + c.n))]
             if rho:
                 cond.append(max(rho)[1])
-        else:
-            budget = cfg.max_cells
         roots.append(_RootSpec(x, discrete[x], cond, [d for d in disc_before if d not in cond], budget))
         (disc_before if discrete[x] else num_before).append(x)
     spec.roots = roots

@@ -269,11 +269,12 @@ class Capture:
         if not self.options.samples or self.options.sample_size == 0:
             return done
         for k, seg_plan in enumerate(sampling.segment_plans(plan)):
+            segment = f"{output}.seg{k + 1}"
+            previous = self._previous_segment(segment)
             try:
-                seg = sampling.sample_output(self.spark, self.builder, output, seg_plan, segment=f"{output}.seg{k + 1}",
+                seg = sampling.sample_output(self.spark, self.builder, output, seg_plan, segment=segment,
                                              sample_size=self.options.sample_size, seed=self.options.seed, known=rows,
-                                             prefer=self._previous_segment(f"{output}.seg{k + 1}").get("driving"),
-                                             windowed=self._windowed(f"{output}.seg{k + 1}"))
+                                             prefer=previous.get("driving"), windowed=self._windowed(previous))
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"samples of output {output!r} (segment {k + 1}) failed: {_one_line(exc)}", exc)
                 continue
@@ -330,10 +331,10 @@ class Capture:
         different things."""
         return next((d for d in self._history().get("segments") or [] if d.get("id") == segment), {})
 
-    def _windowed(self, segment: str) -> bool | None:
-        """Whether the segment's previous run took its units from below its windows (None: no such run,
-        or no window on its driving path then), which this run follows (``sampling.sample_output``)."""
-        desc = self._previous_segment(segment)
+    def _windowed(self, desc: dict) -> bool | None:
+        """Whether a segment's previous run (``desc``, its description) took its units from below its
+        windows (None: no such run, or no window on its driving path then), which this run follows
+        (``sampling.sample_output``)."""
         if not desc:
             return None
         if desc.get("windows"):

@@ -305,7 +305,8 @@ class _Walk:
             summed = {n for n, _, _ in ins}
             self.env[P.expr_id(e)] = self.node(
                 kind="aggregate", column=P.name(e), stage=stage, dtype=P.dtype(e), expr=P.sql(expr),
-                subtype=fn, inputs=ins + [g for g in group_ins if g[0] not in summed] + sel_ins, fp_parts=("group by", group_sql, *info.udf_code))
+                subtype=fn, inputs=ins + [g for g in group_ins if g[0] not in summed] + sel_ins,
+                fp_parts=("group by", group_sql, *info.udf_code))
         return _Frame(rowdeps=frame.rowdeps)  # which groups exist still depends on the selections below
 
     def _v_Window(self, p: JObject, stage: str, alias: str | None) -> _Frame:
