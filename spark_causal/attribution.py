@@ -1630,7 +1630,7 @@ def _mechanism_fn(spec: _Spec, fit: _Fitted, node: str, tag: str) -> Callable[[d
                 v[~found] = v2
             if node in spec.selections:
                 v = np.where(np.isnan(v.astype(float)), 0.0, v.astype(float))
-            if node in spec.gates:  # no row found, no value: NULL as the left join gives it
+            if node in spec.gates:  # no row found, no value: NULL as the join gives it
                 v[_num(env[spec.gates[node]], n) != 1] = np.nan if _is_numeric(v) else None
             return v
         return _lk
@@ -2110,8 +2110,8 @@ def _key_text(key: Any, keys: list[str], coded: dict[str, np.ndarray]) -> str:
 
 
 def _matched(gates: dict[str, str], node: str, r: _Run) -> np.ndarray | slice:
-    """The units whose row a looked-up column's left join found (its values there are the table's), all
-    units for a column no left join gates."""
+    """The units whose row a looked-up column's join found (its values there are the table's), all
+    units for a column no join gates: a key that found no row is the join's change, not the table's."""
     return _num(r.values[gates[node]], r.n) == 1 if node in gates else slice(None)
 
 
@@ -2470,7 +2470,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     key_ids: set[str] = set()     # many-valued join keys: identifiers, not causes
     ranged: dict[str, list[str]] = {}  # columns a range (non-equi) join brings: functions of what it compares
     clustering: set[str] = set()  # keys of lookups in many-keyed tables: units sharing one are clustered
-    gates: dict[str, str] = {}    # looked-up columns of a left join -> its match indicator
+    gates: dict[str, str] = {}    # looked-up columns of a join -> its match indicator (NULL where none)
 
     def left(sel: Any) -> bool:  # a join whose match both runs keep as a 0/1 column, dropping no unit
         return all(any(x.get("selection") == sel and x.get("drops") is False for x in d.get("joins") or [])
@@ -2513,8 +2513,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             clustering.update(keys)
         for col in cols:
             lookups[col] = keys
-        if j.get("selection") in cols and left(j.get("selection")):  # a per-key lookup's row found or not
-            found(j["selection"])
+        if j.get("selection") in cols:  # a per-key lookup's row found or not
+            if left(j["selection"]):
+                found(j["selection"])
             gates.update((col, j["selection"]) for col in cols if col != j["selection"])
     # units sampled by the partitions of a window (whole partitions) are clustered by its keys
     windowed = [k for d in (desc, desc_b) for k in d.get("clusters") or [] if k in model_nodes]
