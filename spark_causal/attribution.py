@@ -2472,13 +2472,29 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     clustering: set[str] = set()  # keys of lookups in many-keyed tables: units sharing one are clustered
     gates: dict[str, str] = {}    # looked-up columns of a join -> its match indicator (NULL where none)
 
-    def left(sel: Any) -> bool:  # a join whose match both runs keep as a 0/1 column, dropping no unit
-        return all(any(x.get("selection") == sel and x.get("drops") is False for x in d.get("joins") or [])
-                   for d in (desc_b, desc))
+    def keeps_all(d: dict, sel: Any) -> bool:  # a join that keeps its match as a 0/1 column, dropping no unit
+        return any(x.get("selection") == sel and x.get("drops") is False for x in d.get("joins") or [])
 
-    def found(sel: str) -> None:  # its values: whether each unit found a row (not its gate of 1)
+    def left(sel: Any) -> bool:  # ... in both runs
+        return keeps_all(desc_b, sel) and keeps_all(desc, sel)
+
+    def found(sel: str, into: str | None = None) -> None:  # whether each unit found a row (not its gate of 1)
         for r, seg in ((b, seg_b), (c, seg_c)):
-            r.values[sel] = np.nan_to_num(_to_array(seg.table[sel]).astype(float), nan=0.0)
+            r.values[into or sel] = np.nan_to_num(_to_array(seg.table[sel]).astype(float), nan=0.0)
+
+    # a join whose type changed (LEFT -> INNER): whether a unit finds a row is the same in both runs, only
+    # the gate differs (1 for the left join, the match for the inner one). The match is a root of its own
+    # (``<selection>#found``, reported as the join), the gate a function of it per run, so the columns the
+    # join brings keep their own conditional on the match instead of looking changed with the gate
+    retyped: dict[str, str] = {}  # such a join's selection -> its match root
+
+    def retype(sel: str, cols: list[str]) -> None:
+        retyped[sel] = f"{sel}#found"
+        found(sel, into=retyped[sel])
+        model_nodes.append(retyped[sel])
+        free.discard(sel)
+        free.add(retyped[sel])
+        matched[retyped[sel]] = [col for col in cols if col != sel]
 
     for j in desc.get("joins") or []:
         keys = [k for k in j.get("keys") or [] if k in model_nodes]
@@ -2507,6 +2523,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                     matched[sel] = [col for col in cols if col != sel]
                     if fn == "count" and agg == "sum" and inp in (j.get("other_keys") or []):
                         fn, inp = "sum", sel  # the other side's key is set exactly where a row was found
+                elif sel in cols and (keeps_all(desc_b, sel) or keeps_all(desc, sel)):
+                    retype(sel, cols)
                 continue
             # ... unless the runs looked up the same table (a customer dimension both runs joined): then
             # it is one, and the keys the runs share say exactly which of its rows changed
@@ -2573,6 +2591,12 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         if node in lookups:
             parents[node] = lookups[node] + ([gates[node]] if node in gates else [])
             how[node] = "lookup"
+            continue
+        if node in retyped:
+            gate = {tag: (lambda env, n: np.ones(n)) if keeps_all(d, node) else
+                    (lambda env, n, m=retyped[node]: env[m]) for tag, d in (("b", desc_b), ("c", desc))}
+            det[node] = _DetSpec(node, [retyped[node]], True, gate, True, True)
+            parents[node], how[node] = [retyped[node]], "join type"
             continue
         if node in ranged:
             det[node] = _DetSpec(node, ranged[node], node in selections, {"b": None, "c": None}, False)
@@ -2960,7 +2984,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         code_changes=tuple(code_changes), warnings=tuple(warnings), graphs=tuple(graphs),
         baseline_run=baseline.run, current_run=current.run,
         seconds={"fit": t_fit - t0, "tests": t_test - t_fit}, fanout=fanout,
-        stand_ins={k: v for k, v in stand_ins.items() if k in tests and v not in tests})
+        stand_ins={**{k: v for k, v in stand_ins.items() if k in tests and v not in tests},
+                   **{m: sel for sel, m in retyped.items()}})
 
 
 def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
@@ -3113,10 +3138,16 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
 
     items: list[AttributionItem] = []
     item_sig: dict[str, bool] = {}
-    for node, t in tests.items():
-        val = contrib.get(node, 0.0)
-        ci = interval(node, val) if node in contrib else None
-        shown = model.stand_ins.get(node, node)
+    shown_as: dict[str, list[str]] = {}  # a reported node -> the mechanisms it stands for
+    for node in tests:
+        shown_as.setdefault(model.stand_ins.get(node, node), []).append(node)
+    for shown, nodes in shown_as.items():
+        val = sum(contrib.get(x, 0.0) for x in nodes)
+        if len(nodes) > 1 and any(x in contrib for x in nodes):  # one bootstrap draw: their sum's interval
+            boots[shown] = list(np.sum([boots[x] for x in nodes if x in contrib], axis=0))
+            contrib[shown] = val
+        ci = interval(shown, val) if shown in contrib else None
+        t = {"changed": any(tests[x]["changed"] for x in nodes), "p_adj": min(tests[x]["p_adj"] for x in nodes)}
         items.append(item(shown, report_kind(shown), val, t["changed"], t["p_adj"], ci))
         # a slice (``where``) of a mechanism that changed elsewhere (a drift in another country) gets
         # only resampling noise: there, only a contribution beyond its bootstrap error counts
