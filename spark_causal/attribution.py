@@ -1304,6 +1304,9 @@ class _RootSpec:
     # modelled as depending on that group
     split: list[str] = field(default_factory=list)
     max_cells: int | None = None  # cells of its conditioning kept apart (the rest merge); cfg.max_cells by default
+    # cells (their keys; -1: the merged rest) where it did not change though it changed elsewhere: there
+    # the other run's version is the reference one's, so their sampling noise is not the change's
+    kept: frozenset[int] = frozenset()
 
 
 class _RootModel:
@@ -1394,16 +1397,54 @@ class _RootModel:
         pos = self.cell_index.get_indexer(keys)
         return np.where(pos < 0, self.rest, pos).astype(np.int64)
 
+    def _key_of_cell(self) -> np.ndarray:
+        """Each cell's key (-1 for the merged rest and the marginal copy)."""
+        return np.r_[self.cell_index.to_numpy().astype(np.int64), -1, -1]
+
     def draw(self, tag: str, values: dict[str, np.ndarray]) -> np.ndarray:
         cells = self._cells(self._keys(values)) if self.spec.cond else np.zeros(
             len(self.u), dtype=np.int64)
+        out = self._draw(tag, cells, self.u, self.v)
+        if tag == "c" and self.spec.kept:
+            kept = np.isin(self._key_of_cell(), list(self.spec.kept))[cells]
+            if kept.any():
+                out[kept] = self._draw("b", cells[kept], self.u[kept], self.v[kept])
+        return out
+
+    def _draw(self, tag: str, cells: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         t = self.tables[tag]
         cells = np.where(t["present"][cells], cells, self.marg)
         if not len(t["g"]):  # every value NULL
-            return np.full(len(self.u), np.nan)
-        j = np.searchsorted(t["g"], cells + self.u, side="left")
+            return np.full(len(u), np.nan)
+        j = np.searchsorted(t["g"], cells + u, side="left")
         j = np.minimum(j, len(t["g"]) - 1)
-        return np.where(self.v < t["nulls"][cells], np.nan, t["vals"][j])
+        return np.where(v < t["nulls"][cells], np.nan, t["vals"][j])
+
+    def settled(self, b: _Run, c: _Run, alpha: float) -> frozenset[int]:
+        """The cells (keys) where a column that changed did not: a drift of one country's amounts
+        leaves the other countries' amounts as they were, and switching them too would add their
+        sampling noise (times whatever multiplies them: a corrupted rate) to the drift. Those whose own
+        test, Bonferroni over the cells, finds no change, unless they still differ taken together (a
+        change spread thinly over every cell): then none."""
+        if not self.spec.cond:
+            return frozenset()
+        cb, cc = self._cells(self._keys(b.values)), self._cells(self._keys(c.values))
+        xb, xc = b.values[self.spec.name], c.values[self.spec.name]
+        deff = self.design_effect(b, c)
+        ps = {}
+        for cell in np.unique(np.concatenate([cb, cc])):
+            mb, mc = cb == cell, cc == cell
+            if mb.sum() >= 2 and mc.sum() >= 2:
+                ps[int(cell)] = self._compare(xb[mb], b.w[mb], xc[mc], c.w[mc], deff)[0]
+        calm = [cell for cell, p in ps.items() if p * len(ps) >= alpha]
+        if not calm or len(calm) == len(ps):
+            return frozenset()
+        mb, mc = np.isin(cb, calm), np.isin(cc, calm)
+        together = (self._standardised(cb[mb], cc[mc], xb[mb], b.w[mb], xc[mc], c.w[mc], deff) if len(calm) > 1
+                    else self._compare(xb[mb], b.w[mb], xc[mc], c.w[mc], deff)[0])
+        if together < alpha:
+            return frozenset()
+        return frozenset(int(k) for k in self._key_of_cell()[calm])
 
     def test(self, b: _Run, c: _Run) -> float:
         return self.test_effect(b, c)[0]
@@ -2974,6 +3015,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     for node, d in spec.det.items():
         if tests.get(node, {}).get("changed") and not d.per_run:
             d.per_run = refit = True
+    for r in spec.roots:
+        if tests.get(r.name, {}).get("changed") and not tests[r.name]["certain"]:
+            r.kept = fit.roots[r.name].settled(b, c, cfg.alpha)
+            refit = refit or bool(r.kept)
     if refit:
         fit = _Fitted(spec, b, c, cfg, np.random.default_rng(cfg.seed))
     t_test = time.perf_counter()

@@ -1690,3 +1690,37 @@ def test_a_left_join_made_inner_is_the_joins_not_the_columns_it_brings(spark, tm
         assert abs(items["report.join1"] - res.change) < 0.05 * abs(res.change), res.summary()
         assert abs(items.get("returns.refund", 0.0)) < 0.05 * abs(res.change), res.summary()
         assert not any("#" in a.node for a in res.attributions)
+
+
+def test_a_drift_in_one_cell_is_not_sized_with_the_other_cells_noise(spark, tmp_path):
+    """EUR amounts +30% while the GBP rate is corrupted x100: the amounts changed in the EUR cell only.
+    Switched whole, the other currencies' amounts brought their sampling noise, times the corrupted
+    rate, into the drift's item (259,814, its interval across 0, for a true ~42,000); now only the
+    cells whose own test changed switch, unless the rest still differ together."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    rates = {"EUR": 1.08, "USD": 1.0, "GBP": 1.27, "JPY": 0.0067}
+    truth = 0.0
+    for run, seed in (("a", 21), ("b", 22)):
+        rng = np.random.default_rng(seed)
+        n = 8000
+        cur = rng.choice(list(rates), n)
+        amount = np.round(rng.lognormal(4.0, 0.6, n), 2)
+        if run == "b":
+            truth = float(0.3 * 1.08 * amount[cur == "EUR"].sum())
+            amount = np.where(cur == "EUR", amount * 1.3, amount)
+        fx = dict(rates, GBP=rates["GBP"] * (100 if run == "b" else 1))
+        _as_views(spark, tmp_path / run, {
+            "payments": pd.DataFrame({"currency": cur, "amount": amount, "country": rng.choice(["DE", "FR", "US"], n)}),
+            "fx": pd.DataFrame({"currency": list(fx), "rate": list(fx.values())})})
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.table("payments").join(spark.table("fx"), "currency") \
+                .withColumn("usd", F.col("amount") * F.col("rate")).groupBy("country") \
+                .agg(F.sum("usd").alias("gross_usd")).write.parquet(str(tmp_path / run / "daily"))
+    res = spark_causal.attribute(store, "a", "b", "daily.gross_usd")
+    items = {a.node: a for a in res.attributions}
+    assert res.attributions[0].node == "fx.rate", res.summary()
+    drift = items["payments.amount"]
+    assert drift.mechanism_changed and drift.ci_low > 0, res.summary()
+    assert abs(drift.contribution - truth) < 0.25 * truth, (drift, truth)
