@@ -106,9 +106,11 @@ class _Rewriter:
         child = self.rewrite(kids[0])
         if c == "Filter":
             sel = self.selections.get(int(p.hashCode())) or f"__filter{len(self.extra)}"
-            self.drops[sel] = True
             cond = self.c.E.Coalesce(self.c.seq([p.condition(), self.c.lit(False)]))
-            return self.c.project(P.output(child) + [self.add(cond, sel)], child)
+            out = self._guarded(P.output(child) + [self.add(cond, sel)], child,
+                                lambda e: self.c.alias(self.c.lit(False), e.name()))
+            self.drops[sel] = True
+            return out
         if c == "Project":
             # carry what the projection drops but the graph names: added columns, and node columns used only
             # inside this derived table's expressions (``l_extendedprice`` of ``volume``) stay in the sample
@@ -118,8 +120,30 @@ class _Rewriter:
             ids = {P.expr_id(e) for e in kept if P.cls(e) in ("Alias", "AttributeReference")}
             carried = [a for a in P.output(child) if P.expr_id(a) not in ids and
                        (P.expr_id(a) in self.extra or P.expr_id(a) in self.env)]
-            return self.c.project(kept + carried, child)
+            return self._guarded(kept + carried, child,
+                                 lambda e: self.c.alias(self.c.E.Literal(None, e.dataType()), e.name()))
         return p.withNewChildren(self.c.seq([child]))
+
+    def _guarded(self, exprs: list, child: JObject, when_dropped: Callable[[JObject], JObject]) -> JObject:
+        """``exprs`` over ``child``, with a user function among them called only on the rows that every
+        gate below (a filter, an inner join) passes; the rest get ``when_dropped(expr)`` instead.
+
+        Why: the job calls its UDFs only on the rows it keeps, and a UDF may rely on it (a Python
+        function of ``temp`` under ``temp IS NOT NULL`` raises on None). The sampled pass keeps every
+        unit, so it would call the UDF on rows the job never gave it, and one exception loses the run's
+        samples. A CASE WHEN would not protect it: Spark evaluates Python UDFs on all the rows of their
+        operator's input. So the rows are split by the gates and the two halves put back together."""
+        gates = [a for a in P.output(child) if self.drops.get(self.extra.get(P.expr_id(a)))]
+        udf = [bool(P.inspect_expr(e).classes & P.UDF_CLASSES) for e in exprs]
+        if not gates or not any(udf):
+            return self.c.project(exprs, child)
+        E, L = self.c.E, self.c.L
+        passes = gates[0]
+        for g in gates[1:]:
+            passes = E.And(passes, g)
+        dropped = [when_dropped(e) if u else e for e, u in zip(exprs, udf)]
+        return L.Union(self.c.seq([self.c.project(exprs, L.Filter(passes, child)),
+                                   self.c.project(dropped, L.Filter(E.Not(passes), child))]), False, False)
 
     def _join(self, p: JObject) -> JObject:
         left, right = p.left(), p.right()

@@ -1724,3 +1724,35 @@ def test_a_drift_in_one_cell_is_not_sized_with_the_other_cells_noise(spark, tmp_
     drift = items["payments.amount"]
     assert drift.mechanism_changed and drift.ci_low > 0, res.summary()
     assert abs(drift.contribution - truth) < 0.25 * truth, (drift, truth)
+
+
+def test_a_udf_the_job_guards_with_a_filter_is_not_called_on_the_rows_it_drops(spark, tmp_path):
+    """A Python UDF of ``temp`` under ``temp IS NOT NULL``: the sampled pass keeps the units the filter
+    drops, and called the UDF on their NULLs, which raised: the run lost its samples and NULLs injected
+    into ``temp`` could not be attributed at all. Now the UDF sees only the rows the job gives it."""
+    import json
+
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import udf
+    from pyspark.sql.types import DoubleType
+
+    @udf(returnType=DoubleType())
+    def rate(temp):
+        return 0.02 + 0.004 * max(temp - 75.0, 0.0)  # raises on None, which the job never passes
+
+    store = str(tmp_path / "store")
+    for run, null_share in (("a", 0.0), ("b", 0.15)):
+        spark.range(3000).select(F.col("id"), (F.col("id") % 4).cast("string").alias("line"),
+                                 F.when(F.rand(1) < null_share, None).otherwise(60 + F.rand(2) * 40).alias("temp")) \
+            .write.parquet(str(tmp_path / run / "readings"))
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.read.parquet(str(tmp_path / run / "readings")).filter(F.col("temp").isNotNull()) \
+                .withColumn("cost", rate(F.col("temp")) * 100).groupBy("line").agg(F.sum("cost").alias("scrap")) \
+                .write.parquet(str(tmp_path / run / "out"))
+        meta = json.loads((tmp_path / "store" / "runs" / run / "meta.json").read_text())
+        assert meta["status"] == "succeeded" and not meta["capture_errors"], meta
+    res = spark_causal.attribute(store, "a", "b", "out.scrap")
+    exact = {r["line"]: r["scrap"] for r in spark.read.parquet(str(tmp_path / "b" / "out")).collect()}
+    assert res.current_value == pytest.approx(sum(exact.values()), rel=1e-9)  # every unit sampled: exact
+    assert res.significant and res.attributions[0].node == "readings.temp", res.summary()
+    assert abs(res.attributions[0].contribution - res.change) < 0.15 * abs(res.change), res.summary()
