@@ -927,6 +927,25 @@ def _pure(node: str, graph: nx.DiGraph, sampled: set[str]) -> bool:
     return bool(inputs) and all(p in sampled for p in inputs)
 
 
+def _threshold_inputs(node: str, graph: nx.DiGraph, aggregates: set[str], roots: set[str],
+                      changed_code: set[str]) -> list[str]:
+    """The roots a selection's scalar subquery is computed from (``salary > (SELECT AVG(salary) FROM
+    pay)``), when every source it reads is a root of the units and no code of the subquery changed;
+    else []. Such a threshold moves with the data (by chance on fresh data of the same distribution):
+    it is a function of those roots, not a mechanism of its own that could change."""
+    if node not in graph or "scalarsubquery(" not in str(graph.nodes[node].get("expr") or "").lower():
+        return []
+    subs = [p for p in graph.predecessors(node)
+            if graph.nodes[p].get("kind") == "aggregate" and p not in aggregates]
+    if not subs:
+        return []
+    above = set(subs).union(*(nx.ancestors(graph, q) for q in subs))
+    if above & changed_code:
+        return []
+    sources = {a for a in above if graph.nodes[a].get("kind") == "source"}
+    return sorted(sources) if sources and sources <= roots else []
+
+
 def _many_keys(keys: list[str], b: "_Run", c: "_Run") -> bool:
     """True when the join keys take so many values that a typical key has only a few units.
 
@@ -1537,6 +1556,9 @@ class _DetSpec:
     fn: dict[str, Callable | None]  # compiled expression per run tag ('b', 'c'), when it verified
     code_changed: bool
     per_run: bool = False  # the mechanism differs between the runs (code change or a failed test)
+    # roots a threshold read from a scalar subquery is computed from (``salary > (SELECT AVG(salary) FROM
+    # pay)``): the run's own version applies whenever they are switched, so its move is theirs
+    follows: tuple[str, ...] = ()
 
 
 @dataclass
@@ -1762,6 +1784,9 @@ def evaluate(model: FittedModel, switched: set[str] | frozenset[str] | list[str]
             env[r.name] = new
             changed[r.name] = diff
     for node in spec.order:
+        d = spec.det.get(node)
+        if d is not None and d.follows and switched & set(d.follows):
+            switched = switched | {node}  # a threshold computed from switched roots is theirs too
         if node in switched:
             dirty = np.ones(n, dtype=bool)
         else:
@@ -2988,6 +3013,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             tests[r.name] = {"p": fit.roots[r.name].test(b, c), "certain": False, "how": "root"}
     for node, (p, certain, note) in lookup_tests.items():
         tests[node] = {"p": p, "certain": certain, "how": "lookup", "note": note}
+    refit = False
     for node, d in spec.det.items():
         if d.code_changed and _computes_the_same(d, b, c, _decimal_scale(_node_attr(graphs, node, "dtype"))):
             tests[node] = {"p": 1.0, "certain": False, "untested": True,
@@ -2998,6 +3024,14 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # the same code evaluated on both runs reproduces both: unchanged by construction
             tests[node] = {"p": 1.0, "certain": False, "how": "same code, reproduces both runs",
                            "untested": True}
+        elif d.selection and d.fn["b"] is None and d.fn["c"] is None and (follows := _threshold_inputs(
+                node, graph, aggregates, {r.name for r in spec.roots}, changed_code)):
+            # a threshold from a scalar subquery over the units' own roots: each run's is fitted, and
+            # the current one applies with those roots (a chance move of an average is no change)
+            d.follows, d.per_run, refit = tuple(follows), True, True
+            how[node] = f"threshold computed from {', '.join(follows)}"
+            tests[node] = {"p": 1.0, "certain": False, "untested": True,
+                           "how": f"same code, a threshold computed from {', '.join(follows)}"}
         elif _pure(node, graph, set(model_nodes)):
             # same fingerprint, a row-wise expression whose inputs are all in the sample: the code is
             # the mechanism, so it did not change; a fitted comparison would only measure fitting noise
@@ -3011,7 +3045,6 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     for k, t in tests.items():
         t["p_adj"] = 0.0 if t["certain"] else adj.get(k, t["p"])
         t["changed"] = bool(t["certain"] or t["p_adj"] < cfg.alpha)
-    refit = False
     for node, d in spec.det.items():
         if tests.get(node, {}).get("changed") and not d.per_run:
             d.per_run = refit = True

@@ -388,6 +388,9 @@ def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baselin
         roots = {r for f in filters + [a.node] for r in nx.ancestors(graph, f)
                  if graph.nodes[r].get("kind") == "source"
                  and (not tables or f != a.node or graph.nodes[r].get("table") in tables)} - set(keys) - per_unit
+        # identifiers match rows, they do not describe them: a correlated subquery's key
+        # (``t.emp_id = outer(p.emp_id)``) or ids fresh in every run always "move", and are never the cause
+        roots -= _correlation_keys(graph, filters + [a.node]) | {r for r in roots if _fresh_ids(sb, sc, r, graph)}
         scores = {r: _stats_change(sb, sc, r) for r in roots}
         scores.update({k: _stats_change(sb, sc, k) for k in keys})
         scores.update({f"{t}.__rows__": _rows_change(sb, sc, graph, t) or 0.0 for t in tables})
@@ -435,6 +438,42 @@ def _outside_inputs(graph: nx.DiGraph) -> dict[str, tuple[list[str], set[str], s
             if filters:
                 out[sel] = (sorted(filters), set(), tables, [k for k in j.get("other_keys", []) if k in graph])
     return out
+
+
+def _correlation_keys(graph: nx.DiGraph, filters: list[str]) -> set[str]:
+    """Source columns a correlated subquery's filter equates with the outer query's columns
+    (``t.emp_id = outer(p.emp_id)`` of ``NOT EXISTS (SELECT 1 FROM terminated t WHERE ...)``): keys."""
+    out = set()
+    for f in filters:
+        expr = str(graph.nodes[f].get("expr") or "") if f in graph else ""
+        if "outer(" not in expr.lower():
+            continue
+        for part in re.split(r"(?i)\s+and\s+", expr):
+            if "outer(" not in part.lower() or not re.search(r"(?<![<>!=])=(?!=)|<=>", part):
+                continue
+            for p in graph.predecessors(f):
+                col = str(graph.nodes[p].get("column") or "")
+                if graph.nodes[p].get("kind") == "source" and col and \
+                        re.search(rf"(?<![\w(])(\w+\.)?`?{re.escape(col)}`?(?![\w(])", re.sub(r"(?i)outer\([^)]*\)", "", part)):
+                    out.add(p)
+    return out
+
+
+def _fresh_ids(sb: Any, sc: Any, node: str, graph: nx.DiGraph) -> bool:
+    """An integer column whose values in the two runs do not overlap at all, with the same spread
+    (``100000 * day + i``): each run's own ids, whose statistics move with any fresh data."""
+    if node not in sb.index or node not in sc.index or \
+            str(graph.nodes[node].get("dtype", "")) not in ("tinyint", "smallint", "int", "bigint"):
+        return False
+    b, c = sb.loc[node], sc.loc[node]
+    try:
+        lo_b, hi_b, lo_c, hi_c = (float(x) for x in (b["min"], b["max"], c["min"], c["max"]))
+        sd_b, sd_c = float(b["std"]), float(c["std"])
+    except (TypeError, ValueError):
+        return False
+    if min(float(b["count"] or 0), float(c["count"] or 0)) < 50 or not (sd_b > 0 and sd_c > 0):
+        return False
+    return (hi_b < lo_c or hi_c < lo_b) and 0.8 <= sd_c / sd_b <= 1.25
 
 
 def _other_tables(graph: nx.DiGraph, join: dict) -> set[str]:
@@ -555,7 +594,15 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
     # aggregates joined on their keys); either copies an aggregate of the segment below
     start = (entry.get("input") if str(entry.get("fn", "")).lower() == "sum" else None) if entry else result.target
     drops = _drops_rows(desc, b, c)
-    inp = _copied_aggregate(c.graph, start, others) if start and not drops else None
+    inp = _copied_aggregate(c.graph, start, others) if start else None
+    kept = None
+    if inp is not None and drops:
+        # a selection among the aggregated groups (``WHERE rk <= 5`` over a RANK() of per-product
+        # revenue, a HAVING-like filter, an inner join of the groups): the outer rows sum the groups
+        # it kept, which are the inner units of those groups' keys
+        kept = _kept_groups(result, desc, inp, b, c)
+        if kept is None:
+            inp = None
     read_back = inp is None and entry and start and not result.where and not drops and \
         (c.graph.nodes[start].get("output") if start in c.graph else None) in row_level
     if read_back:
@@ -563,28 +610,121 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
     if result.agg != "sum" or inp not in others or str(others[inp].get("fn", "")).lower() not in ("sum", "count"):
         return None
     try:
-        # a slice by the outer rows' keys is the slice by the same keys of the units they sum
-        try:
-            inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=result.where, config=config)
-        except SparkCausalError:
-            where = _inner_where(result, inp, b, c) if result.where else None
-            if where is None:
-                raise
-            inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=where, config=config)
+        if kept is not None:
+            inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=kept, config=config)
+        else:
+            # a slice by the outer rows' keys is the slice by the same keys of the units they sum
+            try:
+                inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=result.where, config=config)
+            except SparkCausalError:
+                where = _inner_where(result, inp, b, c) if result.where else None
+                if where is None:
+                    raise
+                inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=where, config=config)
         inner = drill_down(inner, b, c, config=config, _depth=1, _cache=cache)
     except SparkCausalError:
         return None
     if not inner.significant or (read_back and not any(a.contribution and a.mechanism_changed for a in inner.attributions)):
         return None  # a read-back column's segment must name a change: a metric that moved by chance is no cause
-    total = sum(a.contribution for a in inner.attributions)
+    attributions = list(inner.attributions)
+    total = sum(a.contribution for a in attributions)
+    notes = [f"{result.target} sums {inp}, computed over far more units upstream: attributed there"]
+    if kept is not None:
+        # the groups kept in one run only (a product lifted into the top 5 displaces another) move the
+        # outer sum and not the slice's: with the selection's code unchanged they moved because of the
+        # changes below, as in ``_above_the_aggregation``; their share is added to those changes
+        moved = result.change - inner.change
+        if total and moved and (total + moved) / total > 0:
+            f = (total + moved) / total
+            attributions = [dataclasses.replace(a, contribution=a.contribution * f, ci_low=min(a.ci_low * f, a.ci_high * f),
+                                                ci_high=max(a.ci_low * f, a.ci_high * f)) for a in attributions]
+            total *= f
+        notes.append(f"a selection among {inp}'s groups keeps {kept.count(',') + 1} of them in either run: "
+                     f"attributed over those; the groups it kept in one run only ({moved:+,.6g}) are added to "
+                     "the changes below")
     details = dict(result.details or {})
     details["drilldown"] = [{"node": inp, "aggregate": inp, "explained": True, "contribution": result.change,
-                             "parts": {a.node: a.contribution for a in inner.attributions if a.contribution}}]
+                             "parts": {a.node: a.contribution for a in attributions if a.contribution}}
+                            | ({"where": kept} if kept is not None else {})]
     return dataclasses.replace(
-        result, attributions=list(inner.attributions), significant=True, unexplained=result.change - total,
+        result, attributions=attributions, significant=True, unexplained=result.change - total,
         code_changes=list(result.code_changes) + [cc for cc in inner.code_changes if cc not in result.code_changes],
-        details=details, warnings=list(result.warnings) + [
-            f"{result.target} sums {inp}, computed over far more units upstream: attributed there"])
+        details=details, warnings=list(result.warnings) + notes)
+
+
+def _kept_groups(result: Attribution, desc: dict, aggregate: str, b: RunSamples, c: RunSamples) -> str | None:
+    """The groups of ``aggregate`` (another segment's) that the outer segment's dropping selections kept in
+    either run, as a predicate on one of its group keys (``product_id IN (3, 17, ...)``), for a segment
+    whose units are those groups, one row each, sampled whole. None when no key says which units are
+    kept (a key value both kept and dropped in one run), when the outer units are a sample of the groups,
+    or when a selection's code changed (then it is a cause in itself, not a relay)."""
+    inner = next((d for d in c.graph.graph.get("segments", []) if aggregate in (d.get("aggregates") or {})), None)
+    descs = [next((d for d in r.graph.graph.get("segments", []) if d.get("id") == desc.get("id")), None) for r in (b, c)]
+    tables = [_segment_table(r, desc.get("id")) for r in (b, c)]
+    if inner is None or any(d is None or float(d.get("rate") or 0) < 1 for d in descs) or any(t is None for t in tables):
+        return None
+    joins = {j.get("selection"): j for j in desc.get("joins") or []}
+    gates = [s for s in desc.get("selections") or [] if joins.get(s, {}).get("drops", True)]
+    for s in gates:
+        if s not in b.graph or s not in c.graph or \
+                b.graph.nodes[s].get("fingerprint") != c.graph.nodes[s].get("fingerprint"):
+            return None
+    masks = []
+    for t in tables:
+        m = np.ones(len(t), dtype=bool)
+        for s in gates:
+            if s not in t.columns:
+                return None
+            m &= pd.to_numeric(t[s], errors="coerce").fillna(0).to_numpy() == 1
+        masks.append(m)
+    if result.where:  # the slice of the outer rows, as a mask on the same units
+        sliced = _where_masks(result, b, c, tables)
+        if sliced is None:
+            return None
+        masks = [m & w for m, w in zip(masks, sliced)]
+    graph = c.graph
+
+    def name(node: str) -> str:
+        return str(graph.nodes[node].get("column") if node in graph else node.rsplit(".", 1)[-1]).lower()
+
+    for key in inner.get("group_keys") or []:
+        if not all(key in t.columns for t in tables):
+            continue
+        # one outer unit per group: the outer rows are the groups themselves, not rows joined to them
+        if any(t[key].isna().any() or not t[key].is_unique for t in tables):
+            continue
+        chosen = sorted(set(pd.concat([t.loc[m, key] for t, m in zip(tables, masks)]).astype(object)), key=str)
+        if chosen:
+            return f"{name(key)} IN ({', '.join(_literal(v) for v in chosen)})"
+    return None
+
+
+def _where_masks(result: Attribution, b: RunSamples, c: RunSamples, tables: list) -> list[np.ndarray] | None:
+    """``result.where`` evaluated on each run's outer units; None when it cannot be."""
+    graph = c.graph
+    output = graph.nodes[result.target].get("output") if result.target in graph else None
+
+    def name(node: str) -> str:
+        return str(graph.nodes[node].get("column") if node in graph else node.rsplit(".", 1)[-1]).lower()
+
+    def own(x: str) -> bool:
+        return x in graph and output is not None and output in (graph.nodes[x].get("stage"), graph.nodes[x].get("output"))
+
+    out = []
+    for t in tables:
+        cols = {name(x): x for x in sorted((x for x in t.columns if not x.startswith("__")), key=own)}
+        env = {x: _to_array(t[x]) for x in cols.values()}
+
+        def resolve(nm: str) -> str:
+            if nm.lower().split(".")[-1] not in cols:
+                raise _ExprError(nm)
+            return cols[nm.lower().split(".")[-1]]
+        try:
+            keep, _ = compile_expression(str(result.where), resolve, {})
+            out.append(_bool(keep(env, len(t)), len(t)) == 1)
+        except (_ExprError, RecursionError):
+            return None
+    return out
 
 
 _COPY = re.compile(r"^\s*(?:CAST\(\s*)?(?:coalesce\(\s*)?[\w.`@#]+"
