@@ -991,6 +991,14 @@ def _per_run_labels(b: "_Run", c: "_Run", x: str) -> bool:
     return bool(vb and vc) and len(vb & vc) < 0.05 * min(len(vb), len(vc))
 
 
+def _run_ids(b: "_Run", c: "_Run", x: str) -> bool:
+    """Whether ``x`` holds whole numbers naming each run's own units (employee ids ``100000 * day + i``):
+    a function fitted to them on one run says nothing of the other's."""
+    vb, vc = b.values[x], c.values[x]
+    return _is_numeric(vb) and _is_numeric(vc) and _many_keys([x], b, c) and \
+        not any(np.mod(v[np.isfinite(v)], 1).any() for v in (vb, vc)) and _per_run_labels(b, c, x)
+
+
 def _kish(w: np.ndarray) -> float:
     s = w.sum()
     return float(s * s / max((w * w).sum(), 1e-300))
@@ -2725,6 +2733,13 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                     all(_node_attr(graphs, p, "kind") == "source" or p in graph and
                         graph.nodes[p].get("subtype") == "generate" for p in used):
                 stand_ins[node] = nested.pop()
+            continue
+        if is_sel and not (fns["b"] or fns["c"]) and node not in changed_code and used and \
+                all(_run_ids(b, c, p) for p in used):
+            # ``NOT EXISTS (SELECT 1 FROM terminated t WHERE t.emp_id = p.emp_id)`` over each run's own
+            # employee ids: no function of an id carries from one run to the other, so whether a unit
+            # passes is part of it, and more terminations are a larger share of units dropped
+            free.add(node)
             continue
         det[node] = _DetSpec(node, sorted(used, key=model_nodes.index), is_sel, fns,
                              node in changed_code, node in changed_code)
