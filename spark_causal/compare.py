@@ -43,8 +43,11 @@ def load_samples(store: Store, run: str) -> RunSamples:
         raise SparkCausalError(f"run {run!r} failed ({meta.get('error') or 'no reason recorded'})",
                                hint="attribute between runs whose job succeeded; recapture it with --replace")
     if meta.get("samples") != "present":
-        raise SparkCausalError(f"run {run!r} has no unit samples (samples: {meta.get('samples')})",
-                               hint="capture it again without --no-samples and with --sample-size > 0")
+        failed = [e for e in meta.get("capture_errors") or [] if "samples of output" in e]
+        raise SparkCausalError(f"run {run!r} has no unit samples (samples: {meta.get('samples')})" +
+                               (f": capture failed while sampling ({failed[0][:300]})" if failed else ""),
+                               hint="capture it again with --replace" if failed else
+                               "capture it again without --no-samples and with --sample-size > 0")
     graph = store.graph(run)
     segments = {}
     for desc in graph.graph.get("segments", []):
@@ -86,6 +89,16 @@ def load_pair(store: str | Store, baseline: str, current: str, target: str, agg:
     if target not in b.graph:
         raise UnknownOutputError(f"target {target!r} is not in the baseline run {baseline!r}",
                                  hint="the job's outputs changed between the runs; pick a column both runs have")
+    out = node.get("output")
+    for run, meta in ((baseline, base_meta), (current, cur_meta)):
+        # a segment whose sampled pass raised is missing from the run: say so, not that the runs differ
+        failed = [e for e in meta.get("capture_errors") or []
+                  if e.startswith((f"samples of output {out!r}", f"statistics or samples of output {out!r}"))]
+        if failed:
+            raise SparkCausalError(f"run {run!r} lacks samples of output {out!r}: capture failed while "
+                                   f"sampling it ({failed[0][:300]})",
+                                   hint="the job's own output is intact; capture the run again with --replace "
+                                        "(--strict fails the job with the whole error)")
     dtype = str(node.get("dtype", ""))
     if agg != "count" and not (dtype in NUMERIC or dtype.startswith("decimal")):
         raise SparkCausalError(f"target {target!r} is not numeric (type {dtype})",

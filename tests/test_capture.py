@@ -311,3 +311,24 @@ def test_register_output_of_a_pandas_frame_says_what_it_needs(spark, tmp_path):
     assert [e for e in cap.errors if "needs a Spark DataFrame, got pandas.core.frame.DataFrame" in e]
     assert list(cap.graph.graph["outputs"]) == ["kept"]
     assert Store(str(tmp_path / "s")).meta("r")["status"] == "incomplete"
+
+
+def test_a_run_whose_sampling_failed_says_so_when_attributed(spark, orders, tmp_path, monkeypatch):
+    """The sampled pass of the second run raises (as a UDF once did on rows the job drops): the job's
+    output is intact, and attributing the run names the capture error, not "capture both runs with the
+    same job version" nor "without --no-samples"."""
+    from spark_causal import sampling
+
+    store = str(tmp_path / "store")
+    for run in ("a", "b"):
+        if run == "b":
+            def boom(*args, **kwargs):
+                raise RuntimeError("PythonException: unsupported operand type(s) for -: 'NoneType' and 'float'")
+            monkeypatch.setattr(sampling, "sample_output", boom)
+        with spark_causal.capture(spark, store=store, run=run):
+            orders.groupBy("country").agg(F.sum("amount").alias("revenue")).write.parquet(str(tmp_path / run / "report"))
+        assert spark.read.parquet(str(tmp_path / run / "report")).count() == 2
+    with pytest.raises(spark_causal.SparkCausalError) as err:
+        spark_causal.attribute(store, "a", "b", "report.revenue")
+    assert "capture failed while sampling" in str(err.value) and "NoneType" in str(err.value), str(err.value)
+    assert "--replace" in err.value.hint
