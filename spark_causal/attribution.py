@@ -1618,14 +1618,14 @@ class _Fitted:
             for tag, r in (("b", b), ("c", c)):
                 if d.per_run and d.fn[tag] is None:
                     fits[tag] = _Table(ps, {p: r.values[p] for p in ps}, r.values[node], knn=True,
-                                       binary=d.selection, discrete=set(spec.coded),
+                                       binary=d.selection, discrete=set(spec.coded) | spec.selections,
                                        y_discrete=node in spec.coded)
             if d.fn["b"] is None and d.fn["c"] is None and not d.per_run:
                 pooled = {p: np.concatenate([b.values[p], c.values[p]]) for p in ps}
                 y = np.concatenate([b.values[node], c.values[node]]) if _is_numeric(
                     b.values[node]) == _is_numeric(c.values[node]) else b.values[node]
                 fits["pool"] = _Table(ps, pooled, y, knn=True, binary=d.selection,
-                                      discrete=set(spec.coded), y_discrete=node in spec.coded)
+                                      discrete=set(spec.coded) | spec.selections, y_discrete=node in spec.coded)
             self.tables[node] = fits
 
 
@@ -2240,11 +2240,12 @@ def _lookup_test(node: str, keys: list[str], b: _Run, c: _Run, coded: dict[str, 
     return float(min(1.0, min(ps) * len(ps))), False, "per-key distributions compared"
 
 
-def _det_test(d: _DetSpec, b: _Run, c: _Run, coded: dict) -> float:
-    """Same code, no usable expression: do units with the same parents get the same value?"""
+def _det_test(d: _DetSpec, b: _Run, c: _Run, coded: dict, gates: set[str] = frozenset()) -> float:
+    """Same code, no usable expression: do units with the same parents (the same ``gates``, selections
+    matched exactly) get the same value?"""
     ps = d.parents
     tb = _Table(ps, {p: b.values[p] for p in ps}, b.values[d.node], knn=True, binary=d.selection,
-                discrete=set(coded), y_discrete=d.node in coded)
+                discrete=set(coded) | set(gates), y_discrete=d.node in coded)
     xc = {p: c.values[p] for p in ps}
     vals, found = tb.lookup(xc)
     yc = c.values[d.node]
@@ -2268,8 +2269,11 @@ def _det_test(d: _DetSpec, b: _Run, c: _Run, coded: dict) -> float:
         j = j[inside]
         miss = np.flatnonzero(miss)[inside]
         if _is_numeric(yc):
-            res_c = np.abs(tb.tree_vals[j].astype(float) - yc[miss].astype(float))
-            res_b = np.abs(tb.tree_vals[j2[:, 1]].astype(float) - tb.tree_vals.astype(float))
+            def gap(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # NULL against NULL is no error
+                x, y = x.astype(float), y.astype(float)
+                return np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y))
+            res_c = gap(tb.tree_vals[j], yc[miss])
+            res_b = gap(tb.tree_vals[j2[:, 1]], tb.tree_vals)
         else:
             res_c = _neq(tb.tree_vals[j].astype(object), yc[miss].astype(object)).astype(float)
             res_b = _neq(tb.tree_vals[j2[:, 1]].astype(object), tb.tree_vals.astype(object)).astype(float)
@@ -2723,6 +2727,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 used |= u
         used -= selections - {node}
         used.discard(node)
+        if not (fns["b"] or fns["c"]):
+            # a UDF the sampled pass called only where the gates below it pass (NULL elsewhere): the
+            # gates are inputs of its fitted function, or a unit a filter drops looks like its value changed
+            used |= {g for d in (desc_b, desc) for g in (d.get("guarded") or {}).get(node, []) if g in model_nodes}
         if not (fns["b"] or fns["c"]) and any(_nested(graphs, p) for p in used):
             # a struct's field (``payload.price``) or an expression of several: the struct is held as JSON
             # text, which no function can be fitted to, so its values are the unit's own. Unless its code
@@ -3053,7 +3061,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             tests[node] = {"p": 1.0, "certain": False, "how": "same code over the same inputs",
                            "untested": True}
         else:
-            tests[node] = {"p": _det_test(d, b, c, spec.coded), "certain": False,
+            tests[node] = {"p": _det_test(d, b, c, spec.coded, spec.selections), "certain": False,
                            "how": "exact comparison"}
     uncertain = [k for k, t in tests.items() if not t["certain"] and not t.get("untested")]
     adj = dict(zip(uncertain, _holm([tests[k]["p"] for k in uncertain]))) if uncertain else {}

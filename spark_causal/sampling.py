@@ -81,6 +81,7 @@ class _Rewriter:
         self.drops: dict[str, bool] = {}  # selection column -> whether a 0 drops the unit in the job
         self.joins: list[dict] = []
         self.windows: dict[str, dict] = {}  # window node -> how to compute it again (``_describe_window``)
+        self.guarded: dict[str, list[str]] = {}  # a UDF's node -> the gates its rows passed (``_guarded``)
 
     def on_path(self, p: JObject) -> bool:
         return _reaches(p, self.driving_hash)
@@ -142,6 +143,11 @@ class _Rewriter:
         for g in gates[1:]:
             passes = E.And(passes, g)
         dropped = [when_dropped(e) if u else e for e, u in zip(exprs, udf)]
+        names = [self.extra[P.expr_id(g)] for g in gates]
+        for e in (e for e, u in zip(exprs, udf) if u):
+            node = self.env.get(P.expr_id(e)) or self.extra.get(P.expr_id(e))
+            if node is not None:
+                self.guarded[node] = names
         return L.Union(self.c.seq([self.c.project(exprs, L.Filter(passes, child)),
                                    self.c.project(dropped, L.Filter(E.Not(passes), child))]), False, False)
 
@@ -404,6 +410,7 @@ class Provenance:
     drops: dict[str, bool]  # selection column -> whether a 0 means the job dropped the unit
     clusters: list[str]  # the driving columns windows partition by: units are sampled by them, whole
     windows: dict[str, dict]  # window nodes over units, described to be computed again (``_describe_window``)
+    guarded: dict[str, list[str]]  # UDF nodes computed only where these selections pass (``_Rewriter._guarded``)
 
 
 def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
@@ -501,7 +508,7 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
                       joins=[_join_description(j, walk.env, rw) for j in rw.joins], driving=driving_name,
                       rows=-1 if n_rows is None else int(n_rows), rate=rate, driving_hash=int(driving.hashCode()),
                       drops=dict(rw.drops), clusters=[walk.env[k] for k in sorted(keys) if k in walk.env],
-                      windows=rw.windows)
+                      windows=rw.windows, guarded=rw.guarded)
 
 
 def window_keys(body: JObject, driving: JObject) -> set[int]:
@@ -591,7 +598,7 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
         "sampled": int(len(table)), "rate": rate, "seed": seed,
         "nodes": [n for n in names if n in G and G.nodes[n]["kind"] != "selection"],
         "selections": selections, "aggregates": aggregates, "group_keys": prov.group_keys,
-        "joins": prov.joins, "clusters": prov.clusters, "windows": prov.windows,
+        "joins": prov.joins, "clusters": prov.clusters, "windows": prov.windows, "guarded": prov.guarded,
         "identifiers": _identifiers(table, [n for n in names if n in G]),
     }
     return Segment(description=desc, table=table)
