@@ -601,11 +601,15 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
     rows are that segment's units, where a corrupted price is a per-key change, found for certain, that
     a distribution test of the read-back values (in and out movements cancelling out) can miss. Its
     attribution there, when that one is significant; None otherwise (or when a filter or join of the
-    re-aggregation drops rows)."""
+    re-aggregation drops rows). The read-back rows being the units the outer output aggregates, a
+    ``where`` slice by columns the output copies from them is the same slice of those rows, and a mean
+    (the ratio of the column's sum to its non-NULL rows, ``AVG(ship_cost)``) is the mean of that column
+    over them: both are attributed there as they are."""
     entry = (desc.get("aggregates") or {}).get(result.target)
+    fn = str(entry.get("fn", "")).lower() if entry else ""
     # the summed column, or the target itself when the output has a row per row of an aggregate (two
     # aggregates joined on their keys); either copies an aggregate of the segment below
-    start = (entry.get("input") if str(entry.get("fn", "")).lower() == "sum" else None) if entry else result.target
+    start = (entry.get("input") if fn == "sum" else None) if entry else result.target
     drops = _drops_rows(desc, b, c)
     inp = _copied_aggregate(c.graph, start, others) if start else None
     kept = None
@@ -616,24 +620,33 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
         kept = _kept_groups(result, desc, inp, b, c)
         if kept is None:
             inp = None
-    read_back = inp is None and entry and start and not result.where and not drops and \
-        (c.graph.nodes[start].get("output") if start in c.graph else None) in row_level
+    # a read-back column, summed (or averaged, for a mean) over the read-back rows
+    column = entry.get("input") if entry and (fn == "sum" or result.agg == "mean" and fn in _MEANS) else None
+    output = c.graph.nodes[column].get("output") if column in c.graph else None
+    read_back = inp is None and column is not None and not drops and output in row_level
+    where = result.where
+    if read_back and where:
+        where = _read_back_where(result, c.graph, output)
+        read_back = where is not None
     if read_back:
-        inp, others = start, {start: {"fn": "sum"}}  # the read-back column, summed over its own rows
-    if result.agg != "sum" or inp not in others or str(others[inp].get("fn", "")).lower() not in ("sum", "count"):
+        inp, others = column, {column: {"fn": "sum"}}  # the read-back column, over its own rows
+    elif result.agg != "sum":
         return None
+    if inp not in others or str(others[inp].get("fn", "")).lower() not in ("sum", "count"):
+        return None
+    agg = "mean" if read_back and result.agg == "mean" else "sum"
     try:
         if kept is not None:
             inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=kept, config=config)
         else:
             # a slice by the outer rows' keys is the slice by the same keys of the units they sum
             try:
-                inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=result.where, config=config)
+                inner = attribute_samples(c.graph, b, c, inp, agg=agg, where=where, config=config)
             except SparkCausalError:
-                where = _inner_where(result, inp, b, c) if result.where else None
+                where = _inner_where(result, inp, b, c) if result.where and not read_back else None
                 if where is None:
                     raise
-                inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=where, config=config)
+                inner = attribute_samples(c.graph, b, c, inp, agg=agg, where=where, config=config)
         inner = drill_down(inner, b, c, config=config, _depth=1, _cache=cache)
     except SparkCausalError:
         return None
@@ -743,6 +756,59 @@ def _where_masks(result: Attribution, b: RunSamples, c: RunSamples, tables: list
 _COPY = re.compile(r"^\s*(?:CAST\(\s*)?(?:coalesce\(\s*)?[\w.`@#]+"
                    r"(?:\s*,\s*(?:CAST\(\s*)?0(?:\.0)?D?(?:\s+AS\s+\w+\))?\s*\))?(?:\s+AS\s+[\w(),]+\))?\s*$",
                    re.IGNORECASE)
+
+
+_MEANS = ("avg", "mean", "average")
+
+
+def _read_back_where(result: Attribution, graph: nx.DiGraph, output: str) -> str | None:
+    """``result.where`` as a predicate on the columns of ``output``, a row-level output the target's
+    output reads back: the same text, when each column it names is one the target's output copies
+    unchanged from the read-back column of the same name (``region_weekly.region`` of
+    ``shipment_costs.region``). None when a column is derived (``date_trunc('month', week)``),
+    renamed, or not the read-back rows' at all."""
+    outer = graph.nodes[result.target].get("output") if result.target in graph else None
+    columns = ((graph.graph.get("outputs") or {}).get(outer) or {}).get("columns") or []
+
+    def name(node: str) -> str:
+        return str(graph.nodes[node].get("column") if node in graph else node.rsplit(".", 1)[-1]).lower()
+
+    cols = {name(x): x for x in columns if x in graph and graph.nodes[x].get("kind") != "aggregate"}
+    used: list[tuple[str, str]] = []
+
+    def resolve(nm: str) -> str:
+        if nm.lower() not in cols:
+            raise _ExprError(nm)
+        used.append((nm.lower(), cols[nm.lower()]))
+        return cols[nm.lower()]
+    try:
+        compile_expression(str(result.where), resolve, {})
+    except (_ExprError, RecursionError):
+        return None
+    if not used:
+        return None
+
+    def copies(node: str) -> list[str]:  # the column, then the columns it holds as they are
+        chain = [node]
+        for _ in range(len(graph)):
+            copied = [p for p in graph.predecessors(node) if graph.edges[p, node].get("kind") == "direct"]
+            if graph.nodes[node].get("subtype") != "identity" or len(copied) != 1 or copied[0] in chain:
+                break
+            node = copied[0]
+            chain.append(node)
+        return chain
+
+    # a read-back column, and the columns it holds as they are (the reader may name a view's column)
+    held: dict[str, set[str]] = {}
+    for x in ((graph.graph.get("outputs") or {}).get(output) or {}).get("columns") or []:
+        if x in graph:
+            for y in copies(x):
+                held.setdefault(y, set()).add(name(x))
+    for nm, node in used:
+        found = next((held[y] for y in copies(node) if y in held), None)
+        if found is None or found != {nm}:
+            return None
+    return result.where
 
 
 def _inner_where(result: Attribution, aggregate: str, b: RunSamples, c: RunSamples) -> str | None:
@@ -879,12 +945,13 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     own_code = {cc.get("node") for cc in result.code_changes}
     for item in result.attributions:
         agg_node = _upstream_aggregate(c.graph, item.node, others) if _significant_item(item) else None
-        inner_agg = None
+        inner_agg, read_back = None, None
         if agg_node is not None:
             fn = str(others[agg_node].get("fn", "sum")).lower()
             inner_agg = {"sum": "sum", "count": "sum", "avg": "mean", "mean": "mean", "average": "mean"}.get(fn)
         elif (found := _row_level_target(item, desc, row_level, c.graph)) is not None:
             agg_node, inner_agg = found
+            read_back = c.graph.nodes[agg_node].get("output") if agg_node in c.graph else None
         if agg_node is None or inner_agg is None:
             order.append(item)
             continue
@@ -895,7 +962,9 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
             continue
         # a slice of the outer rows is the slice of the units below whose group key values they carry
         if result.where and ("where", agg_node) not in cache:
-            cache[("where", agg_node)] = _inner_where(result, agg_node, b, c)
+            # (the rows of a read-back output carry the columns the slice names: the same slice of them)
+            cache[("where", agg_node)] = _read_back_where(result, c.graph, read_back) if read_back \
+                else _inner_where(result, agg_node, b, c)
         where = cache.get(("where", agg_node))
         if result.where and where is None:
             warnings.append(f"the slice {result.where!r} is not a set of {agg_node}'s group keys: its "
