@@ -704,14 +704,10 @@ def _kept_groups(result: Attribution, desc: dict, aggregate: str, b: RunSamples,
             m &= pd.to_numeric(t[s], errors="coerce").fillna(0).to_numpy() == 1
         masks.append(m)
     if result.where:  # the slice of the outer rows, as a mask on the same units
-        sliced = _where_masks(result, b, c, tables)
+        sliced = _where_masks(result, c, tables)
         if sliced is None:
             return None
-        masks = [m & w for m, w in zip(masks, sliced)]
-    graph = c.graph
-
-    def name(node: str) -> str:
-        return str(graph.nodes[node].get("column") if node in graph else node.rsplit(".", 1)[-1]).lower()
+        masks = [m & w for m, w in zip(masks, sliced[0])]
 
     for key in inner.get("group_keys") or []:
         if not all(key in t.columns for t in tables):
@@ -721,24 +717,29 @@ def _kept_groups(result: Attribution, desc: dict, aggregate: str, b: RunSamples,
             continue
         chosen = sorted(set(pd.concat([t.loc[m, key] for t, m in zip(tables, masks)]).astype(object)), key=str)
         if chosen:
-            return f"{name(key)} IN ({', '.join(_literal(v) for v in chosen)})"
+            return f"{_column_name(c.graph, key)} IN ({', '.join(_literal(v) for v in chosen)})"
     return None
 
 
-def _where_masks(result: Attribution, b: RunSamples, c: RunSamples, tables: list) -> list[np.ndarray] | None:
-    """``result.where`` evaluated on each run's outer units; None when it cannot be."""
+def _column_name(graph: nx.DiGraph, node: str) -> str:
+    """A node's column name as a ``where`` names it (lower case)."""
+    return str(graph.nodes[node].get("column") if node in graph else node.rsplit(".", 1)[-1]).lower()
+
+
+def _where_masks(result: Attribution, c: RunSamples,
+                 tables: list[pd.DataFrame]) -> tuple[list[np.ndarray], list[dict[str, str]]] | None:
+    """``result.where`` evaluated on each table of the target's units, and each table's columns by the
+    name a ``where`` uses (the output's own column before an input's of the same name); None when it
+    cannot be evaluated there."""
     graph = c.graph
     output = graph.nodes[result.target].get("output") if result.target in graph else None
 
-    def name(node: str) -> str:
-        return str(graph.nodes[node].get("column") if node in graph else node.rsplit(".", 1)[-1]).lower()
-
-    def own(x: str) -> bool:
+    def own(x: str) -> bool:  # the output's own column of a name before an input's of the same name
         return x in graph and output is not None and output in (graph.nodes[x].get("stage"), graph.nodes[x].get("output"))
 
-    out = []
+    masks, keyed = [], []
     for t in tables:
-        cols = {name(x): x for x in sorted((x for x in t.columns if not x.startswith("__")), key=own)}
+        cols = {_column_name(graph, x): x for x in sorted((x for x in t.columns if not x.startswith("__")), key=own)}
         env = {x: _to_array(t[x]) for x in cols.values()}
 
         def resolve(nm: str) -> str:
@@ -747,10 +748,11 @@ def _where_masks(result: Attribution, b: RunSamples, c: RunSamples, tables: list
             return cols[nm.lower().split(".")[-1]]
         try:
             keep, _ = compile_expression(str(result.where), resolve, {})
-            out.append(_bool(keep(env, len(t)), len(t)) == 1)
+            masks.append(_bool(keep(env, len(t)), len(t)) == 1)
         except (_ExprError, RecursionError):
             return None
-    return out
+        keyed.append(cols)
+    return masks, keyed
 
 
 _COPY = re.compile(r"^\s*(?:CAST\(\s*)?(?:coalesce\(\s*)?[\w.`@#]+"
@@ -769,11 +771,7 @@ def _read_back_where(result: Attribution, graph: nx.DiGraph, output: str) -> str
     renamed, or not the read-back rows' at all."""
     outer = graph.nodes[result.target].get("output") if result.target in graph else None
     columns = ((graph.graph.get("outputs") or {}).get(outer) or {}).get("columns") or []
-
-    def name(node: str) -> str:
-        return str(graph.nodes[node].get("column") if node in graph else node.rsplit(".", 1)[-1]).lower()
-
-    cols = {name(x): x for x in columns if x in graph and graph.nodes[x].get("kind") != "aggregate"}
+    cols = {_column_name(graph, x): x for x in columns if x in graph and graph.nodes[x].get("kind") != "aggregate"}
     used: list[tuple[str, str]] = []
 
     def resolve(nm: str) -> str:
@@ -803,7 +801,7 @@ def _read_back_where(result: Attribution, graph: nx.DiGraph, output: str) -> str
     for x in ((graph.graph.get("outputs") or {}).get(output) or {}).get("columns") or []:
         if x in graph:
             for y in copies(x):
-                held.setdefault(y, set()).add(name(x))
+                held.setdefault(y, set()).add(_column_name(graph, x))
     for nm, node in used:
         found = next((held[y] for y in copies(node) if y in held), None)
         if found is None or found != {nm}:
@@ -820,33 +818,12 @@ def _inner_where(result: Attribution, aggregate: str, b: RunSamples, c: RunSampl
     outer_b, outer_c = (_segment_table(r, (result.details or {}).get("segment")) for r in (b, c))
     if inner is None or outer_b is None or outer_c is None:
         return None
-    graph = c.graph
-
-    def name(node: str) -> str:
-        return str(graph.nodes[node].get("column") if node in graph else node.rsplit(".", 1)[-1]).lower()
-
-    masks, keyed = [], []
-    output = graph.nodes[result.target].get("output") if result.target in graph else None
-
-    def own(x: str) -> bool:  # the output's own column of a name before an input's of the same name
-        return x in graph and output is not None and output in (graph.nodes[x].get("stage"), graph.nodes[x].get("output"))
-
-    for t in (outer_b, outer_c):
-        cols = {name(x): x for x in sorted((x for x in t.columns if not x.startswith("__")), key=own)}
-        env = {x: _to_array(t[x]) for x in cols.values()}
-
-        def resolve(nm: str) -> str:
-            if nm.lower().split(".")[-1] not in cols:
-                raise _ExprError(nm)
-            return cols[nm.lower().split(".")[-1]]
-        try:
-            keep, _ = compile_expression(str(result.where), resolve, {})
-            masks.append(_bool(keep(env, len(t)), len(t)) == 1)
-        except (_ExprError, RecursionError):
-            return None
-        keyed.append(cols)
+    found = _where_masks(result, c, [outer_b, outer_c])
+    if found is None:
+        return None
+    masks, keyed = found
     for key in inner.get("group_keys") or []:
-        nm = name(key)
+        nm = _column_name(c.graph, key)
         if not all(nm in cols for cols in keyed):
             continue
         values = pd.concat([pd.DataFrame({"v": t[cols[nm]].astype(object), "in": m})
