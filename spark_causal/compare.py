@@ -318,7 +318,9 @@ def _through_fanout(result: Attribution, stats: tuple[Any, Any], graph: nx.DiGra
     moved = abs(float(rows["current"]) - float(rows["baseline"])) / float(rows["baseline"])
     own = _rows_change(sb, sc, graph, driving)
     tables = set().union(*(_other_tables(graph, j) for j in desc.get("joins", []))) - {driving}
-    changes = {t: v for t in sorted(tables) if (v := _rows_change(sb, sc, graph, t))}
+    # a joined table whose rows moved by a share of the units' own move at least (a filter below that
+    # dropped orders moves the units, and a joined table's chance wiggle does not explain them)
+    changes = {t: v for t in sorted(tables) if (v := _rows_change(sb, sc, graph, t)) and v >= 0.5 * moved}
     fanned = own is not None and moved > 3 * own + 0.01 and changes
 
     fanout = (details.get("fanout") or {}).get("node")

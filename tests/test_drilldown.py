@@ -149,3 +149,34 @@ def test_a_slice_and_a_mean_of_a_read_back_table_are_drilled_through(spark, tmp_
                                     ("same", "rb_region_weekly.avg_cost", "mean", "region = 'south'")):
         res = spark_causal.attribute(store, "a", run, target, agg=agg, where=where)
         assert not res.significant, (run, agg, where, res.summary())
+
+
+def test_orders_a_filter_drops_below_are_not_a_joined_tables_rows(spark, tmp_path):
+    """Per-order totals (a first aggregation, behind ``status IS NOT NULL``) left-joined to refunds and
+    summed: 15% NULL statuses drop orders below, so the outer units shrink while the orders table read
+    keeps its rows. That gap made the refunds table, whose rows moved a little by chance, the cause
+    ("the rows this joined table gives each of them did"); a joined table explains a move only with
+    rows that moved by a share of it."""
+    store = str(tmp_path / "store")
+    for run, seed, nulls in (("a", 1, 0.0), ("b", 2, 0.15)):
+        rng = np.random.default_rng(seed)
+        n = 3000
+        ids = 100_000 * seed + np.arange(n)
+        status = np.where(rng.random(n) < nulls, None, "paid")
+        lines = pd.DataFrame({"order_id": np.repeat(ids, 2), "price": rng.lognormal(3, 0.5, 2 * n).round(2),
+                              "status": np.repeat(status, 2)})
+        refunds = pd.DataFrame({"order_id": rng.choice(ids, 300 if run == "a" else 312, replace=False),  # +4%
+                                "refund": 5.0})
+        (tmp_path / run).mkdir()
+        lines.to_parquet(tmp_path / run / "lines.parquet")
+        refunds.to_parquet(tmp_path / run / "refunds.parquet")
+        with spark_causal.capture(spark, store=store, run=run):
+            per_order = spark.read.parquet(str(tmp_path / run / "lines.parquet")).filter(F.col("status").isNotNull()) \
+                .groupBy("order_id").agg(F.sum("price").alias("gmv"))
+            per_order.join(spark.read.parquet(str(tmp_path / run / "refunds.parquet")), "order_id", "left") \
+                .withColumn("net", F.col("gmv") - F.coalesce(F.col("refund"), F.lit(0.0))) \
+                .agg(F.sum("net").alias("net")).write.parquet(str(tmp_path / run / "report"))
+    res = spark_causal.attribute(store, "a", "b", "report.net")
+    assert res.significant and res.change < 0, res.summary()
+    assert "refunds.__rows__" not in [a.node for a in res.attributions if a.contribution], res.summary()
+    assert res.attributions[0].node in ("lines.status", "lines.__rows__", "report.filter1"), res.summary()
