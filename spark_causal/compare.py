@@ -581,6 +581,31 @@ def _row_level_target(item: AttributionItem, desc: dict, row_level: dict[str, di
     return None
 
 
+def _group_count_target(item: AttributionItem, desc: dict, c: RunSamples) -> tuple[str, str] | None:
+    """(target, "count") in the segment whose groups are this segment's units, for a change in their
+    number (``orders.__rows__`` of per-order rows a first aggregation made from exploded lines). A unit
+    here exists because at least one row of its group passed that segment's selections: orders whose
+    status a NULL filter drops below the first aggregation vanish there, and so does their group. The
+    units' count below moves with the groups' and names what dropped them; shares of the rows stand for
+    shares of the groups. The counted aggregate is a ``count(*)`` if there is one, else the one whose
+    input is least often NULL (a NULL input is not counted, its row still makes the group). None when
+    the item is no significant volume change, or no single segment's groups are these units."""
+    if item.kind != "volume" or not item.contribution or not item.mechanism_changed or \
+            item.ci_low < 0 < item.ci_high or item.node != f"{desc.get('driving')}.__rows__":
+        return None
+    nodes = set(desc.get("nodes") or [])
+    inner = [d for d in c.graph.graph.get("segments", []) if d.get("id") != desc.get("id") and
+             d.get("driving") == desc.get("driving") and set(d.get("aggregates") or {}) & nodes]
+    if len(inner) != 1 or inner[0].get("id") not in c.segments:
+        return None
+    table = c.segments[inner[0]["id"]].table
+
+    def nulls(agg: str) -> float:
+        inp = (inner[0]["aggregates"][agg] or {}).get("input")
+        return 0.0 if inp is None else float(table[inp].isna().mean()) if inp in table.columns else 1.0
+    return min(sorted(inner[0]["aggregates"]), key=nulls), "count"
+
+
 def _merge(into: dict[str, AttributionItem], a: AttributionItem) -> None:
     old = into.get(a.node)
     if old is None:
@@ -931,6 +956,8 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         elif (found := _row_level_target(item, desc, row_level, c.graph)) is not None:
             agg_node, inner_agg = found
             read_back = c.graph.nodes[agg_node].get("output") if agg_node in c.graph else None
+        elif (found := _group_count_target(item, desc, c)) is not None:
+            agg_node, inner_agg = found
         if agg_node is None or inner_agg is None:
             order.append(item)
             continue

@@ -158,9 +158,9 @@ def test_orders_a_filter_drops_below_are_not_a_joined_tables_rows(spark, tmp_pat
     ("the rows this joined table gives each of them did"); a joined table explains a move only with
     rows that moved by a share of it."""
     store = str(tmp_path / "store")
-    for run, seed, nulls in (("a", 1, 0.0), ("b", 2, 0.15)):
+    for run, seed, nulls in (("a", 1, 0.0), ("b", 2, 0.15), ("c", 3, 0.0)):
         rng = np.random.default_rng(seed)
-        n = 3000
+        n = 3900 if run == "c" else 3000  # c: 30% more orders, none dropped
         ids = 100_000 * seed + np.arange(n)
         status = np.where(rng.random(n) < nulls, None, "paid")
         lines = pd.DataFrame({"order_id": np.repeat(ids, 2), "price": rng.lognormal(3, 0.5, 2 * n).round(2),
@@ -179,4 +179,9 @@ def test_orders_a_filter_drops_below_are_not_a_joined_tables_rows(spark, tmp_pat
     res = spark_causal.attribute(store, "a", "b", "report.net")
     assert res.significant and res.change < 0, res.summary()
     assert "refunds.__rows__" not in [a.node for a in res.attributions if a.contribution], res.summary()
-    assert res.attributions[0].node in ("lines.status", "lines.__rows__", "report.filter1"), res.summary()
+    # the outer units are the orders the filter kept below: their count is drilled to what dropped them
+    assert res.attributions[0].node in ("lines.status", "report.filter1"), res.summary()
+    assert res.attributions[0].contribution < 0.8 * res.change, res.summary()
+    more = spark_causal.attribute(store, "a", "c", "report.net")  # and more orders are more orders
+    assert more.significant and more.attributions[0].node == "lines.__rows__", more.summary()
+    assert more.attributions[0].contribution > 0.8 * more.change, more.summary()
