@@ -113,6 +113,13 @@ class Attribution:
             head += f" {_fmt(abs(self.change))}"
         head += f" (from {_fmt(self.baseline_value)} to {_fmt(self.current_value)})"
         if not self.significant:
+            # code that changed is certain, but its effect can be within the metric's noise: say both
+            items = {a.node: a for a in self.attributions}
+            changed = [f"{n} ({_fmt(items[n].contribution, signed=True)})" if n in items and items[n].contribution
+                       else n for n in dict.fromkeys(cc.get("node") for cc in self.code_changes if cc.get("node"))]
+            if changed:
+                return (head + f": no significant change, though the code of {', '.join(changed[:3])} changed "
+                        "(its effect is within the metric's noise).")
             return head + ": no significant change."
         parts = []
         tiny = 1e-9 * max(abs(self.baseline_value), abs(self.current_value), abs(self.change))  # float noise

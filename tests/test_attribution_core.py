@@ -213,3 +213,23 @@ def test_only_parts_that_offset_each_other_cancel():
     assert _offsetting([59_824.0, -59_790.0], 1_000.0)
     assert _offsetting([100.0, -90.0, 5.0], 50.0)
     assert not _offsetting([100.0], 500.0) and not _offsetting([100.0, -30.0], 50.0)
+
+
+def test_a_quiet_result_still_names_code_that_changed():
+    """Changed code is certain even when its effect is within the metric's noise: the one-line summary
+    of a result that is not significant says so rather than only "no significant change"."""
+    import dataclasses
+
+    from tests.simulate import build_graph
+
+    g, b, c = make_pair("aa", 7, n=2000)
+    changed = build_graph(formula="((amount * rate) * 1.0)")  # new code, the same values
+    changed.graph["segments"] = c.graph.graph["segments"]
+    c = dataclasses.replace(c, graph=changed)
+    res = attribute_samples(changed, b, c, TARGET, config=FAST)
+    assert not res.significant, res.summary()
+    assert [cc["node"] for cc in res.code_changes] == ["report.amount_usd"]
+    assert res.summary().endswith(": no significant change, though the code of report.amount_usd changed (its "
+                                  "effect is within the metric's noise)."), res.summary()
+    quiet = attribute_samples(g, *make_pair("aa", 7, n=2000)[1:], TARGET, config=FAST)
+    assert quiet.summary().endswith(": no significant change."), quiet.summary()
