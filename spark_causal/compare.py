@@ -594,8 +594,12 @@ def _group_count_target(item: AttributionItem, desc: dict, c: RunSamples) -> tup
             item.ci_low < 0 < item.ci_high or item.node != f"{desc.get('driving')}.__rows__":
         return None
     nodes = set(desc.get("nodes") or [])
+    # the driving table's columns here are all group keys below: a unit is a group, not a driving row
+    # with an aggregate joined back to it (``orders`` joined to per-customer totals keeps orders.amount)
+    own = {n for n in nodes if n.startswith(f"{desc.get('driving')}.")}
     inner = [d for d in c.graph.graph.get("segments", []) if d.get("id") != desc.get("id") and
-             d.get("driving") == desc.get("driving") and set(d.get("aggregates") or {}) & nodes]
+             d.get("driving") == desc.get("driving") and set(d.get("aggregates") or {}) & nodes and
+             own <= set(d.get("group_keys") or [])]
     if len(inner) != 1 or inner[0].get("id") not in c.segments:
         return None
     table = c.segments[inner[0]["id"]].table
