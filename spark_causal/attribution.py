@@ -817,27 +817,39 @@ def _is_numeric(a: np.ndarray) -> bool:
     return a.dtype.kind == "f"
 
 
-def _numeric_text(a: np.ndarray) -> np.ndarray | None:
-    """A source column of numbers written as text (a CSV read without a schema) as numbers, so that it
-    is compared and modelled as one (as text every value is a category of its own); None unless 99% of
-    its non-NULL values parse. Text that does not parse ('n/a') becomes NULL, as a cast would make it."""
-    if _is_numeric(a):
-        return a
-    given = pd.Series(a, dtype=object)
-    given = given[given.notna()]
-    if given.empty:
-        return None
-    text = given.astype(str).str.strip()
-    parsed = pd.to_numeric(text, errors="coerce")
-    if parsed.notna().mean() < 0.99:
-        # or dates and times written as text (JSON has no timestamp type): day numbers, as the samples
+def _numeric_text(runs: list[np.ndarray]) -> list[np.ndarray] | None:
+    """A source column of numbers written as text (a CSV read without a schema) as numbers in every
+    run, so that it is compared and modelled as one (as text every value is a category of its own);
+    None unless 99% of one run's non-NULL values parse and at least half of every other run's. Text
+    that does not parse ('n/a', '12,50' once a feed changed its decimal separator) becomes NULL, as a
+    cast would make it: a run whose format changed has more NULLs in a numeric column, a change its
+    tests see, instead of labels of its own."""
+    def parsed_numbers(text: pd.Series) -> pd.Series:
+        return pd.to_numeric(text, errors="coerce")
+
+    def parsed_days(text: pd.Series) -> pd.Series:
+        # dates and times written as text (JSON has no timestamp type): day numbers, as the samples
         # hold a date or timestamp column, so that events moved to yesterday are a shift, not new labels
-        parsed = pd.Series(_day_numbers(text), index=text.index)
-        if parsed.notna().mean() < 0.99:
-            return None
-    out = np.full(len(a), np.nan)
-    out[given.index.to_numpy()] = parsed.to_numpy(dtype=float, na_value=np.nan)
-    return out
+        return pd.Series(_day_numbers(text), index=text.index)
+
+    for parse in (parsed_numbers, parsed_days):
+        out, shares = [], []
+        for a in runs:
+            if _is_numeric(a):
+                out.append(a)
+                shares.append(1.0 if parse is parsed_numbers else 0.0)
+                continue
+            given = pd.Series(a, dtype=object)
+            given = given[given.notna()]
+            values = parse(given.astype(str).str.strip()) if not given.empty else pd.Series(dtype=float)
+            shares.append(float(values.notna().mean()) if not given.empty else math.nan)
+            full = np.full(len(a), np.nan)
+            full[given.index.to_numpy()] = values.to_numpy(dtype=float, na_value=np.nan)
+            out.append(full)
+        known = [x for x in shares if not math.isnan(x)]
+        if known and max(known) >= 0.99 and min(known) >= 0.5:
+            return out
+    return None
 
 
 def _day_numbers(text: pd.Series) -> np.ndarray:
@@ -2529,8 +2541,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     from_text: set[str] = set()  # numbers or times read from text: capture took them for identifiers
     for x in model_nodes:
         if _node_attr(graphs, x, "kind") == "source" and not (_is_numeric(b.values[x]) and _is_numeric(c.values[x])):
-            numbers = [_numeric_text(r.values[x]) for r in (b, c)]
-            if all(v is not None for v in numbers):
+            numbers = _numeric_text([b.values[x], c.values[x]])
+            if numbers is not None:
                 b.values[x], c.values[x] = numbers
                 from_text.add(x)
         if not (_is_numeric(b.values[x]) and _is_numeric(c.values[x])):

@@ -1837,3 +1837,28 @@ def test_a_udf_behind_another_columns_filter_does_not_look_changed_when_the_filt
         assert res.significant and res.attributions[0].node == cause, res.summary()
         assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.15), res.summary()
         assert not {a.node: a for a in res.attributions}["out.cost"].mechanism_changed, res.summary()
+
+
+def test_amounts_as_text_that_stop_parsing_are_the_text_columns_change(spark, tmp_path):
+    """Amounts delivered as text (``"12.50"``), cast by the job with ``try_cast`` and filtered: a feed that
+    writes 10% of them with a decimal comma (``"12,50"``) makes those casts NULL and the filter drop
+    them. The column was compared as text, every amount a label of its own, and nothing explained the
+    fall; numbers in text are numbers in both runs now, the unparsed ones NULL as the cast makes them."""
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 31), ("b", 32)):
+        rng = np.random.default_rng(seed)
+        n = 6000
+        amount = np.array([f"{x:.2f}" for x in rng.lognormal(3.0, 0.5, n)], dtype=object)
+        if run == "b":
+            comma = rng.random(n) < 0.10
+            amount[comma] = [x.replace(".", ",") for x in amount[comma]]
+        _as_views(spark, tmp_path / run, {"sales": pd.DataFrame(
+            {"store": rng.choice(["s1", "s2", "s3"], n), "qty": rng.integers(1, 4, n), "amount_str": amount})})
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql("""SELECT store, SUM(qty * amount) AS revenue
+                         FROM (SELECT store, qty, try_cast(amount_str AS DECIMAL(12,2)) AS amount FROM sales) t
+                         WHERE amount >= 2 GROUP BY store""").write.parquet(str(tmp_path / run / "report"))
+    res = spark_causal.attribute(store, "a", "b", "report.revenue")
+    top = res.attributions[0]
+    assert res.significant and top.node == "sales.amount_str" and top.mechanism_changed, res.summary()
+    assert 0.7 * res.change > top.contribution > 1.3 * res.change, res.summary()
