@@ -32,6 +32,7 @@ import math
 import re
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Callable
@@ -1390,7 +1391,11 @@ class _RootModel:
             tot = np.bincount(cells2, weights=w2, minlength=self.marg + 1)
             tot_v = np.bincount(cells2[valued], weights=w2[valued], minlength=self.marg + 1)
             at = np.flatnonzero(valued)
-            order = np.lexsort((self._sortkey(np.concatenate([x, x])[at]), cells2[at]))
+            # ties (the units of one category) in an order of this column's own: by sample position,
+            # every discrete root would rank the same units at the top of their blocks, and the units
+            # a shift of channel moves would be the ones an event type's draw turns into purchases
+            tie = np.random.default_rng(zlib.crc32(spec.name.encode())).permutation(len(at))
+            order = np.lexsort((tie, self._sortkey(np.concatenate([x, x])[at]), cells2[at]))
             cs, ws = cells2[at][order], w2[at][order]
             start = np.r_[0.0, np.cumsum(tot_v)][cs]
             frac = (np.cumsum(ws) - start) / np.maximum(tot_v[cs], 1e-300)

@@ -507,6 +507,9 @@ def _stats_change(sb: Any, sc: Any, node: str) -> float:
     nb, nc = float(b["count"] or 0), float(c["count"] or 0)
     if nb and nc:
         out.append(abs(float(c["nulls"]) / nc - float(b["nulls"]) / nb))
+        vb, vc = 1 - float(b["nulls"]) / nb, 1 - float(c["nulls"]) / nc
+        if vb > 0:  # a mostly-NULL column (amounts of purchases only): its valued share, relatively
+            out.append(abs(vc / vb - 1))
     spread = max(float(b["std"] or 0) if b["std"] == b["std"] else 0.0, 1e-12)
     if b["mean"] == b["mean"] and c["mean"] == c["mean"] and b["mean"] is not None and c["mean"] is not None:
         out.append(abs(float(c["mean"]) - float(b["mean"])) / spread)
