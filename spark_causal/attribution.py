@@ -1563,7 +1563,13 @@ class _RootModel:
     def _compare(self, xb, wb, xc, wc, deff: float) -> tuple[float, float]:
         """(p-value that two weighted samples of this column differ, the discrete effect size)."""
         if not self.spec.discrete:
-            return _weighted_ks(xb, wb, xc, wc, deff), 0.0
+            nb, nc = np.isnan(xb), np.isnan(xc)
+            if not (nb.any() or nc.any()):
+                return _weighted_ks(xb, wb, xc, wc, deff), 0.0
+            # the NULL share tested on its own too: in a mostly-NULL column (amounts of purchases only,
+            # 92% NULL) a fifth of the values lost moves the KS distance by 0.012, its share test far more
+            p_null = _weighted_chi2(nb.astype(np.int64), wb, nc.astype(np.int64), wc, deff)
+            return float(min(1.0, 2 * min(_weighted_ks(xb, wb, xc, wc, deff), p_null))), 0.0
         kb, kc = _codes(xb, self.value_cats) + 1, _codes(xc, self.value_cats) + 1
         k = int(max(kb.max(), kc.max())) + 1
         fb = np.bincount(kb, weights=wb, minlength=k)

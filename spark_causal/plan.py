@@ -92,6 +92,13 @@ def to_dataframe(spark: "SparkSession", plan: JObject) -> "DataFrame":
     return DataFrame(jdf, spark)
 
 
+def analyzed_plan(plan: JObject) -> JObject:
+    """``plan`` through the analyzer of the active session, marked analysed (later analyses skip it)."""
+    from pyspark.sql import SparkSession
+
+    return to_dataframe(SparkSession.getActiveSession(), plan)._jdf.queryExecution().analyzed()
+
+
 def replace_writer_df(jwriter: JObject, jdf: JObject) -> Callable[[], None]:
     """Make a JVM ``DataFrameWriter`` write ``jdf`` instead of its Dataset; returns the undo.
 

@@ -143,6 +143,10 @@ class _Rewriter:
         for g in gates[1:]:
             passes = E.And(passes, g)
         dropped = [when_dropped(e) if u else e for e, u in zip(exprs, udf)]
+        # the child analysed on its own first: analysing the union of two copies of an unanalysed
+        # subtree renews one copy's attributes (a scan's position id is not deterministic) and leaves
+        # its projections pointing at the old ones (MISSING_ATTRIBUTES over a sampled dropDuplicates)
+        child = P.analyzed_plan(child)
         names = [self.extra[P.expr_id(g)] for g in gates]
         for e in (e for e, u in zip(exprs, udf) if u):
             node = self.env.get(P.expr_id(e)) or self.extra.get(P.expr_id(e))

@@ -1758,6 +1758,41 @@ def test_a_udf_the_job_guards_with_a_filter_is_not_called_on_the_rows_it_drops(s
     assert abs(res.attributions[0].contribution - res.change) < 0.15 * abs(res.change), res.summary()
 
 
+
+def test_a_guarded_udf_over_a_sampled_dedup_keeps_the_runs_samples(spark, tmp_path):
+    """The same UDF under the same filter, over ``dropDuplicates`` and sampled (1,000 of 3,000 units): the
+    guard's two halves of the rows were analysed as one plan, whose second copy of the sampled scan got
+    new attribute ids its projections did not follow (MISSING_ATTRIBUTES): the run lost its samples."""
+    import json
+
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import udf
+    from pyspark.sql.types import DoubleType
+
+    from spark_causal.compare import load_samples
+
+    @udf(returnType=DoubleType())
+    def rate(temp):
+        return 0.02 + 0.004 * max(temp - 75.0, 0.0)  # raises on None, which the job never passes
+
+    store = str(tmp_path / "store")
+    spark.range(3000).select((F.col("id") % 2900).alias("id"), (F.col("id") % 4).cast("string").alias("line"),
+                             F.when(F.col("id") % 9 == 0, None).otherwise(60 + F.col("id") % 40).alias("temp")) \
+        .write.parquet(str(tmp_path / "readings"))
+    with spark_causal.capture(spark, store=store, run="a", sample_size=1000):
+        spark.read.parquet(str(tmp_path / "readings")).dropDuplicates(["id"]).filter(F.col("temp").isNotNull()) \
+            .withColumn("cost", rate(F.col("temp")) * 100).groupBy("line").agg(F.sum("cost").alias("scrap")) \
+            .write.parquet(str(tmp_path / "out"))
+    meta = json.loads((tmp_path / "store" / "runs" / "a" / "meta.json").read_text())
+    assert meta["status"] == "succeeded" and not meta["capture_errors"], meta
+    (seg,) = load_samples(Store(store), "a").segments.values()
+    t = seg.table
+    assert 600 < len(t) < 1500, len(t)  # a sample, not every unit
+    kept = t[t["out.filter1"] == 1]
+    assert len(kept) and t["readings.temp"].isna().sum() > 0
+    expect = (0.02 + 0.004 * np.maximum(kept["readings.temp"].astype(float) - 75.0, 0.0)) * 100
+    assert np.allclose(kept["out.cost"].astype(float), expect), kept.head()
+
 def _payroll(seed: int, fault: str | None) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     n = 4000
@@ -1893,3 +1928,30 @@ def test_a_channel_mix_shift_is_sized_when_the_events_are_stored_sorted(spark, t
     top = res.attributions[0]
     assert res.significant and top.node == "events.channel", res.summary()
     assert abs(top.contribution - truth) < 0.2 * abs(truth), (res.summary(), truth)
+
+
+def test_nulls_in_one_branch_of_a_union_of_a_mostly_null_column_are_that_branchs(spark, tmp_path):
+    """Web and app events (UNION ALL) whose amount is set on purchases only (92% NULL); 30% of the
+    web purchases lose their amount and a filter drops them. The web column's NULL share moves by
+    only 0.024, about the floor that names a branch, and the union's column was named; its valued
+    share falls by 30%, which names the web table."""
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 61), ("b", 62)):
+        frames = {}
+        for k, name in enumerate(("web_events", "app_events")):
+            rng = np.random.default_rng(seed * 10 + k)
+            n = 20000
+            kind = rng.choice(["view", "cart", "purchase"], n, p=[0.7, 0.22, 0.08])
+            amount = np.where(kind == "purchase", rng.lognormal(3, 0.5, n).round(2), np.nan)
+            if run == "b" and name == "web_events":
+                amount[(kind == "purchase") & (rng.random(n) < 0.3)] = np.nan
+            frames[name] = pd.DataFrame({"event_type": kind, "amount": amount, "day": rng.integers(1, 8, n)})
+        _as_views(spark, tmp_path / run, frames)
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql("""SELECT day, SUM(CASE WHEN event_type = 'purchase' THEN 1 ELSE 0 END) AS purchases
+                         FROM (SELECT * FROM web_events UNION ALL SELECT * FROM app_events) e
+                         WHERE event_type <> 'purchase' OR amount > 2 GROUP BY day""") \
+                .write.parquet(str(tmp_path / run / "out"))
+    res = spark_causal.attribute(store, "a", "b", "out.purchases")
+    assert res.significant and res.change < 0, res.summary()
+    assert res.attributions[0].node == "web_events.amount", res.summary()
