@@ -586,16 +586,24 @@ def _row_level_target(item: AttributionItem, desc: dict, row_level: dict[str, di
 
 def _group_count_target(item: AttributionItem, desc: dict, c: RunSamples) -> tuple[str, str] | None:
     """(target, "count") in the segment whose groups are this segment's units, for a change in their
-    number (``orders.__rows__`` of per-order rows a first aggregation made from exploded lines). A unit
-    here exists because at least one row of its group passed that segment's selections: orders whose
-    status a NULL filter drops below the first aggregation vanish there, and so does their group. The
-    units' count below moves with the groups' and names what dropped them; shares of the rows stand for
-    shares of the groups. The counted aggregate is a ``count(*)`` if there is one, else the one whose
-    input is least often NULL (a NULL input is not counted, its row still makes the group). None when
-    the item is no significant volume change, or no single segment's groups are these units."""
+    number (``orders.__rows__`` of per-order rows a first aggregation made from exploded lines): see
+    ``_counted_groups``. None when the item is no significant volume change, or no segment's groups
+    are these units."""
     if item.kind != "volume" or not item.contribution or not item.mechanism_changed or \
             item.ci_low < 0 < item.ci_high or item.node != f"{desc.get('driving')}.__rows__":
         return None
+    counted = _counted_groups(desc, c)
+    return (counted, "count") if counted else None
+
+
+def _counted_groups(desc: dict, c: RunSamples) -> str | None:
+    """The aggregate whose count of units below stands for the number of this segment's units, when
+    they are the groups of one other segment. A unit here exists because at least one row of its group
+    passed that segment's selections: orders whose status a NULL filter drops below the first
+    aggregation vanish there, and so does their group. The units' count below moves with the groups'
+    and names what dropped them; shares of the rows stand for shares of the groups. The counted
+    aggregate is a ``count(*)`` if there is one, else the one whose input is least often NULL (a NULL
+    input is not counted, its row still makes the group)."""
     nodes = set(desc.get("nodes") or [])
     # the driving table's columns here are all group keys below: a unit is a group, not a driving row
     # with an aggregate joined back to it (``orders`` joined to per-customer totals keeps orders.amount)
@@ -603,6 +611,8 @@ def _group_count_target(item: AttributionItem, desc: dict, c: RunSamples) -> tup
     inner = [d for d in c.graph.graph.get("segments", []) if d.get("id") != desc.get("id") and
              d.get("driving") == desc.get("driving") and set(d.get("aggregates") or {}) & nodes and
              own <= set(d.get("group_keys") or [])]
+    if len(inner) > 1:  # the same aggregation in two outputs (account bills, and the summary over them)
+        inner = [d for d in inner if d.get("output") == desc.get("output")]
     if len(inner) != 1 or inner[0].get("id") not in c.segments:
         return None
     table = c.segments[inner[0]["id"]].table
@@ -610,7 +620,50 @@ def _group_count_target(item: AttributionItem, desc: dict, c: RunSamples) -> tup
     def nulls(agg: str) -> float:
         inp = (inner[0]["aggregates"][agg] or {}).get("input")
         return 0.0 if inp is None else float(table[inp].isna().mean()) if inp in table.columns else 1.0
-    return min(sorted(inner[0]["aggregates"]), key=nulls), "count"
+    return min(sorted(inner[0]["aggregates"]), key=nulls)
+
+
+def _relay_count(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
+                 config: AttributionConfig | None, cache: dict) -> Attribution | None:
+    """``COUNT(*)`` of units that are another segment's groups (accounts per region and tier, counted
+    over per-account bills) is the number of groups that segment's selections kept: a threshold that
+    drops every call of 4% of the accounts is a certain change there, where here it is only fewer units,
+    a volume too small to be sure of. The count of the units below, attributed and drilled, its parts
+    scaled to this count's change (shares of the rows standing for shares of the groups). None when
+    this segment drops units itself, or the count below did not move significantly the same way."""
+    entry = (desc.get("aggregates") or {}).get(result.target) or {}
+    if str(entry.get("fn", "")).lower() != "count" or entry.get("input") is not None or result.agg != "sum" \
+            or not result.change or _drops_rows(desc, b, c):
+        return None
+    counted = _counted_groups(desc, c)
+    if counted is None:
+        return None
+    try:
+        try:
+            below = attribute_samples(c.graph, b, c, counted, agg="count", where=result.where, config=config)
+        except SparkCausalError:
+            where = _inner_where(result, counted, b, c) if result.where else None
+            if where is None:
+                raise
+            below = attribute_samples(c.graph, b, c, counted, agg="count", where=where, config=config)
+        below = drill_down(below, b, c, config=config, _depth=1, _cache=cache)
+    except SparkCausalError:
+        return None
+    if not below.significant or below.change * result.change <= 0 or \
+            not any(a.contribution and a.mechanism_changed for a in below.attributions):
+        return None
+    f = result.change / below.change
+    parts = [dataclasses.replace(a, contribution=a.contribution * f, ci_low=min(a.ci_low * f, a.ci_high * f),
+                                 ci_high=max(a.ci_low * f, a.ci_high * f)) for a in below.attributions]
+    total = sum(a.contribution for a in parts)
+    details = dict(result.details or {})
+    details["drilldown"] = [{"node": result.target, "aggregate": counted, "explained": True,
+                             "contribution": result.change, "parts": {a.node: a.contribution for a in parts if a.contribution}}]
+    return dataclasses.replace(
+        result, attributions=_ranked(parts), significant=True, unexplained=result.change - total, details=details,
+        code_changes=list(result.code_changes) + [cc for cc in below.code_changes if cc not in result.code_changes],
+        warnings=list(result.warnings) + [f"{result.target} counts the groups of {counted}'s units: attributed as "
+                                          f"their count ({below.change:+,.6g} units for {result.change:+,.6g} groups)"])
 
 
 def _merge(into: dict[str, AttributionItem], a: AttributionItem) -> None:
@@ -944,7 +997,8 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     # moved with the units below them) and the units below explain more of it
     poor = abs(result.unexplained) > 0.5 * abs(result.change)
     if (not result.significant or poor) and _depth == 0:
-        relayed = _relay(result, desc, others, row_level, b, c, config, cache)
+        relayed = _relay(result, desc, others, row_level, b, c, config, cache) or \
+            _relay_count(result, desc, b, c, config, cache)
         if relayed is not None and (not result.significant or abs(relayed.unexplained) < abs(result.unexplained)):
             return relayed
     merged: dict[str, AttributionItem] = {}
