@@ -3057,9 +3057,25 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             tests[r.name] = {"p": 0.0, "certain": True, "how": "code changed upstream"}
         else:
             tests[r.name] = {"p": fit.roots[r.name].test(b, c), "certain": False, "how": "root"}
+    # a root that changed only given another root that changed (amounts conditioned on a quantity keyed
+    # in wrong in one region, the amounts themselves as they were) keeps its own distribution: it did
+    # not change, the other did. The sparser explanation is kept: conditioned on the unchanged roots only
+    moved = {r.name for r in spec.roots if tests[r.name]["p"] < cfg.alpha}
+    apart = []
+    for r in spec.roots:
+        if r.name not in moved or tests[r.name]["certain"] or not set(r.cond) & moved:
+            continue
+        alone = dataclasses.replace(r, cond=[x for x in r.cond if x not in moved],
+                                    split=[x for x in r.split if x not in moved])
+        p_alone = _RootModel(alone, b, c, spec.discrete, cfg, rng).test(b, c)
+        if p_alone >= cfg.alpha:
+            apart.append((r, alone, p_alone, sorted(set(r.cond) & moved)))
+    for r, alone, p_alone, given in apart:
+        r.cond, r.split = alone.cond, alone.split
+        tests[r.name] = {"p": p_alone, "certain": False, "how": f"root (its change given {', '.join(given)} is theirs)"}
     for node, (p, certain, note) in lookup_tests.items():
         tests[node] = {"p": p, "certain": certain, "how": "lookup", "note": note}
-    refit = False
+    refit = bool(apart)
     for node, d in spec.det.items():
         if d.code_changed and _computes_the_same(d, b, c, _decimal_scale(_node_attr(graphs, node, "dtype"))):
             tests[node] = {"p": 1.0, "certain": False, "untested": True,
