@@ -1955,3 +1955,30 @@ def test_nulls_in_one_branch_of_a_union_of_a_mostly_null_column_are_that_branchs
     res = spark_causal.attribute(store, "a", "b", "out.purchases")
     assert res.significant and res.change < 0, res.summary()
     assert res.attributions[0].node == "web_events.amount", res.summary()
+
+
+def test_a_quantity_keyed_wrong_is_not_also_the_amounts_it_was_priced_with(spark, tmp_path):
+    """Sales whose amount was priced from their quantity, then the quantity keyed +2 in one region with
+    the amounts as they were. Conditioned on the quantity, the amounts looked changed too and took two
+    thirds of the margin's fall; they changed only given a quantity that changed itself, so the sparser
+    account stands: the quantity, all of it."""
+    store = str(tmp_path / "store")
+    price = np.random.default_rng(3).uniform(2, 40, 100).round(2)
+    for run, seed in (("a", 81), ("b", 82)):
+        rng = np.random.default_rng(seed)
+        n = 12000
+        sku, qty, region = rng.integers(0, 100, n), rng.integers(1, 6, n), rng.choice(["n", "s", "e", "w"], n)
+        amount = (price[sku] * qty * rng.uniform(0.9, 1.1, n)).round(2)
+        if run == "b":
+            qty = np.where(region == "n", qty + 2, qty)
+        _as_views(spark, tmp_path / run, {
+            "sales": pd.DataFrame({"sku": sku, "qty": qty, "amount": amount, "region": region}),
+            "products": pd.DataFrame({"sku": np.arange(100), "cost": (price * 0.6).round(2)})})
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql("""SELECT region, SUM(amount - qty * cost) AS margin FROM sales JOIN products USING (sku)
+                         GROUP BY region""").write.parquet(str(tmp_path / run / "report"))
+    res = spark_causal.attribute(store, "a", "b", "report.margin")
+    items = {a.node: a for a in res.attributions}
+    assert res.significant and res.attributions[0].node == "sales.qty", res.summary()
+    assert not items["sales.amount"].mechanism_changed and items["sales.amount"].contribution == 0, res.summary()
+    assert 0.9 * res.change > items["sales.qty"].contribution > 1.1 * res.change, res.summary()
