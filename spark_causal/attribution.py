@@ -2597,12 +2597,21 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         free.add(retyped[sel])
         matched[retyped[sel]] = [col for col in cols if col != sel]
 
+    # aggregates of the same driving rows in another segment (a customer's spend, joined back to each of
+    # her orders): what they bring a unit is shared by every unit of the key, and drawn afresh each run
+    joined_back = {a for d in graph.graph.get("segments", []) if d.get("id") != desc.get("id") and
+                   d.get("driving") == desc.get("driving") for a in d.get("aggregates") or {}}
     for j in desc.get("joins") or []:
         keys = [k for k in j.get("keys") or [] if k in model_nodes]
         if not keys:
             continue
         cols = [col for col in list(j.get("columns") or []) + [j.get("selection")]
                 if col in model_nodes and col not in keys]
+        if any(({col} | (nx.ancestors(graph, col) if col in graph else set())) & joined_back for col in cols):
+            # the units of one key then vary together (a customer's tier follows her orders' sum): the
+            # metric's error counts the keys, not the units (rebates of a VIP tier: the error was 0.6x
+            # the run-to-run spread, and A/A pairs raised alarms)
+            clustering.update(keys)
         if j.get("equi") is False:
             # amount BETWEEN lo AND hi: the tier a unit gets follows its amount, which is a cause in its
             # own right, not a key naming an entity; the table is a fitted mechanism of the amount
