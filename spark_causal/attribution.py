@@ -3300,11 +3300,8 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         items.append(item(shown, report_kind(shown), val, t["changed"], t["p_adj"], ci))
         # a slice (``where``) of a mechanism that changed elsewhere (a drift in another country) gets
         # only resampling noise: there, only a contribution beyond its bootstrap error counts
-        # ... and a share from a statistical test (not changed code) whose own interval spans 0 is noise,
-        # however its bootstrap spread compares (+0.47 [-0.33, 1.18] of a mean that moved +0.107)
         item_sig[shown] = bool(t["changed"] and ci is not None and val != 0 and (
-            abs(val) > z * ci[2] or (where is None and abs(val) >= cfg.min_effect * abs(vb))) and (
-            ci[2] == 0 or ci[0] > 0 or ci[1] < 0 or any(tests[x]["certain"] for x in nodes)))
+            abs(val) > z * ci[2] or (where is None and abs(val) >= cfg.min_effect * abs(vb))))
     vol_changed = agg != "mean" and vol_p < cfg.alpha
     if agg != "mean":
         ci = interval("__volume__", volume)
