@@ -179,8 +179,7 @@ def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.
         # an unchanged threshold only passes on what changed below (a drift lifts more customers over
         # it, or lifts other products into the top 10): the groups it kept or dropped are theirs
         f = (explained + dropped) / explained
-        items = [dataclasses.replace(a, contribution=a.contribution * f, ci_low=min(a.ci_low * f, a.ci_high * f),
-                                     ci_high=max(a.ci_low * f, a.ci_high * f)) for a in result.attributions]
+        items = _scaled(result.attributions, f)
         note = (f"{above[0]} selects among the aggregated groups with unchanged code: the groups it kept or "
                 f"dropped because of the changes below ({dropped:+,.6g}) are added to those changes")
         return dataclasses.replace(result, attributions=items, unexplained=result.unexplained - dropped,
@@ -639,13 +638,7 @@ def _relay_count(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
     if counted is None:
         return None
     try:
-        try:
-            below = attribute_samples(c.graph, b, c, counted, agg="count", where=result.where, config=config)
-        except SparkCausalError:
-            where = _inner_where(result, counted, b, c) if result.where else None
-            if where is None:
-                raise
-            below = attribute_samples(c.graph, b, c, counted, agg="count", where=where, config=config)
+        below = _attributed_below(result, counted, "count", result.where, b, c, config)
         below = drill_down(below, b, c, config=config, _depth=1, _cache=cache)
     except SparkCausalError:
         return None
@@ -653,8 +646,7 @@ def _relay_count(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
             not any(a.contribution and a.mechanism_changed for a in below.attributions):
         return None
     f = result.change / below.change
-    parts = [dataclasses.replace(a, contribution=a.contribution * f, ci_low=min(a.ci_low * f, a.ci_high * f),
-                                 ci_high=max(a.ci_low * f, a.ci_high * f)) for a in below.attributions]
+    parts = _scaled(below.attributions, f)
     total = sum(a.contribution for a in parts)
     details = dict(result.details or {})
     details["drilldown"] = [{"node": result.target, "aggregate": counted, "explained": True,
@@ -664,6 +656,27 @@ def _relay_count(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
         code_changes=list(result.code_changes) + [cc for cc in below.code_changes if cc not in result.code_changes],
         warnings=list(result.warnings) + [f"{result.target} counts the groups of {counted}'s units: attributed as "
                                           f"their count ({below.change:+,.6g} units for {result.change:+,.6g} groups)"])
+
+
+def _scaled(items: list[AttributionItem], f: float) -> list[AttributionItem]:
+    """Items of an attribution below taken as shares of an item above: contributions and intervals
+    times ``f`` (the interval's ends swapped when ``f`` is negative)."""
+    return [dataclasses.replace(a, contribution=a.contribution * f, ci_low=min(a.ci_low * f, a.ci_high * f),
+                                ci_high=max(a.ci_low * f, a.ci_high * f)) for a in items]
+
+
+def _attributed_below(result: Attribution, target: str, agg: str, where: str | None, b: RunSamples,
+                      c: RunSamples, config: AttributionConfig | None, translate: bool = True) -> Attribution:
+    """``agg(target)`` in the segment below, over the slice ``where`` (the outer rows' keys are
+    usually the units' own columns); when the units below cannot be sliced so, over the slice by the
+    group keys the outer rows carry (``_inner_where``), if ``translate``."""
+    try:
+        return attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config)
+    except SparkCausalError:
+        inner = _inner_where(result, target, b, c) if result.where and translate else None
+        if inner is None:
+            raise
+        return attribute_samples(c.graph, b, c, target, agg=agg, where=inner, config=config)
 
 
 def _merge(into: dict[str, AttributionItem], a: AttributionItem) -> None:
@@ -726,14 +739,7 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
         if kept is not None:
             inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=kept, config=config)
         else:
-            # a slice by the outer rows' keys is the slice by the same keys of the units they sum
-            try:
-                inner = attribute_samples(c.graph, b, c, inp, agg=agg, where=where, config=config)
-            except SparkCausalError:
-                where = _inner_where(result, inp, b, c) if result.where and not read_back else None
-                if where is None:
-                    raise
-                inner = attribute_samples(c.graph, b, c, inp, agg=agg, where=where, config=config)
+            inner = _attributed_below(result, inp, agg, where, b, c, config, translate=not read_back)
         inner = drill_down(inner, b, c, config=config, _depth=1, _cache=cache)
     except SparkCausalError:
         return None
@@ -749,8 +755,7 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
         moved = result.change - inner.change
         if total and moved and (total + moved) / total > 0:
             f = (total + moved) / total
-            attributions = [dataclasses.replace(a, contribution=a.contribution * f, ci_low=min(a.ci_low * f, a.ci_high * f),
-                                                ci_high=max(a.ci_low * f, a.ci_high * f)) for a in attributions]
+            attributions = _scaled(attributions, f)
             total *= f
         notes.append(f"a selection among {inp}'s groups keeps {kept.count(',') + 1} of them in either run: "
                      f"attributed over those; the groups it kept in one run only ({moved:+,.6g}) are added to "
@@ -1006,6 +1011,7 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     warnings = list(result.warnings)
     notes: list[dict] = []
     demoted: set[str] = set()
+    confirmed: set[str] = set()  # changed aggregates whose move a significant attribution below explains
     unexplained = result.unexplained
     own_code = {cc.get("node") for cc in result.code_changes}
     # a weakly changed aggregate added because nothing else explained the move (one product's cost
@@ -1069,20 +1075,18 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         # largely cancel out are shares of the parts' total instead
         below = inner.change if inner.change * total > 0 and abs(inner.change) >= 0.5 * abs(total) else total
         f = item.contribution / below
-        parts = []
-        for a in inner.attributions:
-            if abs(a.contribution) <= 1e-9 * abs(total):  # float noise of a term that did not move
-                continue
-            lo, hi = sorted((a.ci_low * f, a.ci_high * f))
-            scaled = dataclasses.replace(a, contribution=a.contribution * f, ci_low=lo, ci_high=hi)
-            parts.append(scaled)
-            order.append(scaled)
+        # (not the float noise of a term that did not move)
+        parts = _scaled([a for a in inner.attributions if abs(a.contribution) > 1e-9 * abs(total)], f)
+        order.extend(parts)
         unexplained += item.contribution - sum(a.contribution for a in parts)
         text = ", ".join(f"{a.node} ({_fmt(a.contribution, signed=True)})" for a in parts[:5])
         warnings.append(f"drilled down: {item.node} ({_fmt(item.contribution, signed=True)}) -> {text}")
         notes.append({"node": item.node, "aggregate": agg_node, "explained": True,
                       "contribution": item.contribution,
                       "parts": {a.node: a.contribution for a in parts}})
+        if item.mechanism_changed and (where is not None or not result.where) and \
+                abs(item.contribution) >= (config or AttributionConfig()).min_effect * abs(result.baseline_value):
+            confirmed.add(item.node)
     if not notes:
         return result
     for a in order:
@@ -1095,5 +1099,11 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     if demoted and sig:
         still = {k: v for k, v in sig["items"].items() if k not in demoted}
         significant = bool(significant and (sig["metric"] or any(still.values())))  # demoting never raises it
+    if confirmed and sig:
+        # the bootstrap of a few aggregated units (the top 3 products of each of 3 regions) is too rough
+        # to tell their aggregate's share from 0; the units below it, many more, can: a move of the
+        # aggregate they explain significantly is real, as it was before intervals were asked to exclude 0
+        details["significance"] = {**sig, "items": {**sig["items"], **{k: True for k in confirmed}}}
+        significant = True
     return dataclasses.replace(result, attributions=items, warnings=warnings, details=details,
                                significant=significant, unexplained=unexplained)
