@@ -709,9 +709,14 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
     fn = str(entry.get("fn", "")).lower() if entry else ""
     # the summed column, or the target itself when the output has a row per row of an aggregate (two
     # aggregates joined on their keys); either copies an aggregate of the segment below
-    start = (entry.get("input") if fn == "sum" else None) if entry else result.target
+    # a mean over every group of an aggregate below (the average bill of accounts billed from their
+    # calls) is that aggregate's sum over as many groups: the sum below, shared out to the mean's move
+    averaged = result.agg == "mean" and fn in _MEANS and not result.where
+    start = (entry.get("input") if fn == "sum" or averaged else None) if entry else result.target
     drops = _drops_rows(desc, b, c)
     inp = _copied_aggregate(c.graph, start, others) if start else None
+    if averaged and drops:
+        inp = None
     kept = None
     if inp is not None and drops:
         # a selection among the aggregated groups (``WHERE rk <= 5`` over a RANK() of per-product
@@ -730,7 +735,7 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
         read_back = where is not None
     if read_back:
         inp, others = column, {column: {"fn": "sum"}}  # the read-back column, over its own rows
-    elif result.agg != "sum":
+    elif result.agg != "sum" and not (averaged and inp is not None):
         return None
     if inp not in others or str(others[inp].get("fn", "")).lower() not in ("sum", "count"):
         return None
@@ -748,6 +753,13 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
     attributions = list(inner.attributions)
     total = sum(a.contribution for a in attributions)
     notes = [f"{result.target} sums {inp}, computed over far more units upstream: attributed there"]
+    if averaged and not read_back:
+        shared = _mean_of_sum(result, inner)
+        if shared is None:
+            return None
+        attributions, total = _scaled(attributions, shared / inner.change), total * shared / inner.change
+        notes = [f"{result.target} averages {inp} over its groups, whose number did not move: its sum, "
+                 "computed over far more units upstream, attributed there and shared out to the mean"]
     if kept is not None:
         # the groups kept in one run only (a product lifted into the top 5 displaces another) move the
         # outer sum and not the slice's: with the selection's code unchanged they moved because of the
@@ -768,6 +780,22 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
         result, attributions=attributions, significant=True, unexplained=result.change - total,
         code_changes=list(result.code_changes) + [cc for cc in inner.code_changes if cc not in result.code_changes],
         details=details, warnings=list(result.warnings) + notes)
+
+
+def _mean_of_sum(result: Attribution, inner: Attribution) -> float | None:
+    """The part of a mean's move over the groups of an aggregate below that their sum made (the sum's change
+    over the mean number of groups), when the sum below moved the same way and the number of groups
+    made at most a fifth of as much; else None (more accounts with small bills lower the mean by
+    their number, which the sum's attribution would not say)."""
+    rows = (result.details or {}).get("rows") or {}
+    nb, nc = float(rows.get("baseline") or 0), float(rows.get("current") or 0)
+    if not (nb and nc and inner.change) or not all(map(math.isfinite, (result.baseline_value, result.current_value))):
+        return None
+    by_sum = (result.current_value * nc - result.baseline_value * nb) / ((nb + nc) / 2)
+    by_count = result.change - by_sum
+    if by_sum * inner.change <= 0 or by_sum * result.change <= 0 or abs(by_count) > 0.2 * abs(by_sum):
+        return None
+    return by_sum
 
 
 def _kept_groups(result: Attribution, desc: dict, aggregate: str, b: RunSamples, c: RunSamples) -> str | None:

@@ -285,3 +285,32 @@ def test_the_error_of_a_metric_over_a_joined_back_aggregate_counts_its_keys(spar
     res = spark_causal.attribute(store, "a", "b", "rebates.rebate")
     assert res.details["se_change"] >= 0.8 * spread, (res.details["se_change"], spread)
     assert res.details["se_change"] <= 2.5 * spread, (res.details["se_change"], spread)
+
+
+def test_a_mean_of_per_account_bills_is_attributed_where_the_calls_are(spark, tmp_path):
+    """The average bill of 3,000 accounts, each bill the sum of its calls' minutes: minutes up 6%. Bills
+    spread so widely (each account its own multiplier) that their mean's move is 1.4 errors, "no
+    significant change"; the 60,000 calls below show it plainly. The mean is their sum over as many
+    accounts, attributed there; a redraw of the same data stays quiet."""
+    store = str(tmp_path / "store")
+    accounts = pd.DataFrame({"account_id": np.arange(3000), "region": np.array(["n", "s", "e"])[np.arange(3000) % 3]})
+    for run, seed, drift in (("a", 71, 1.0), ("same", 72, 1.0), ("b", 72, 1.06)):
+        rng = np.random.default_rng(seed)
+        n = 60000
+        acc = rng.integers(0, 3000, n)
+        heavy = rng.lognormal(0, 1.0, 3000)[acc]
+        calls = pd.DataFrame({"account_id": acc, "minutes": np.round(rng.lognormal(1.5, 0.6, n) * heavy * drift, 2)})
+        (tmp_path / run).mkdir()
+        for name, frame in (("accounts", accounts), ("calls", calls)):
+            frame.to_parquet(tmp_path / run / f"{name}.parquet")
+            spark.read.parquet(str(tmp_path / run / f"{name}.parquet")).createOrReplaceTempView(name)
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql("""WITH bills AS (SELECT account_id, SUM(minutes * 0.1) AS bill FROM calls GROUP BY account_id)
+                         SELECT a.region, AVG(b.bill) AS avg_bill FROM bills b JOIN accounts a
+                         ON b.account_id = a.account_id GROUP BY a.region""").write.parquet(str(tmp_path / run / "summary"))
+    res = spark_causal.attribute(store, "a", "b", "summary.avg_bill", agg="mean")
+    assert abs(res.details["z_change"]) < 2, res.details["z_change"]  # not significant on the accounts alone
+    top = res.attributions[0]
+    assert res.significant and top.node == "calls.minutes", res.summary()
+    assert 0.7 * res.change < top.contribution < 1.3 * res.change, res.summary()
+    assert not spark_causal.attribute(store, "a", "same", "summary.avg_bill", agg="mean").significant
