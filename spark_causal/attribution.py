@@ -3038,8 +3038,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         if 2 <= nuniq[x] <= cfg.discrete_max_values:
             looked_up.append(x)
     # the output's few-valued group keys looked up from a dimension (revenue per country and day, the
-    # country a user's): a numeric root's test also looks within each of their values, though the
-    # metric does not depend on them. German customers' amounts x2 moved revenue 13% and no test saw
+    # country a user's): a numeric root's test also looks within each of their values (as within the
+    # looked-up columns the metric depends on), though the metric does not depend on them. German customers' amounts x2 moved revenue 13% and no test saw
     # it until a slice by country put country in the model
     by_key = []
     for x in desc.get("group_keys") or []:
@@ -3084,7 +3084,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             rho = [t for t in rho if t[0] >= max(0.05, 4 / math.sqrt(b.n + c.n))]
             if rho:
                 cond.append(max(rho)[1])
-        split = [d for d in disc_before + (by_key if not discrete[x] else []) if d not in cond]
+        split = [d for d in disc_before + (looked_up + by_key if not discrete[x] else []) if d not in cond]
         roots.append(_RootSpec(x, discrete[x], cond, split, budget))
         (disc_before if discrete[x] else num_before).append(x)
     spec.roots = roots
