@@ -1482,7 +1482,7 @@ class _RootModel:
         if self.spec.discrete:
             return False
         vb, vc = ~np.isnan(b.values[self.spec.name]), ~np.isnan(c.values[self.spec.name])
-        if vb.all() and vc.all() or vb.sum() < 2 or vc.sum() < 2:
+        if (vb.all() and vc.all()) or vb.sum() < 2 or vc.sum() < 2:
             return False
         return self.test_effect(b, c, (vb, vc))[0] >= alpha
 
@@ -3029,26 +3029,24 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # make the root look changed within the cells, where it did not change by the key
     lookup_tests = {node: _lookup_test(node, keys, b, c, spec.coded, spec.gates) for node, keys in spec.lookups.items()}
     # A key a where slices by, derived by the job from a time (a month), is one too: each month keeps its amounts
-    looked_up = []
-    for x in sorted(derived_keys) + [x for x in lookups if x in relevant and lookup_tests[x][0] >= cfg.alpha and
-                                     _node_attr(graphs, x, "kind") == "source" and
-                                     all(k in identifiers or k in discrete for k in lookups[x])]:
+    def few_valued(x: str) -> bool:
         pooled = np.concatenate([b.values[x], c.values[x]])
         nuniq[x] = int(len(np.unique(pooled[~np.isnan(pooled)])))
-        if 2 <= nuniq[x] <= cfg.discrete_max_values:
-            looked_up.append(x)
+        return 2 <= nuniq[x] <= cfg.discrete_max_values
+
+    looked_up = [x for x in sorted(derived_keys) + [
+        x for x in lookups if x in relevant and lookup_tests[x][0] >= cfg.alpha and
+        _node_attr(graphs, x, "kind") == "source" and all(k in identifiers or k in discrete for k in lookups[x])]
+        if few_valued(x)]
     # the output's few-valued group keys looked up from a dimension (revenue per country and day, the
     # country a user's): a numeric root's test also looks within each of their values (as within the
-    # looked-up columns the metric depends on), though the metric does not depend on them. German customers' amounts x2 moved revenue 13% and no test saw
-    # it until a slice by country put country in the model
-    by_key = []
-    for x in desc.get("group_keys") or []:
-        if x in lookups and x not in looked_up and _node_attr(graphs, x, "kind") == "source" and \
-                all(k in b.values for k in lookups[x]) and \
-                _lookup_test(x, lookups[x], b, c, spec.coded, gates)[0] >= cfg.alpha:
-            pooled = np.concatenate([b.values[x], c.values[x]])
-            if 2 <= len(np.unique(pooled[~np.isnan(pooled)])) <= cfg.discrete_max_values:
-                by_key.append(x)
+    # looked-up columns the metric depends on), though the metric does not depend on them. German
+    # customers' amounts x2 moved revenue 13% and no test saw it until a slice by country put country
+    # in the model
+    by_key = [x for x in desc.get("group_keys") or [] if
+              x in lookups and x not in looked_up and _node_attr(graphs, x, "kind") == "source" and
+              all(k in b.values for k in lookups[x]) and
+              _lookup_test(x, lookups[x], b, c, spec.coded, gates)[0] >= cfg.alpha and few_valued(x)]
     roots = []
     disc_before: list[str] = []
     num_before: list[str] = []

@@ -629,7 +629,8 @@ def _relay_count(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
     drops every call of 4% of the accounts is a certain change there, where here it is only fewer units,
     a volume too small to be sure of. The count of the units below, attributed and drilled, its parts
     scaled to this count's change (shares of the rows standing for shares of the groups). None when
-    this segment drops units itself, or the count below did not move significantly the same way."""
+    this segment drops units itself, the count below did not move significantly the same way, or the
+    groups moved by too few to tell from chance."""
     entry = (desc.get("aggregates") or {}).get(result.target) or {}
     if str(entry.get("fn", "")).lower() != "count" or entry.get("input") is not None or result.agg != "sum" \
             or not result.change or _drops_rows(desc, b, c):
@@ -720,9 +721,7 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
     averaged = result.agg == "mean" and fn in _MEANS and not result.where
     start = (entry.get("input") if fn == "sum" or averaged else None) if entry else result.target
     drops = _drops_rows(desc, b, c)
-    inp = _copied_aggregate(c.graph, start, others) if start else None
-    if averaged and drops:
-        inp = None
+    inp = _copied_aggregate(c.graph, start, others) if start and not (averaged and drops) else None
     kept = None
     if inp is not None and drops:
         # a selection among the aggregated groups (``WHERE rk <= 5`` over a RANK() of per-product
@@ -789,10 +788,10 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
 
 
 def _mean_of_sum(result: Attribution, inner: Attribution) -> float | None:
-    """The part of a mean's move over the groups of an aggregate below that their sum made (the sum's change
-    over the mean number of groups), when the sum below moved the same way and the number of groups
-    made at most a fifth of as much; else None (more accounts with small bills lower the mean by
-    their number, which the sum's attribution would not say)."""
+    """The part of a mean's move over the groups of an aggregate below that their sum made (the
+    sum's change over the mean number of groups), when the sum below moved the same way and the
+    number of groups made at most a fifth of as much; else None (more accounts with small bills
+    lower the mean by their number, which the sum's attribution would not say)."""
     rows = (result.details or {}).get("rows") or {}
     nb, nc = float(rows.get("baseline") or 0), float(rows.get("current") or 0)
     if not (nb and nc and inner.change) or not all(map(math.isfinite, (result.baseline_value, result.current_value))):
