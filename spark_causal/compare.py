@@ -629,40 +629,58 @@ def _relay_count(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
     drops every call of 4% of the accounts is a certain change there, where here it is only fewer units,
     a volume too small to be sure of. The count of the units below, attributed and drilled, its parts
     scaled to this count's change (shares of the rows standing for shares of the groups). None when
-    this segment drops units itself, the count below did not move significantly the same way, or the
-    groups moved by too few to tell from chance."""
+    this segment drops units itself or ``_groups_below`` finds no cause."""
     entry = (desc.get("aggregates") or {}).get(result.target) or {}
     if str(entry.get("fn", "")).lower() != "count" or entry.get("input") is not None or result.agg != "sum" \
             or not result.change or _drops_rows(desc, b, c):
         return None
-    counted = _counted_groups(desc, c)
-    if counted is None:
+    found = _groups_below(result, desc, result.change, b, c, config, cache)
+    if found is None:
         return None
-    try:
-        below = _attributed_below(result, counted, "count", result.where, b, c, config)
-        below = drill_down(below, b, c, config=config, _depth=1, _cache=cache)
-    except SparkCausalError:
-        return None
-    if not below.significant or below.change * result.change <= 0 or \
-            not any(a.contribution and a.mechanism_changed for a in below.attributions):
-        return None
-    # groups that came and went by chance move their count by a Skellam variable of variance (new + lost)
-    # >= |change|: a change below z^2 groups cannot be told from chance, whatever moved below (a tier mix
-    # that moved 0.2% of the calls and one account of 5,375 read significant)
-    z = float(norm.ppf(1 - (config or AttributionConfig()).alpha / 2))
-    if abs(result.change) <= z * z:
-        return None
-    f = result.change / below.change
-    parts = _scaled(below.attributions, f)
+    counted, below = found
+    parts = _scaled(below.attributions, result.change / below.change)
     total = sum(a.contribution for a in parts)
     details = dict(result.details or {})
     details["drilldown"] = [{"node": result.target, "aggregate": counted, "explained": True,
                              "contribution": result.change, "parts": {a.node: a.contribution for a in parts if a.contribution}}]
     return dataclasses.replace(
         result, attributions=_ranked(parts), significant=True, unexplained=result.change - total, details=details,
-        code_changes=list(result.code_changes) + [cc for cc in below.code_changes if cc not in result.code_changes],
+        code_changes=_code_changes(result, below),
         warnings=list(result.warnings) + [f"{result.target} counts the groups of {counted}'s units: attributed as "
                                           f"their count ({below.change:+,.6g} units for {result.change:+,.6g} groups)"])
+
+
+def _groups_below(result: Attribution, desc: dict, groups: float, b: RunSamples, c: RunSamples,
+                  config: AttributionConfig | None, cache: dict) -> tuple[str, Attribution] | None:
+    """The count of the units below whose groups are this segment's units (``_counted_groups``),
+    attributed and drilled, when their number moved by ``groups``: what made accounts come or go is
+    what dropped or added their calls. None when no segment's groups are these units, the count below
+    did not move significantly the same way through a changed mechanism, or the groups moved by too
+    few to tell from chance."""
+    counted = _counted_groups(desc, c)
+    # groups that came and went by chance move their count by a Skellam variable of variance (new + lost)
+    # >= |change|: a change below z^2 groups cannot be told from chance, whatever moved below (a tier mix
+    # that moved 0.2% of the calls and one account of 5,375 read significant)
+    z = float(norm.ppf(1 - (config or AttributionConfig()).alpha / 2))
+    if counted is None or abs(groups) <= z * z:
+        return None
+    try:
+        below = _attributed_below(result, counted, "count", result.where, b, c, config)
+        below = drill_down(below, b, c, config=config, _depth=1, _cache=cache)
+    except SparkCausalError:
+        return None
+    if not below.significant or below.change * groups <= 0 or \
+            not any(a.contribution and a.mechanism_changed for a in below.attributions):
+        return None
+    return counted, below
+
+
+def _code_changes(result: Attribution, *below: Attribution) -> list[dict]:
+    """The code changes of ``result`` and of the attributions below it, each once."""
+    out = list(result.code_changes)
+    for inner in below:
+        out += [cc for cc in inner.code_changes if cc not in out]
+    return out
 
 
 def _scaled(items: list[AttributionItem], f: float) -> list[AttributionItem]:
@@ -759,12 +777,13 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
     total = sum(a.contribution for a in attributions)
     notes = [f"{result.target} sums {inp}, computed over far more units upstream: attributed there"]
     if averaged and not read_back:
-        shared = _mean_of_sum(result, inner)
+        shared = _mean_of_sum(result, desc, inner, b, c, config, cache)
         if shared is None:
             return None
-        attributions, total = _scaled(attributions, shared / inner.change), total * shared / inner.change
-        notes = [f"{result.target} averages {inp} over its groups, whose number did not move: its sum, "
-                 "computed over far more units upstream, attributed there and shared out to the mean"]
+        attributions, notes, groups = shared
+        total = sum(a.contribution for a in attributions)
+        if groups is not None:
+            inner = dataclasses.replace(inner, code_changes=_code_changes(inner, groups))
     if kept is not None:
         # the groups kept in one run only (a product lifted into the top 5 displaces another) move the
         # outer sum and not the slice's: with the selection's code unchanged they moved because of the
@@ -783,24 +802,49 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
                             | ({"where": kept} if kept is not None else {})]
     return dataclasses.replace(
         result, attributions=attributions, significant=True, unexplained=result.change - total,
-        code_changes=list(result.code_changes) + [cc for cc in inner.code_changes if cc not in result.code_changes],
-        details=details, warnings=list(result.warnings) + notes)
+        code_changes=_code_changes(result, inner), details=details, warnings=list(result.warnings) + notes)
 
 
-def _mean_of_sum(result: Attribution, inner: Attribution) -> float | None:
-    """The part of a mean's move over the groups of an aggregate below that their sum made (the
-    sum's change over the mean number of groups), when the sum below moved the same way and the
-    number of groups made at most a fifth of as much; else None (more accounts with small bills
-    lower the mean by their number, which the sum's attribution would not say)."""
+def _mean_of_sum(result: Attribution, desc: dict, inner: Attribution, b: RunSamples, c: RunSamples,
+                 config: AttributionConfig | None, cache: dict
+                 ) -> tuple[list[AttributionItem], list[str], Attribution | None] | None:
+    """A mean over the groups of an aggregate below (the average bill of accounts) moves by its sum
+    (``by_sum``, the sum's change over the mean number of groups) and by the number of groups
+    (``by_count``, the rest): the sum below, attributed, is shared out to ``by_sum``; when the groups
+    made more than a fifth of as much, the count of the units below that make the groups
+    (``_groups_below``) is shared out to ``by_count`` too (a join that keeps 588 more accounts with
+    small bills: more billed in all, less per account). Then the net of a cause over both parts must
+    be worth explaining: a certain change (changed code), or an interval that excludes 0 and a size of
+    at least ``min_effect`` of the baseline; more accounts of the same bills move both parts and not
+    the mean. The items, the notes saying how, and the count's attribution if used; None otherwise."""
     rows = (result.details or {}).get("rows") or {}
     nb, nc = float(rows.get("baseline") or 0), float(rows.get("current") or 0)
     if not (nb and nc and inner.change) or not all(map(math.isfinite, (result.baseline_value, result.current_value))):
         return None
     by_sum = (result.current_value * nc - result.baseline_value * nb) / ((nb + nc) / 2)
     by_count = result.change - by_sum
-    if by_sum * inner.change <= 0 or by_sum * result.change <= 0 or abs(by_count) > 0.2 * abs(by_sum):
+    if by_sum * inner.change <= 0:
         return None
-    return by_sum
+    parts = _scaled(inner.attributions, by_sum / inner.change)
+    note = f"{result.target} averages the groups of {inner.target}: their sum, computed over far more units " \
+           "upstream, attributed there and shared out to the mean"
+    if abs(by_count) <= 0.2 * abs(by_sum):
+        return (parts, [note + ", the number of groups did not move"], None) if by_sum * result.change > 0 else None
+    found = _groups_below(result, desc, nc - nb, b, c, config, cache)
+    if found is None:
+        return None
+    counted, below = found
+    net: dict[str, AttributionItem] = {}
+    for a in parts + _scaled(below.attributions, by_count / below.change):
+        _merge(net, a)
+    cfg = config or AttributionConfig()
+    if not any(a.mechanism_changed and a.contribution and (a.p_value == 0.0 or (
+            (a.ci_low > 0 or a.ci_high < 0) and abs(a.contribution) >= cfg.min_effect * abs(result.baseline_value)))
+            for a in net.values()):
+        return None
+    return _ranked(list(net.values())), [
+        note + f" ({by_sum:+,.6g}), and the number of groups ({nc - nb:+,.6g}) as the count of {counted}'s "
+               f"units ({by_count:+,.6g})"], below
 
 
 def _kept_groups(result: Attribution, desc: dict, aggregate: str, b: RunSamples, c: RunSamples) -> str | None:
