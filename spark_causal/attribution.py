@@ -2865,6 +2865,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     # ---------------------------------------------------------------- where
     where_nodes: set[str] = set()
     derived_keys: set[str] = set()  # output columns a where slices by, computed per unit (``computed`` below)
+    named: set[str] = set()  # the columns a where names (not the inputs of those the job derives)
     if where:
         out_name = _node_attr(graphs, target, "output") or desc.get("output")
         names: dict[str, str] = {}
@@ -2926,7 +2927,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             raise _ExprError(name)
         try:
             wfn, where_nodes = compile_expression(where, resolve, coded)
-            named = set(where_nodes)  # the columns it names, not the inputs of those the job derives
+            named = set(where_nodes)
             if computed:  # computed for the units as they are then (a coalition redraws their columns)
                 wfn = (lambda f: lambda env, n: f({**env, **{k: g(env, n) for k, (g, _) in computed.items()}}, n))(wfn)
                 sliced = where_nodes & set(computed)
@@ -3074,7 +3075,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # take the places of the one it depends on (country), whose mix shift would then be its own;
             # the strongest first, while their cells fit: cells beyond ``max_cells`` merge into one
             # rest cell, and a 60-valued key would dilute the 3 quantities that matter into it
-            strength = {d: _dependence(x, d, b, c, cfg) for d in disc_before + looked_up}
+            # (not on whether the unit is in a slice by this column itself: a lane mix that emptied the
+            # north's lanes is no change within the north's slice and its rest)
+            strength = {d: _dependence(x, d, b, c, cfg) for d in disc_before + looked_up
+                        if not (d == _IN_SLICE and x in named)}
             # a column the ``where`` slices by comes first, dependent or not: each slice keeps its own
             # distribution (a German drift must not leak into the French slice)
             strength.update({d: math.inf for d in strength if d in where_nodes})
