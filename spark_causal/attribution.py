@@ -1090,7 +1090,7 @@ class _Run:
     N: float
     recorded: np.ndarray | None  # the recorded __contrib__ column of the target, if any
     # cluster codes of the unit, one array per many-valued join key: units sharing a key value share
-    # everything looked up through it, so they are not independent (see ``_clustered_ss``)
+    # everything looked up through it, so they are not independent (see ``_paired_ss``)
     groups: list[np.ndarray] = field(default_factory=list)
     # which copy of its unit each unit is, in a resample that draws units more than once: a window
     # computed again must not merge the copies of one partition into one partition twice the size
@@ -1148,66 +1148,87 @@ def _fanout(spec: "_Spec", b: _Run, c: _Run, tb: pd.DataFrame, tc: pd.DataFrame,
     return _Fanout(f"{tables[0]}.__rows__", xb, xc, math.sqrt(sb + sc), p, kb, kc, first_rows(b, fb), first_rows(c, fc))
 
 
-def _clustered_ss(z: np.ndarray, groups: list[np.ndarray]) -> float:
-    """Sum of squares of the centred per-unit scores ``z`` (n, or n x k) that a cluster-robust variance
-    uses: the largest over the cluster keys of sum over clusters of (sum of z in the cluster)^2, and at
-    least the independent-units value sum(z^2).
+def _paired_ss(zb: np.ndarray, zc: np.ndarray, gb: list[np.ndarray], gc: list[np.ndarray]) -> float:
+    """Sum of squares that a cluster-robust variance of sum(zc) - sum(zb) uses, for per-unit scores
+    centred within their run (n, or n x k): the largest over the cluster keys of the sum over key
+    values of (sum of zc - sum of zb over the value's units)^2, and at least the independent-units
+    value sum(zb^2) + sum(zc^2). ``gb``/``gc``: each key's codes in both runs, one code space.
 
     Why: units that joined the same dimension row (line items of one order, orders of one customer)
-    carry the same looked-up values and often similar others. Tests and standard errors that count
-    them as independent units are too sure of themselves: a dimension attribute seen through 20,000
-    line items of 3,000 customers is a sample of 3,000, not 20,000. The ratio of the two sums is the
-    design effect, estimated from the data: about 1 where a key does not cluster the scores.
-    """
-    z = z.reshape(len(z), -1)
-    best = float((z * z).sum())
-    for g in groups:
-        sums = np.zeros((int(g.max(initial=-1)) + 1, z.shape[1]))
-        np.add.at(sums, g, z)
-        best = max(best, float((sums * sums).sum()))
+    carry the same looked-up values and often similar others. Counted as independent units, tests and
+    standard errors are too sure of themselves: a customer attribute seen through 20,000 orders of
+    3,000 customers drawn afresh each run is a sample of 3,000. But a key value both runs hold (the
+    same product, priced the same in both) is no draw of either: its units are compared with its own
+    units of the other run, and what sets it apart from the other products cancels. Taken as drawn
+    clusters, 300 fixed products made a price's design effect 329 and a 40% regional price rise
+    invisible. A value one run lacks is a cluster of that run alone, as before."""
+    zb, zc = zb.reshape(len(zb), -1), zc.reshape(len(zc), -1)
+    best = float((zb * zb).sum() + (zc * zc).sum())
+    for b_, c_ in zip(gb, gc):
+        k = int(max(b_.max(initial=-1), c_.max(initial=-1))) + 1
+        d = np.zeros((k, zb.shape[1]))
+        np.add.at(d, c_, zc)
+        np.subtract.at(d, b_, zb)
+        best = max(best, float((d * d).sum()))
     return best
 
 
-def _row_variance(r: "_Run") -> float:
-    """Run-to-run variance of a run's number of units when nothing changed: N if units arrive one by
-    one (Poisson), sum of squared cluster sizes if they arrive in clusters (the line items of an
-    order come together). Cluster sizes are estimated from the sample: for units sampled with
-    probability 1/w, (sum of w)^2 - sum of w(w-1) over a cluster's sampled units is unbiased for its
-    squared size."""
-    best = r.N
-    for g in r.groups:
-        k = int(g.max(initial=-1)) + 1
-        tot = np.bincount(g, weights=r.w, minlength=k)
-        extra = np.bincount(g, weights=r.w * (r.w - 1), minlength=k)
-        best = max(best, float((tot * tot - extra).sum()))
+def _row_variance(b: "_Run", c: "_Run") -> float:
+    """Run-to-run variance of the change in the number of units when nothing changed: N_b + N_c if
+    units arrive one by one (Poisson), more if they arrive in clusters (the line items of an order
+    come together). Per key value, the squared change of its units beyond its share of the whole
+    change; a value one run lacks counts its squared size. The sample's own noise is taken out: for
+    units sampled with probability 1/w, sum of w(w-1) over a value's sampled units is what it adds."""
+    best = b.N + c.N
+    dn = c.N - b.N
+    for gb, gc in zip(b.groups, c.groups):
+        k = int(max(gb.max(initial=-1), gc.max(initial=-1))) + 1
+        tb, tc = np.bincount(gb, weights=b.w, minlength=k), np.bincount(gc, weights=c.w, minlength=k)
+        noise = (np.bincount(gb, weights=b.w * (b.w - 1), minlength=k).sum()
+                 + np.bincount(gc, weights=c.w * (c.w - 1), minlength=k).sum())
+        share = (tb + tc) / max(b.N + c.N, 1e-300)
+        best = max(best, float(((tc - tb - dn * share) ** 2).sum() - noise))
     return best
 
 
-def _bootstrap_clusters(r: "_Run", contrib: np.ndarray) -> np.ndarray | None:
-    """The clusters a bootstrap of run ``r`` resamples whole: those of the key that clusters the
-    units' contributions most, when it inflates their variance by over 20%; else None (units)."""
-    z = r.w * contrib
-    z = z - z.mean()
-    iid = float((z * z).sum())
-    best, pick = 1.2 * iid, None
-    for g in r.groups:
-        ss = _clustered_ss(z, [g])
+def _bootstrap_clusters(b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The clusters (each run's codes of one key) a bootstrap resamples whole: those of the key that
+    clusters the units' contributions most, when it inflates their variance by over 20%; else None."""
+    zb, zc = b.w * cb, c.w * cc
+    zb, zc = zb - zb.mean(), zc - zc.mean()
+    best, pick = 1.2 * _paired_ss(zb, zc, [], []), None
+    for gb, gc in zip(b.groups, c.groups):
+        ss = _paired_ss(zb, zc, [gb], [gc])
         if ss > best:
-            best, pick = ss, g
+            best, pick = ss, (gb, gc)
     return pick
 
 
-def _resample(n: int, clusters: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-    """Positions of a bootstrap resample of n units: units drawn with replacement, or whole clusters
-    (as many draws as there are clusters) when units cluster."""
+def _resample(nb: int, nc: int, clusters: tuple[np.ndarray, np.ndarray] | None,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of a bootstrap resample of both runs: units drawn with replacement, or whole clusters
+    when units cluster. A key value both runs hold is drawn once for both (its units in each run come
+    together, as ``_paired_ss`` compares them); the values of one run alone are drawn within it."""
     if clusters is None:
-        return rng.integers(0, n, n)
-    order = np.argsort(clusters, kind="stable")
-    starts = np.r_[0, np.flatnonzero(np.diff(clusters[order])) + 1]
-    sizes = np.diff(np.r_[starts, n])
-    pick = rng.integers(0, len(starts), len(starts))
-    first = np.repeat(starts[pick], sizes[pick])
-    within = np.arange(len(first)) - np.repeat(np.cumsum(sizes[pick]) - sizes[pick], sizes[pick])
+        return rng.integers(0, nb, nb), rng.integers(0, nc, nc)
+    gb, gc = clusters
+    ub, uc = np.unique(gb), np.unique(gc)
+    shared = np.intersect1d(ub, uc, assume_unique=True)
+    both = rng.choice(shared, len(shared)) if len(shared) else shared
+    picks = [np.concatenate([both, rng.choice(own, len(own)) if len(own) else own])
+             for own in (np.setdiff1d(ub, shared, True), np.setdiff1d(uc, shared, True))]
+    return _members(gb, picks[0]), _members(gc, picks[1])
+
+
+def _members(g: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """Positions of the units of each picked cluster code, as many times as it was picked."""
+    order = np.argsort(g, kind="stable")
+    sizes = np.bincount(g, minlength=int(max(g.max(initial=-1), picks.max(initial=-1))) + 1)
+    starts = np.cumsum(sizes) - sizes
+    n = sizes[picks]
+    first = np.repeat(starts[picks], n)
+    within = np.arange(len(first)) - np.repeat(np.cumsum(n) - n, n)
     return order[first + within]
 
 
@@ -1240,25 +1261,46 @@ def _same(x: np.ndarray, value: float) -> np.ndarray:
 
 
 def _cluster_codes(key: np.ndarray) -> np.ndarray:
-    """Cluster index of each unit by its key value; a unit without a key (NULL) is a cluster alone."""
-    null = np.isnan(key)
-    codes = np.unique(np.where(null, 0.0, key), return_inverse=True)[1].astype(np.int64).reshape(-1)
+    """Cluster index of each unit by its key value (n, or n x k for a key of k columns); a unit
+    without a key (NULL in any column) is a cluster alone."""
+    key = key.reshape(len(key), -1)
+    null = np.isnan(key).any(axis=1)
+    codes = np.unique(np.where(null[:, None], 0.0, key), axis=0, return_inverse=True)[1].astype(np.int64).reshape(-1)
     codes[null] = codes.max(initial=-1) + 1 + np.arange(int(null.sum()))
     return codes
 
 
-def _design_effect(scores: list[tuple[np.ndarray, "_Run"]]) -> float:
-    """Design effect of a statistic over both runs: [(per-unit scores n x k, run)] -> ratio >= 1 of
-    the cluster-robust to the independent-units variance of the weighted score means."""
-    iid = robust = 0.0
-    for s, run in scores:
-        if not len(s):
-            continue
-        s, w = s.reshape(len(s), -1), run.w
-        z = w[:, None] * (s - np.average(s, axis=0, weights=w))
-        iid += float((z * z).sum())
-        robust += _clustered_ss(z, run.groups)
-    return max(1.0, robust / iid) if iid > 0 else 1.0
+def _design_effect(sb: np.ndarray, b: "_Run", sc: np.ndarray, c: "_Run",
+                   groups: tuple[list[np.ndarray], list[np.ndarray]] | None = None) -> float:
+    """Design effect of the difference between the runs' weighted mean scores (per-unit scores,
+    n or n x k): the ratio >= 1 of its cluster-robust (``_paired_ss``) to its independent-units
+    variance. ``groups``: the keys' codes in each run, if not all of the runs' keys."""
+    if not (len(sb) and len(sc)):
+        return 1.0
+
+    def centred(s: np.ndarray, r: "_Run") -> np.ndarray:
+        s = s.reshape(len(s), -1)
+        return r.w[:, None] * (s - np.average(s, axis=0, weights=r.w)) / r.w.sum()
+
+    zb, zc = centred(sb, b), centred(sc, c)
+    iid = float((zb * zb).sum() + (zc * zc).sum())
+    gb, gc = groups if groups is not None else (b.groups, c.groups)
+    return max(1.0, _paired_ss(zb, zc, gb, gc) / iid) if iid > 0 else 1.0
+
+
+def _attribute_of_shared_keys(xb: np.ndarray, xc: np.ndarray, gb: np.ndarray, gc: np.ndarray) -> bool:
+    """Is a column one value per key value (the key itself, or what it looks up), over key values
+    most units of each run share with the other? Then its units' clustering by that key is only
+    how many units each value got, which the column's own test is about: a product mix that tripled
+    the toys' share moves each toy's count, and counted as the clusters' spread it hid itself."""
+    if not (np.isin(gb, gc).mean() > 0.5 and np.isin(gc, gb).mean() > 0.5):
+        return False
+    g, x = np.concatenate([gb, gc]), np.concatenate([xb, xc]).astype(float)
+    x = np.where(np.isnan(x), np.inf, x)
+    order = np.lexsort((x, g))
+    g, x = g[order], x[order]
+    new_key = np.r_[True, g[1:] != g[:-1]]
+    return bool(np.all(new_key | (x == np.r_[x[:1], x[:-1]])))
 
 
 # ============================================================================ fitted mechanisms
@@ -1529,18 +1571,19 @@ class _RootModel:
         its category shares (discrete; the 20 commonest categories) or of its pooled ranks (numeric,
         what the KS test compares)."""
         xb, xc = b.values[self.spec.name], c.values[self.spec.name]
-        if not (b.groups or c.groups):
+        kept = [(gb, gc) for gb, gc in zip(b.groups, c.groups) if not _attribute_of_shared_keys(xb, xc, gb, gc)]
+        if not kept:
             return 1.0
         if self.spec.discrete:
             kb, kc = _codes(xb, self.value_cats), _codes(xc, self.value_cats)
             common = np.argsort(-np.bincount(np.concatenate([kb, kc]) + 1))[:20] - 1
-            scores = [((k[:, None] == common[None, :]).astype(float), r) for k, r in ((kb, b), (kc, c))]
+            sb, sc = [(k[:, None] == common[None, :]).astype(float) for k in (kb, kc)]
         else:
             def last(x):  # NULL ranks last, as in the KS test
                 return np.where(np.isnan(x), np.inf, x)
             pooled = np.sort(last(np.concatenate([xb, xc])))
-            scores = [(np.searchsorted(pooled, last(x), side="right") / len(pooled), r) for x, r in ((xb, b), (xc, c))]
-        return _design_effect(scores)
+            sb, sc = [np.searchsorted(pooled, last(x), side="right") / len(pooled) for x in (xb, xc)]
+        return _design_effect(sb, b, sc, c, ([gb for gb, _ in kept], [gc for _, gc in kept]))
 
     def test_effect(self, b: _Run, c: _Run, only: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float]:
         """p-value that this column's conditional distribution changed, and an effect size: the
@@ -2610,7 +2653,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     matched: dict[str, list[str]] = {}  # of those, a left join's match indicator -> the columns it brings
     key_ids: set[str] = set()     # many-valued join keys: identifiers, not causes
     ranged: dict[str, list[str]] = {}  # columns a range (non-equi) join brings: functions of what it compares
-    clustering: set[str] = set()  # keys of lookups in many-keyed tables: units sharing one are clustered
+    # keys (each join's, whole) of lookups in many-keyed tables: units sharing a key value are clustered
+    clustering: set[tuple[str, ...]] = set()
     gates: dict[str, str] = {}    # looked-up columns of a join -> its match indicator (NULL where none)
 
     def keeps_all(d: dict, sel: Any) -> bool:  # a join that keeps its match as a 0/1 column, dropping no unit
@@ -2651,7 +2695,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # the units of one key then vary together (a customer's tier follows her orders' sum): the
             # metric's error counts the keys, not the units (rebates of a VIP tier: the error was 0.6x
             # the run-to-run spread, and A/A pairs raised alarms)
-            clustering.update(keys)
+            clustering.add(tuple(keys))
         if j.get("equi") is False:
             # amount BETWEEN lo AND hi: the tier a unit gets follows its amount, which is a cause in its
             # own right, not a key naming an entity; the table is a fitted mechanism of the amount
@@ -2665,6 +2709,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 # every pair of runs. Model them with the unit's other columns instead.
                 free.update(cols)
                 key_ids.update(keys)
+                clustering.add(tuple(keys))
                 sel = j.get("selection")
                 if sel in cols and left(sel):
                     # whether a unit found a row there is part of it too (a gate of 1 for the job, which
@@ -2678,7 +2723,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 continue
             # ... unless the runs looked up the same table (a customer dimension both runs joined): then
             # it is one, and the keys the runs share say exactly which of its rows changed
-            clustering.update(keys)
+            clustering.add(tuple(keys))
         for col in cols:
             lookups[col] = keys
         if j.get("selection") in cols:  # a per-key lookup's row found or not
@@ -2689,9 +2734,18 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
     windowed = [k for d in (desc, desc_b) for k in d.get("clusters") or [] if k in model_nodes]
     if windowed and _many_keys(sorted(set(windowed)), b, c):  # a few large partitions (per country) are
         key_ids.update(windowed)  # no clusters of the design: with every unit sampled, they are cells
-    for r in (b, c):
-        r.groups = [_cluster_codes(r.values[k]) for k in sorted(key_ids | clustering)] + \
-            ([r.units] if r.units is not None else [])
+        clustering.add(tuple(sorted(set(windowed))))
+    # one code space for both runs: a key value both hold is one cluster, compared with itself
+    for keys in sorted(clustering):
+        codes = _cluster_codes(np.stack([np.concatenate([b.values[k], c.values[k]]) for k in keys], axis=1))
+        b.groups.append(codes[:b.n])
+        c.groups.append(codes[b.n:])
+    if b.units is not None or c.units is not None:  # an explode's rows of one unit: never shared by the runs
+        ub = b.units if b.units is not None else np.arange(b.n)
+        uc = c.units if c.units is not None else np.arange(c.n)
+        b.units, c.units = ub, uc + int(ub.max(initial=-1)) + 1
+        b.groups.append(b.units)
+        c.groups.append(c.units)
     aggregates = set(aggs)
 
     def fparents(v: str) -> list[str]:
@@ -3239,20 +3293,23 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     change = vc - vb
     z = stats.norm.ppf(1 - cfg.alpha / 2)
 
-    def se(r: _Run, cc: np.ndarray, dd: np.ndarray, val: float) -> float:
-        """Standard error of the metric of one run: the units' spread (cluster-robust) and, for sums and
-        counts, the run-to-run variation of the number of units (``_row_variance``)."""
+    def se_of_change() -> float:
+        """Standard error of the metric's change: the units' spread (cluster-robust, each key value
+        against itself in the other run) and, for sums and counts, the run-to-run variation of the
+        number of units (``_row_variance``) at the mean unit's value."""
         if agg == "mean":
-            den = float((r.w * dd).sum())
-            if not den or r.n < 2:
+            dens = [float((r.w * dd).sum()) for r, dd in ((b, db_), (c, dc_))]
+            if not all(dens) or b.n < 2 or c.n < 2:
                 return float("nan")
-            u = r.w * (cc - val * dd)
-            return float(math.sqrt(_clustered_ss(u - u.mean(), r.groups)) / den)
-        u = r.w * cc
-        return float(math.sqrt(_clustered_ss(u - u.mean(), r.groups) +
-                               ((val / r.N) ** 2 * _row_variance(r) if r.N else 0.0)))
+            ub, uc = [r.w * (cc - val * dd) / den for r, cc, dd, val, den in
+                      ((b, cb_, db_, vb, dens[0]), (c, cc_, dc_, vc, dens[1]))]
+            return math.sqrt(_paired_ss(ub - ub.mean(), uc - uc.mean(), b.groups, c.groups))
+        ub, uc = b.w * cb_, c.w * cc_
+        per_unit = ((vb / b.N) ** 2 if b.N else 0.0) + ((vc / c.N) ** 2 if c.N else 0.0)
+        return math.sqrt(_paired_ss(ub - ub.mean(), uc - uc.mean(), b.groups, c.groups)
+                         + per_unit / 2 * _row_variance(b, c))
 
-    se_change = math.sqrt(se(b, cb_, db_, vb) ** 2 + se(c, cc_, dc_, vc) ** 2)
+    se_change = se_of_change()
     # what the units' model has to explain: with a changed fan-out, the change of their first rows
     sig_model = bool(np.isfinite(se_change) and abs(change) > z * max(se_change, 1e-300))
     fan = model.fanout
@@ -3264,7 +3321,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     vol_p = 1.0
     if agg != "mean":
         dn = c.N - b.N
-        sd_n = math.sqrt(max(_row_variance(b) + _row_variance(c), 1e-300))
+        sd_n = math.sqrt(max(_row_variance(b, c), 1e-300))
         vol_p = float(2 * stats.norm.sf(abs(dn) / sd_n))
 
     # ---------------------------------------------------------------- Shapley over changed mechanisms
@@ -3304,10 +3361,9 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     boots: dict[str, list[float]] = {p: [] for p in players}
     boots["__volume__"] = []
     n_boot = cfg.n_bootstrap if (players or agg != "mean") else 0
-    clusters_b, clusters_c = _bootstrap_clusters(b, cb_), _bootstrap_clusters(c, cc_)
+    clusters = _bootstrap_clusters(b, c, cb_, cc_)
     for _ in range(n_boot):
-        ib = _resample(b.n, clusters_b, rng)
-        ic = _resample(c.n, clusters_c, rng)
+        ib, ic = _resample(b.n, c.n, clusters, rng)
         mb2 = _metric_from(spec, cb_[ib], db_[ib], b.w[ib])
         mc2 = _metric_from(spec, cc_[ic], dc_[ic], c.w[ic])
         boots["__volume__"].append(priced(mb2, mc2))

@@ -24,7 +24,9 @@ JObject = Any
 UNIT = "__unit__"
 WEIGHT = "__weight__"
 HASH_BUCKETS = 1 << 20
-MIN_WINDOW_PARTITIONS = 1000  # window partitions a sample must hold to be sampled by partition (``window_keys``)
+# window partitions a sample must hold to be sampled by partition (``window_keys``): a few hundred clusters
+# make cluster-robust errors; fewer (a window per country) are cells, and the window's rows the units
+MIN_WINDOW_PARTITIONS = 200
 # Operators the driving path may cross; anything else ends the path (its result is the driving relation).
 _UNARY_THROUGH = {"Project", "Filter", "SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression",
                   "ResolvedHint", "Generate", "Expand"}
@@ -527,11 +529,26 @@ def window_keys(body: JObject, driving: JObject) -> set[int]:
             return set()
         path.append(p)
         p = kids[0]
-    keys = [_window_keys(w) or set() for w in path if P.cls(w) == "Window"]
+    keys = []
+    for i, w in enumerate(path):
+        if P.cls(w) == "Window":
+            ks = _window_keys(w) or set()
+            for below in path[i + 1:]:  # a key renamed on the way (withColumnRenamed) is the column it names
+                renamed = _renames(below)
+                ks = {renamed.get(k, k) for k in ks}
+            keys.append(ks)
     common = set.intersection(*keys) & {P.expr_id(a) for a in P.output(driving)} if keys else set()
     if keys and not common:
         raise _Unsupported("windows partitioned by no common column of the driving relation")
     return common
+
+
+def _renames(p: JObject) -> dict[int, int]:
+    """A Project's plain renames: the new column's exprId -> the exprId of the column it names."""
+    if P.cls(p) != "Project":
+        return {}
+    return {P.expr_id(e): P.expr_id(e.child()) for e in P.seq(p.projectList())
+            if P.cls(e) == "Alias" and P.cls(e.child()) == "AttributeReference"}
 
 
 def _reaches(p: JObject, target: int) -> bool:
