@@ -602,7 +602,8 @@ def _counted_groups(desc: dict, c: RunSamples) -> str | None:
     aggregation vanish there, and so does their group. The units' count below moves with the groups'
     and names what dropped them; shares of the rows stand for shares of the groups. The counted
     aggregate is a ``count(*)`` if there is one, else the one whose input is least often NULL (a NULL
-    input is not counted, its row still makes the group)."""
+    input is not counted, its row still makes the group), a count or a sum before any other (a
+    ``first()`` or ``max()`` cannot be attributed as a count of rows)."""
     nodes = set(desc.get("nodes") or [])
     # the driving table's columns here are all group keys below: a unit is a group, not a driving row
     # with an aggregate joined back to it (``orders`` joined to per-customer totals keeps orders.amount)
@@ -619,7 +620,9 @@ def _counted_groups(desc: dict, c: RunSamples) -> str | None:
     def nulls(agg: str) -> float:
         inp = (inner[0]["aggregates"][agg] or {}).get("input")
         return 0.0 if inp is None else float(table[inp].isna().mean()) if inp in table.columns else 1.0
-    return min(sorted(inner[0]["aggregates"]), key=nulls)
+    def additive(agg: str) -> int:
+        return {"count": 0, "sum": 1}.get(str((inner[0]["aggregates"][agg] or {}).get("fn", "")).lower(), 2)
+    return min(sorted(inner[0]["aggregates"]), key=lambda agg: (nulls(agg), additive(agg)))
 
 
 def _relay_count(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,

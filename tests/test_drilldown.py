@@ -233,11 +233,14 @@ def test_an_aggregate_added_to_explain_a_move_is_drilled_down_like_a_changed_one
     assert 0.8 * res.change > drilled.attributions[0].contribution > 1.2 * res.change, drilled.summary()
 
 
-def test_a_count_of_groups_below_is_attributed_to_what_dropped_their_rows(spark, tmp_path):
+@pytest.mark.parametrize("first", [False, True])
+def test_a_count_of_groups_below_is_attributed_to_what_dropped_their_rows(spark, tmp_path, first):
     """Bills per account and month, then accounts counted per region: a minimum call length raised from
     0.5 to 3 minutes drops every call of the 4% of accounts that made one short call. Above, that is
     4% fewer units, a volume too small to be sure of ("not significant", all of it the rows'); it is a
-    count of the groups below, where the filter's code changed: attributed there."""
+    count of the groups below, where the filter's code changed: attributed there. ``first``: the bills
+    also keep a ``first()`` of the month, named first; the groups are still counted by the bill's sum
+    (a ``first()`` was the counted aggregate, and nothing was drilled)."""
     store = str(tmp_path / "store")
     for run, seed, minimum in (("a", 71, 0.5), ("b", 72, 3.0)):
         rng = np.random.default_rng(seed)
@@ -253,7 +256,8 @@ def test_a_count_of_groups_below_is_attributed_to_what_dropped_their_rows(spark,
             .to_parquet(tmp_path / run / "calls.parquet")
         with spark_causal.capture(spark, store=store, run=run):
             bills = spark.read.parquet(str(tmp_path / run / "calls.parquet")).filter(F.col("minutes") >= minimum) \
-                .groupBy("account_id").agg(F.sum(F.col("minutes") * 0.1).alias("bill"))
+                .groupBy("account_id").agg(*([F.first("month").alias("a_month")] if first else []),
+                                           F.sum(F.col("minutes") * 0.1).alias("bill"))
             bills.groupBy((F.col("account_id") % 4).alias("region")) \
                 .agg(F.count(F.lit(1)).alias("accounts"), F.sum("bill").alias("billed")) \
                 .write.parquet(str(tmp_path / run / "summary"))
@@ -336,7 +340,8 @@ def test_a_count_of_groups_that_moved_by_a_few_is_not_drilled_to_the_rows_below(
         pd.DataFrame({"account_id": acc, "minutes": minutes}).to_parquet(tmp_path / run / "calls.parquet")
         with spark_causal.capture(spark, store=store, run=run):
             bills = spark.read.parquet(str(tmp_path / run / "calls.parquet")).filter(F.col("minutes") >= 0.5) \
-                .groupBy("account_id").agg(F.sum(F.col("minutes") * 0.1).alias("bill"))
+                .groupBy("account_id").agg(*([F.first("month").alias("a_month")] if first else []),
+                                           F.sum(F.col("minutes") * 0.1).alias("bill"))
             bills.groupBy((F.col("account_id") % 4).alias("region")) \
                 .agg(F.count(F.lit(1)).alias("accounts"), F.sum("bill").alias("billed")) \
                 .write.parquet(str(tmp_path / run / "summary"))
