@@ -3004,7 +3004,11 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                                    hint="write a SQL predicate such as country = 'DE'") from None
         many = [k for k in named if k in b.values and k in c.values and
                 len(np.unique(np.concatenate([b.values[k], c.values[k]]).astype(str))) > cfg.discrete_max_values]
-        if many:
+        # a column looked up through another lookup (a store's region's name), which no root may be
+        # conditioned on: a northern price rise was a quarter of itself in the north's slice
+        deep = [k for k in named if k not in derived_keys and _node_attr(graphs, k, "table") != driving and
+                not (k in lookups and all(_node_attr(graphs, x, "table") == driving for x in lookups[k]))]
+        if many or deep:
             # too many values to condition on (hours; the accounts of a region an outer slice keeps,
             # ``account_id IN (...)``): whether the unit is in the slice does the same, so a drift on the
             # day before stays out of this day's hours, and one of northern calls in the north's accounts

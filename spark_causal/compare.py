@@ -1164,8 +1164,11 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         notes.append({"node": item.node, "aggregate": agg_node, "explained": True,
                       "contribution": item.contribution,
                       "parts": {a.node: a.contribution for a in parts}})
+        # ... when the metric itself moved its way, by half of it at least: a ratio of two sums that a
+        # price rise scaled alike did not move, and a model's small error in one of them is no cause
         if item.mechanism_changed and (where is not None or not result.where) and \
-                abs(item.contribution) >= (config or AttributionConfig()).min_effect * abs(result.baseline_value):
+                abs(item.contribution) >= (config or AttributionConfig()).min_effect * abs(result.baseline_value) \
+                and item.contribution * result.change > 0 and abs(result.change) >= 0.5 * abs(item.contribution):
             confirmed.add(item.node)
     if not notes:
         return result
