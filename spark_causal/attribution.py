@@ -2534,7 +2534,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         if fn in ("mean", "average"):
             fn = "avg"
         if fn not in ("sum", "count", "avg"):
-            what = f"a {fn}()" if fn in ("min", "max") else "a DISTINCT or other non-additive aggregate"
+            what = f"a {fn}()" if fn in ("min", "max") else \
+                "a DISTINCT, a ratio of aggregates or another non-additive aggregate"
             raise SparkCausalError(f"aggregate {target!r} is {what}, which is not a sum over units",
                                    hint="attribute a sum, count or avg aggregate, or its input column")
         if fn == "avg" and agg == "sum":

@@ -360,9 +360,46 @@ def aggregate_function(expr: JObject) -> str | None:
     if not found:
         return None
     if len(found) > 1:
-        return "other"
+        return "sum" if len(linear_sums(expr) or []) > 1 else "other"
     return {"Sum": "sum", "Count": "count", "Average": "avg", "Min": "min", "Max": "max",
             "TrySum": "sum", "TryAverage": "avg"}.get(found[0], "other")
+
+
+_SAME_VALUE = {"Alias", "Cast", "PromotePrecision", "CheckOverflow", "UnaryPositive", "KnownNotNull"}
+
+
+def linear_sums(expr: JObject) -> list[tuple[float, JObject]] | None:
+    """(coefficient, argument) of each SUM in an aggregate expression that is a sum of SUMs times
+    constants (``SUM(revenue) - SUM(cost)``, ``0.5 * SUM(a) + SUM(b)``); None for any other. Such an
+    expression is itself a sum over rows (of ``revenue - cost``), and is attributed as one."""
+    def walk(e: JObject, coef: float) -> list[tuple[float, JObject]] | None:
+        c = cls(e)
+        if c == "AggregateExpression":
+            fn = e.aggregateFunction()
+            return None if e.isDistinct() or cls(fn) not in ("Sum", "TrySum") else [(coef, children(fn)[0])]
+        kids = children(e)
+        if c in _SAME_VALUE and kids:
+            return walk(kids[0], coef)
+        if c == "UnaryMinus":
+            return walk(kids[0], -coef)
+        if c in ("Add", "Subtract"):
+            left, right = walk(kids[0], coef), walk(kids[1], coef if c == "Add" else -coef)
+            return None if left is None or right is None else left + right
+        if c in ("Multiply", "Divide"):
+            const = [k for k in kids if cls(k) == "Literal"]
+            other = [k for k in kids if cls(k) != "Literal"]
+            if len(const) != 1 or len(other) != 1 or (c == "Divide" and kids[1] is not const[0]):
+                return None
+            try:
+                value = float(str(const[0].value()))
+            except (TypeError, ValueError):
+                return None
+            if c == "Divide" and value == 0:
+                return None
+            return walk(other[0], coef * value if c == "Multiply" else coef / value)
+        return None
+
+    return walk(expr, 1.0)
 
 
 # --------------------------------------------------------------------------------------- plan facts

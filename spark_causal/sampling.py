@@ -489,6 +489,15 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
             fn = P.aggregate_function(expr)
             if fn is None or nid is None:
                 continue
+            terms = P.linear_sums(expr) if fn == "sum" else None
+            if terms and len(terms) > 1:  # SUM(revenue) - SUM(cost): the sum of each row's revenue - cost
+                entry = {"fn": "sum", "input": None, "terms": [k for k, _ in terms],
+                         "arg": " ".join(f"{'-' if k < 0 else '+'} coalesce({P.sql(a)}, 0) * {abs(k)!r}"
+                                         for k, a in terms).lstrip("+ ")}
+                for i, (_, a) in enumerate(terms):
+                    top.append(rw.add(a, f"__arg__:{nid}#{i}"))
+                aggregates[nid] = entry
+                continue
             arg = _agg_argument(expr) if fn != "other" else None  # only sum-like aggregates get contributions
             entry = {"fn": fn, "input": walk.env.get(P.expr_id(arg)) if arg is not None and
                      P.cls(arg) == "AttributeReference" else None}
@@ -604,6 +613,9 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
             passed &= table[s].to_numpy() == 1
     for nid, entry in aggregates.items():
         col = f"__arg__:{nid}"
+        if "terms" in entry:  # each row's part of a sum of SUMs (a NULL term adds nothing, as in its SUM)
+            table[col] = sum(k * pd.to_numeric(table.pop(f"{col}#{i}"), errors="coerce").astype("float64").fillna(0.0)
+                             for i, k in enumerate(entry["terms"]))
         arg = None if col not in table else table[col] if "arg" in entry else table.pop(col)
         if entry["fn"] == "other":  # DISTINCT, percentiles, collect_list ...: no per-unit contribution
             continue

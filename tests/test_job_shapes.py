@@ -2083,3 +2083,37 @@ def test_a_window_by_a_renamed_key_keeps_the_filters_below_it(spark, tmp_path):
     assert seg["clusters"] == ["events.uid"] and seg["selections"], seg
     res = spark_causal.attribute(store, "base", "nulls", "daily.page_views")
     assert res.significant and res.attributions[0].node in ("events.page", "daily.filter1"), res.summary()
+
+
+def test_a_difference_of_sums_is_attributed_as_the_sum_of_the_rows_differences(spark, tmp_path):
+    """``SUM(revenue) - SUM(cost)`` per store is a sum over rows of revenue - cost: sampled and attributed
+    as one (it was refused as a non-additive aggregate). One product's cost tripled is named."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed, factor in (("a", 1, 1.0), ("b", 2, 1.0), ("sku", 2, 3.0)):
+        rng = np.random.default_rng(seed)
+        n = 6000
+        sku = rng.integers(0, 20, n)
+        revenue = np.round(rng.lognormal(3, 0.4, n), 2)
+        cost = np.round(revenue * 0.6 * np.where(sku == 7, factor, 1.0), 2)
+        cost[rng.random(n) < 0.02] = np.nan  # a missing cost adds nothing, as in SUM(cost)
+        folder = tmp_path / run
+        folder.mkdir()
+        pd.DataFrame({"store_id": rng.integers(0, 5, n), "sku": sku, "revenue": revenue, "cost": cost}) \
+            .to_parquet(folder / "sales.parquet")
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            (spark.read.parquet(str(folder / "sales.parquet")).groupBy("store_id")
+             .agg((F.sum("revenue") - F.sum("cost")).alias("margin"), (F.sum("revenue") / F.sum("cost")).alias("ratio"))
+             .write.parquet(str(folder / "weekly")))
+        assert not cap.errors
+    seg = cap.graph.graph["segments"][0]
+    assert seg["aggregates"]["weekly.margin"]["fn"] == "sum"
+    t = Store(store).read_parquet("sku", f"samples/{seg['id']}.parquet")
+    exact = spark.read.parquet(str(tmp_path / "sku" / "weekly")).agg(F.sum("margin")).collect()[0][0]
+    assert float((t["__weight__"] * t["__contrib__:weekly.margin"]).sum()) == pytest.approx(exact, rel=1e-9)
+    assert not spark_causal.attribute(store, "a", "b", "weekly.margin").significant
+    res = spark_causal.attribute(store, "a", "sku", "weekly.margin")
+    assert res.significant and res.change < 0 and res.attributions[0].node == "sales.cost", res.summary()
+    with pytest.raises(spark_causal.SparkCausalError, match="ratio of aggregates"):
+        spark_causal.attribute(store, "a", "sku", "weekly.ratio")
