@@ -595,15 +595,8 @@ def _group_count_target(item: AttributionItem, desc: dict, c: RunSamples) -> tup
     return (counted, "count") if counted else None
 
 
-def _counted_groups(desc: dict, c: RunSamples) -> str | None:
-    """The aggregate whose count of units below stands for the number of this segment's units, when
-    they are the groups of one other segment. A unit here exists because at least one row of its group
-    passed that segment's selections: orders whose status a NULL filter drops below the first
-    aggregation vanish there, and so does their group. The units' count below moves with the groups'
-    and names what dropped them; shares of the rows stand for shares of the groups. The counted
-    aggregate is a ``count(*)`` if there is one, else the one whose input is least often NULL (a NULL
-    input is not counted, its row still makes the group), a count or a sum before any other (a
-    ``first()`` or ``max()`` cannot be attributed as a count of rows)."""
+def _grouped_below(desc: dict, c: RunSamples) -> list[dict] | None:
+    """[the description of the one other segment whose groups are this segment's units], or None."""
     nodes = set(desc.get("nodes") or [])
     # the driving table's columns here are all group keys below: a unit is a group, not a driving row
     # with an aggregate joined back to it (``orders`` joined to per-customer totals keeps orders.amount)
@@ -613,7 +606,66 @@ def _counted_groups(desc: dict, c: RunSamples) -> str | None:
              own <= set(d.get("group_keys") or [])]
     if len(inner) > 1:  # the same aggregation in two outputs (account bills, and the summary over them)
         inner = [d for d in inner if d.get("output") == desc.get("output")]
-    if len(inner) != 1 or inner[0].get("id") not in c.segments:
+    return inner if len(inner) == 1 and inner[0].get("id") in c.segments else None
+
+
+def _regrouped(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
+               config: AttributionConfig | None) -> Attribution | None:
+    """Units that are another segment's groups, more (or fewer) of them while the rows below them are
+    about as many: the groups were cut differently. When the code that makes their keys changed (a
+    session gap rule, read by the running sum that numbers a user's sessions), the volume of units is
+    that code's, not the driving table's rows (sessions +23% read as events.__rows__, the events
+    unchanged). Not for fewer than z^2 groups (``_groups_below``). None otherwise."""
+    volume = [a for a in result.attributions if a.kind == "volume"]
+    if not volume or not result.change or abs(volume[0].contribution) < 0.5 * abs(result.change):
+        return None
+    inner = _grouped_below(desc, c)
+    below_b = next((d for d in b.graph.graph.get("segments", []) if inner and d.get("id") == inner[0].get("id")), None)
+    desc_b = next((d for d in b.graph.graph.get("segments", []) if d.get("id") == desc.get("id")), None)
+    counts = [x.get("rows") if x else None for x in (desc_b, desc, below_b, inner[0] if inner else None)]
+    if not all(isinstance(x, (int, float)) and x > 0 for x in counts):
+        return None
+    units, rows = counts[1] / counts[0] - 1, counts[3] / counts[2] - 1
+    z = float(norm.ppf(1 - (config or AttributionConfig()).alpha / 2))
+    if abs(counts[1] - counts[0]) <= z * z or abs(rows) >= 0.5 * abs(units):  # more rows below, so more groups: a volume after all
+        return None
+    changed = {cc["node"] for cc in result.code_changes}
+    pick = None
+    for key in inner[0].get("group_keys") or []:  # the changed code nearest to a key
+        seen, frontier = {key}, [key]
+        while frontier and pick is None:
+            pick = next((x for x in frontier if x in changed), None)
+            above = {p for x in frontier for p in (c.graph.predecessors(x) if x in c.graph else [])} - seen
+            seen |= above
+            frontier = sorted(above)
+        if pick:
+            break
+    if pick is None:
+        return None
+    d = c.graph.nodes[pick]
+    item = dataclasses.replace(volume[0], node=pick, kind=d.get("kind") or "stage", table=d.get("table"),
+                               stage=d.get("stage"), column=d.get("column") or pick.rsplit(".", 1)[-1],
+                               mechanism_changed=True, p_value=0.0)
+    return dataclasses.replace(
+        result, attributions=_ranked([a for a in result.attributions if a is not volume[0]] + [item]),
+        significant=True,
+        warnings=list(result.warnings) + [
+            f"the units ({desc.get('driving')} groups of {inner[0].get('id')}) went from {counts[0]:,} to "
+            f"{counts[1]:,} while the rows below went from {counts[2]:,} to {counts[3]:,}: the groups were "
+            f"cut differently, by the changed code of {pick}"])
+
+
+def _counted_groups(desc: dict, c: RunSamples) -> str | None:
+    """The aggregate whose count of units below stands for the number of this segment's units, when
+    they are the groups of one other segment. A unit here exists because at least one row of its group
+    passed that segment's selections: orders whose status a NULL filter drops below the first
+    aggregation vanish there, and so does their group. The units' count below moves with the groups'
+    and names what dropped them; shares of the rows stand for shares of the groups. The counted
+    aggregate is a ``count(*)`` if there is one, else the one whose input is least often NULL (a NULL
+    input is not counted, its row still makes the group), a count or a sum before any other (a
+    ``first()`` or ``max()`` cannot be attributed as a count of rows)."""
+    inner = _grouped_below(desc, c)
+    if inner is None:
         return None
     table = c.segments[inner[0]["id"]].table
 
@@ -1081,6 +1133,8 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     # ... or when its own model leaves most of the change unexplained (a slice whose few outer rows
     # moved with the units below them) and the units below explain more of it
     poor = abs(result.unexplained) > 0.5 * abs(result.change)
+    if _depth == 0:
+        result = _regrouped(result, desc, b, c, config) or result
     if (not result.significant or poor) and _depth == 0:
         relayed = _relay(result, desc, others, row_level, b, c, config, cache) or \
             _relay_count(result, desc, b, c, config, cache)
