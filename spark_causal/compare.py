@@ -609,6 +609,21 @@ def _grouped_below(desc: dict, c: RunSamples) -> list[dict] | None:
     return inner if len(inner) == 1 and inner[0].get("id") in c.segments else None
 
 
+def _flag_input(agg_node: str, others: dict[str, dict], c: RunSamples) -> str | None:
+    """The input of ``MAX(flag)`` over a 0/1 column (a session with a purchase): whether a group has
+    any such row. More groups have one when more rows do, so its move is drilled as the flag's sum
+    below, shares of the rows standing for shares of the groups (as a count of groups is). None for
+    any other max."""
+    inp = (others.get(agg_node) or {}).get("input")
+    for d in c.graph.graph.get("segments", []):
+        if agg_node in (d.get("aggregates") or {}) and d.get("id") in c.segments:
+            table = c.segments[d["id"]].table
+            if inp in table.columns:
+                values = pd.to_numeric(table[inp], errors="coerce").dropna()
+                return inp if len(values) and values.isin([0, 1]).all() else None
+    return None
+
+
 def _regrouped(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
                config: AttributionConfig | None) -> Attribution | None:
     """Units that are another segment's groups, more (or fewer) of them while the rows below them are
@@ -1158,6 +1173,8 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         if agg_node is not None:
             fn = str(others[agg_node].get("fn", "sum")).lower()
             inner_agg = {"sum": "sum", "count": "sum", "avg": "mean", "mean": "mean", "average": "mean"}.get(fn)
+            if fn == "max" and (flag := _flag_input(agg_node, others, c)) is not None:
+                agg_node, inner_agg = flag, "sum"
         elif (found := _row_level_target(item, desc, row_level, c.graph)) is not None:
             agg_node, inner_agg = found
             read_back = c.graph.nodes[agg_node].get("output") if agg_node in c.graph else None

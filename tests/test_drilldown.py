@@ -432,25 +432,32 @@ def _sessions(spark, folder, gap: int):
     step = F.unix_timestamp("ts") - F.lag(F.unix_timestamp("ts")).over(w)
     ev = ev.withColumn("new_session", F.when(step.isNull() | (step > gap), 1).otherwise(0))
     ev = ev.withColumn("session_no", F.sum("new_session").over(w.rowsBetween(Window.unboundedPreceding, 0)))
-    sessions = ev.groupBy("user_id", "session_no").agg(F.min("ts").alias("start"), F.count(F.lit(1)).alias("views"))
+    ev = ev.withColumn("is_purchase", F.when(F.col("event_type") == "purchase", 1).otherwise(0))
+    sessions = ev.groupBy("user_id", "session_no").agg(F.min("ts").alias("start"), F.count(F.lit(1)).alias("views"),
+                                                       F.max("is_purchase").alias("converted"))
     return sessions.groupBy(F.to_date("start").alias("day")).agg(F.count(F.lit(1)).alias("sessions"),
-                                                                F.sum("views").alias("views"))
+                                                                F.sum("views").alias("views"),
+                                                                F.sum("converted").alias("converted"))
 
 
 def test_more_sessions_from_a_shorter_gap_are_the_gap_rules_not_more_events(spark, tmp_path):
     """The same events cut by a 20-minute gap instead of 30: 3% more sessions, the events as many.
     The count of sessions is their volume of units, and read "not significant" (a volume within the
     rows' noise); the code that numbers them changed, and it is named. More users (more events, more
-    sessions) stay a volume."""
+    sessions) stay a volume. Twice the purchases make more sessions with one (a session's ``max()`` of
+    a 0/1 flag), which stopped at that aggregate: drilled down to the events' type."""
     store = str(tmp_path / "store")
-    for run, seed, users, gap in (("a", 1, 800, 1800), ("gap", 1, 800, 1200), ("more", 2, 1000, 1800)):
+    for run, seed, users, gap, bought in (("a", 1, 800, 1800, 0.03), ("gap", 1, 800, 1200, 0.03),
+                                          ("more", 2, 1000, 1800, 0.03), ("buy", 3, 800, 1800, 0.06)):
         rng = np.random.default_rng(seed)
         n = users * 12
         folder = tmp_path / run
         folder.mkdir()
         pd.DataFrame({"user_id": rng.integers(0, users, n),
                       "ts": (pd.Timestamp("2026-11-01") + pd.to_timedelta(rng.integers(0, 3 * 86400, n), "s")
-                             ).astype("datetime64[us]")}).to_parquet(folder / "events.parquet")
+                             ).astype("datetime64[us]"),
+                      "event_type": np.where(rng.random(n) < bought, "purchase", "view")}) \
+            .to_parquet(folder / "events.parquet")
         with spark_causal.capture(spark, store=store, run=run) as cap:
             _sessions(spark, folder, gap).write.parquet(str(folder / "daily"))
         assert not cap.errors
@@ -460,3 +467,6 @@ def test_more_sessions_from_a_shorter_gap_are_the_gap_rules_not_more_events(spar
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.05)
     res = spark_causal.attribute(store, "a", "more", "daily.sessions")
     assert res.significant and res.attributions[0].node == "events.__rows__", res.summary()
+    # sessions with a purchase (a max() of a 0/1 flag per session) drilled to the events' types below
+    res = spark_causal.attribute(store, "a", "buy", "daily.converted")
+    assert res.significant and res.attributions[0].node == "events.event_type", res.summary()
