@@ -1306,11 +1306,11 @@ def _design_effect(sb: np.ndarray, b: "_Run", sc: np.ndarray, c: "_Run",
 
 def _attribute_of_shared_keys(xb: np.ndarray, xc: np.ndarray, gb: np.ndarray, gc: np.ndarray) -> bool:
     """Is a column one value per key value (the key itself, or what it looks up), over key values
-    most units of each run share with the other? Then its units' clustering by that key is only
+    that 90% of each run's units share with the other (a fixed set of products)? Then its units' clustering by that key is only
     how many units each value got, which the column's own test is about: a product mix that tripled
     the toys' share moves each toy's count, and counted as the clusters' spread it hid itself."""
-    if not (np.isin(gb, gc).mean() > 0.5 and np.isin(gc, gb).mean() > 0.5):
-        return False
+    if not (np.isin(gb, gc).mean() >= 0.9 and np.isin(gc, gb).mean() >= 0.9):
+        return False  # (users drawn afresh, some again: how many units each got varies beyond chance)
     g, x = np.concatenate([gb, gc]), np.concatenate([xb, xc]).astype(float)
     x = np.where(np.isnan(x), np.inf, x)
     order = np.lexsort((x, g))
@@ -2749,7 +2749,9 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             gates.update((col, j["selection"]) for col in cols if col != j["selection"])
     # units sampled by the partitions of a window (whole partitions) are clustered by its keys
     windowed = [k for d in (desc, desc_b) for k in d.get("clusters") or [] if k in model_nodes]
-    if windowed and _many_keys(sorted(set(windowed)), b, c):  # a few large partitions (per country) are
+    # (sampled by partition, 15 events of each of 1,300 users, they are the design's clusters however large)
+    partial = any(float(d.get("rate") or 1.0) < 1.0 for d in (desc, desc_b))
+    if windowed and (partial or _many_keys(sorted(set(windowed)), b, c)):  # a few large partitions (per country) are
         key_ids.update(windowed)  # no clusters of the design: with every unit sampled, they are cells
         clustering.add(tuple(sorted(set(windowed))))
     # one code space for both runs: a key value both hold is one cluster, compared with itself
