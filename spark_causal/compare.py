@@ -141,8 +141,31 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
         result = _through_unions(result, stats, c.graph)
         result = _through_fanout(result, stats, c.graph)
         result = _through_filtered_joins(result, stats, b.graph, c.graph)
+    result = _named_at_sources(result, c.graph)
     extra = graph_differences(b.graph, c.graph)
     return dataclasses.replace(result, warnings=list(result.warnings) + extra) if extra else result
+
+
+def _named_at_sources(result: Attribution, graph: nx.DiGraph) -> Attribution:
+    """Items of stage columns that copy one source column as it is (``CAST(fee_rate AS DOUBLE)`` in a
+    ``selectExpr`` over a CSV read) named as that source column, where the data changed: the cast
+    column is where the model met the values, the source is what a user looks for. A stage column
+    whose own code changed keeps its name."""
+    changed = {cc.get("node") for cc in result.code_changes}
+    merged: dict[str, AttributionItem] = {}
+    renamed = False
+    for a in result.attributions:
+        d = graph.nodes.get(a.node) or {}
+        inputs = [p for p in graph.predecessors(a.node) if graph.nodes[p].get("kind") != "selection"] \
+            if a.node in graph else []
+        if d.get("kind") == "stage" and a.node not in changed and len(inputs) == 1 and \
+                graph.nodes[inputs[0]].get("kind") == "source" and _COPY.match(str(d.get("expr") or "")):
+            src = graph.nodes[inputs[0]]
+            a = dataclasses.replace(a, node=inputs[0], kind="source", table=src.get("table"), stage=None,
+                                    column=src.get("column") or inputs[0].rsplit(".", 1)[-1])
+            renamed = True
+        _merge(merged, a)
+    return dataclasses.replace(result, attributions=_ranked(list(merged.values()))) if renamed else result
 
 
 def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.DiGraph, target: str,

@@ -2117,3 +2117,30 @@ def test_a_difference_of_sums_is_attributed_as_the_sum_of_the_rows_differences(s
     assert res.significant and res.change < 0 and res.attributions[0].node == "sales.cost", res.summary()
     with pytest.raises(spark_causal.SparkCausalError, match="ratio of aggregates"):
         spark_causal.attribute(store, "a", "sku", "weekly.ratio")
+
+
+def test_a_cast_of_a_text_column_is_named_as_the_source_column(spark, tmp_path):
+    """Fees read from CSV as text and cast in a ``selectExpr``: the model meets them as the cast column,
+    and a corrupted fee was named ``report.fee_rate``; it is the source's ``devices.fee_rate``."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed, ios_fee in (("a", 1, 0.30), ("corrupt", 2, 0.10)):
+        rng = np.random.default_rng(seed)
+        folder = tmp_path / run
+        folder.mkdir()
+        pd.DataFrame({"device_id": [1, 2, 3], "fee_rate": ["0.05", f"{ios_fee:.2f}", "0.15"]}) \
+            .to_csv(folder / "devices.csv", index=False)
+        n = 5000
+        pd.DataFrame({"device_id": rng.integers(1, 4, n), "amount": np.round(rng.lognormal(3, 0.5, n), 2)}) \
+            .to_parquet(folder / "events.parquet")
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            devices = spark.read.option("header", True).csv(str(folder / "devices.csv")) \
+                .selectExpr("CAST(device_id AS BIGINT) AS device_id", "CAST(fee_rate AS DOUBLE) AS fee_rate")
+            (spark.read.parquet(str(folder / "events.parquet")).join(devices, "device_id")
+             .groupBy("device_id").agg(F.sum(F.col("amount") * (1 - F.col("fee_rate"))).alias("net"))
+             .write.parquet(str(folder / "report")))
+        assert not cap.errors
+    res = spark_causal.attribute(store, "a", "corrupt", "report.net")
+    assert res.significant and res.attributions[0].node == "devices.fee_rate", res.summary()
+    assert res.attributions[0].kind == "source" and res.attributions[0].contribution > 0
