@@ -651,16 +651,17 @@ def _regrouped(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
                config: AttributionConfig | None) -> Attribution | None:
     """Units that are another segment's groups, more (or fewer) of them while the rows below them are
     about as many: the groups were cut differently. When the code that makes their keys changed (a
-    session gap rule, read by the running sum that numbers a user's sessions), the volume of units is
-    that code's, not the driving table's rows (sessions +23% read as events.__rows__, the events
-    unchanged). Not for fewer than z^2 groups (``_groups_below``). None otherwise."""
-    volume = [a for a in result.attributions if a.kind == "volume"]
-    if not volume or not result.change or abs(volume[0].contribution) < 0.5 * abs(result.change):
-        return None
+    session gap rule, read by the running sum that numbers a user's sessions), what moved with the cut
+    is that code's: the volume of units (sessions +23% read as events.__rows__, the events unchanged)
+    and the groups' aggregates (a session's first and last event, for the mean session length). Not
+    for fewer than z^2 groups (``_groups_below``), nor when those items made less than half the move.
+    None otherwise."""
     inner = _grouped_below(desc, c)
-    below_b = next((d for d in b.graph.graph.get("segments", []) if inner and d.get("id") == inner[0].get("id")), None)
+    if inner is None or not result.change:
+        return None
+    below_b = next((d for d in b.graph.graph.get("segments", []) if d.get("id") == inner[0].get("id")), None)
     desc_b = next((d for d in b.graph.graph.get("segments", []) if d.get("id") == desc.get("id")), None)
-    counts = [x.get("rows") if x else None for x in (desc_b, desc, below_b, inner[0] if inner else None)]
+    counts = [x.get("rows") if x else None for x in (desc_b, desc, below_b, inner[0])]
     if not all(isinstance(x, (int, float)) and x > 0 for x in counts):
         return None
     units, rows = counts[1] / counts[0] - 1, counts[3] / counts[2] - 1
@@ -678,14 +679,18 @@ def _regrouped(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
             frontier = sorted(above)
         if pick:
             break
-    if pick is None:
+    aggregates = set(inner[0].get("aggregates") or {})
+    moved = [a for a in result.attributions if a.contribution and (a.kind == "volume" or a.node in aggregates)]
+    if pick is None or sum(abs(a.contribution) for a in moved) < 0.5 * abs(result.change):
         return None
     d = c.graph.nodes[pick]
-    item = dataclasses.replace(volume[0], node=pick, kind=d.get("kind") or "stage", table=d.get("table"),
+    item = dataclasses.replace(moved[0], node=pick, kind=d.get("kind") or "stage", table=d.get("table"),
                                stage=d.get("stage"), column=d.get("column") or pick.rsplit(".", 1)[-1],
+                               contribution=sum(a.contribution for a in moved),
+                               ci_low=sum(a.ci_low for a in moved), ci_high=sum(a.ci_high for a in moved),
                                mechanism_changed=True, p_value=0.0)
     return dataclasses.replace(
-        result, attributions=_ranked([a for a in result.attributions if a is not volume[0]] + [item]),
+        result, attributions=_ranked([a for a in result.attributions if a not in moved] + [item]),
         significant=True,
         warnings=list(result.warnings) + [
             f"the units ({desc.get('driving')} groups of {inner[0].get('id')}) went from {counts[0]:,} to "

@@ -433,11 +433,14 @@ def _sessions(spark, folder, gap: int):
     ev = ev.withColumn("new_session", F.when(step.isNull() | (step > gap), 1).otherwise(0))
     ev = ev.withColumn("session_no", F.sum("new_session").over(w.rowsBetween(Window.unboundedPreceding, 0)))
     ev = ev.withColumn("is_purchase", F.when(F.col("event_type") == "purchase", 1).otherwise(0))
-    sessions = ev.groupBy("user_id", "session_no").agg(F.min("ts").alias("start"), F.count(F.lit(1)).alias("views"),
+    sessions = ev.groupBy("user_id", "session_no").agg(F.min("ts").alias("start"), F.max("ts").alias("end"),
+                                                       F.count(F.lit(1)).alias("views"),
                                                        F.max("is_purchase").alias("converted"))
+    sessions = sessions.withColumn("length", F.unix_timestamp("end") - F.unix_timestamp("start"))
     return sessions.groupBy(F.to_date("start").alias("day")).agg(F.count(F.lit(1)).alias("sessions"),
                                                                 F.sum("views").alias("views"),
-                                                                F.sum("converted").alias("converted"))
+                                                                F.sum("converted").alias("converted"),
+                                                                F.avg("length").alias("length"))
 
 
 def test_more_sessions_from_a_shorter_gap_are_the_gap_rules_not_more_events(spark, tmp_path):
@@ -465,6 +468,9 @@ def test_more_sessions_from_a_shorter_gap_are_the_gap_rules_not_more_events(spar
     assert res.significant and res.change > 0, res.summary()
     assert res.attributions[0].node == "daily.new_session", res.summary()
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.05)
+    # ... and so are the shorter sessions: their first and last events (a min and a max per session)
+    res = spark_causal.attribute(store, "a", "gap", "daily.length", agg="mean")
+    assert res.significant and res.change < 0 and res.attributions[0].node == "daily.new_session", res.summary()
     res = spark_causal.attribute(store, "a", "more", "daily.sessions")
     assert res.significant and res.attributions[0].node == "events.__rows__", res.summary()
     # sessions with a purchase (a max() of a 0/1 flag per session) drilled to the events' types below
