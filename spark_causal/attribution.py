@@ -2747,6 +2747,15 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             if left(j["selection"]):
                 found(j["selection"])
             gates.update((col, j["selection"]) for col in cols if col != j["selection"])
+    # units that are the groups of another segment by several keys (sessions: a user's, numbered) share
+    # what a coarser key holds (the user's device, drawn once for her sessions): each many-valued one of
+    # those keys the units carry clusters them (a device mix of the users a run drew read as changed)
+    below = [d for d in graph.graph.get("segments", []) if d.get("id") != desc.get("id") and
+             d.get("driving") == desc.get("driving") and set(d.get("aggregates") or {}) & set(model_nodes)]
+    for d in below:
+        keys = [k for k in d.get("group_keys") or [] if k in model_nodes]
+        if len(keys) > 1:
+            clustering.update((k,) for k in keys if _many_keys([k], b, c))
     # units sampled by the partitions of a window (whole partitions) are clustered by its keys
     windowed = [k for d in (desc, desc_b) for k in d.get("clusters") or [] if k in model_nodes]
     # (sampled by partition, 15 events of each of 1,300 users, they are the design's clusters however large)
