@@ -726,7 +726,7 @@ def test_rollup_copies_are_one_units_rows(spark, tmp_path):
                 .write.parquet(str(tmp_path / run / "per_channel"))
     from spark_causal.errors import SparkCausalError
 
-    for target, said in (("per_channel.countries", "a DISTINCT or other non-additive aggregate"),
+    for target, said in (("per_channel.countries", "a DISTINCT, a ratio of aggregates or another non-additive aggregate"),
                          ("per_channel.top", "a max\\(\\)")):  # was: "is a other()"
         with pytest.raises(SparkCausalError, match=said):
             spark_causal.attribute(store, "a", "same", target)
