@@ -1306,9 +1306,10 @@ def _design_effect(sb: np.ndarray, b: "_Run", sc: np.ndarray, c: "_Run",
 
 def _attribute_of_shared_keys(xb: np.ndarray, xc: np.ndarray, gb: np.ndarray, gc: np.ndarray) -> bool:
     """Is a column one value per key value (the key itself, or what it looks up), over key values
-    that 90% of each run's units share with the other (a fixed set of products)? Then its units' clustering by that key is only
-    how many units each value got, which the column's own test is about: a product mix that tripled
-    the toys' share moves each toy's count, and counted as the clusters' spread it hid itself."""
+    that 90% of each run's units share with the other (a fixed set of products)? Then its units'
+    clustering by that key is only how many units each value got, which the column's own test is
+    about: a product mix that tripled the toys' share moves each toy's count, and counted as the
+    clusters' spread it hid itself."""
     if not (np.isin(gb, gc).mean() >= 0.9 and np.isin(gc, gb).mean() >= 0.9):
         return False  # (users drawn afresh, some again: how many units each got varies beyond chance)
     g, x = np.concatenate([gb, gc]), np.concatenate([xb, xc]).astype(float)

@@ -558,7 +558,11 @@ MAX_DRILL_DEPTH = 3
 
 def _segment_of(result: Attribution, graph: nx.DiGraph) -> dict | None:
     """The description of the segment ``result`` was attributed in, as ``graph`` records it."""
-    sid = (result.details or {}).get("segment")
+    return _segment(graph, (result.details or {}).get("segment"))
+
+
+def _segment(graph: nx.DiGraph, sid: str | None) -> dict | None:
+    """The description of segment ``sid`` as ``graph`` records it."""
     return next((d for d in graph.graph.get("segments", []) if d.get("id") == sid), None)
 
 
@@ -567,8 +571,9 @@ def _ranked(items: list[AttributionItem]) -> list[AttributionItem]:
     return sorted(items, key=lambda a: (-abs(a.contribution), a.p_value if a.p_value is not None else 1.0, a.node))
 
 
-def _upstream_aggregate(graph: nx.DiGraph, node: str, candidates: dict[str, dict]) -> str | None:
-    """The aggregate of another segment that ``node`` is (or derives from), the nearest if several."""
+def _upstream_aggregate(graph: nx.DiGraph, node: str, candidates: dict[str, Any]) -> str | None:
+    """The aggregate of another segment that ``node`` is (or derives from), the nearest if several
+    (or, given other candidates, the nearest of those: a changed code above a group key)."""
     if node not in graph:
         return None
     found = ({node} | nx.ancestors(graph, node)) & set(candidates)
@@ -659,26 +664,17 @@ def _regrouped(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
     inner = _grouped_below(desc, c)
     if inner is None or not result.change:
         return None
-    below_b = next((d for d in b.graph.graph.get("segments", []) if d.get("id") == inner[0].get("id")), None)
-    desc_b = next((d for d in b.graph.graph.get("segments", []) if d.get("id") == desc.get("id")), None)
-    counts = [x.get("rows") if x else None for x in (desc_b, desc, below_b, inner[0])]
+    counts = [x.get("rows") if x else None for x in (_segment(b.graph, desc.get("id")), desc,
+                                                     _segment(b.graph, inner[0].get("id")), inner[0])]
     if not all(isinstance(x, (int, float)) and x > 0 for x in counts):
         return None
     units, rows = counts[1] / counts[0] - 1, counts[3] / counts[2] - 1
     z = float(norm.ppf(1 - (config or AttributionConfig()).alpha / 2))
     if abs(counts[1] - counts[0]) <= z * z or abs(rows) >= 0.5 * abs(units):  # more rows below, so more groups: a volume after all
         return None
-    changed = {cc["node"] for cc in result.code_changes}
-    pick = None
-    for key in inner[0].get("group_keys") or []:  # the changed code nearest to a key
-        seen, frontier = {key}, [key]
-        while frontier and pick is None:
-            pick = next((x for x in frontier if x in changed), None)
-            above = {p for x in frontier for p in (c.graph.predecessors(x) if x in c.graph else [])} - seen
-            seen |= above
-            frontier = sorted(above)
-        if pick:
-            break
+    changed = dict.fromkeys(cc["node"] for cc in result.code_changes)
+    pick = next((p for key in inner[0].get("group_keys") or []  # the changed code nearest to a key
+                 if (p := _upstream_aggregate(c.graph, key, changed)) is not None), None)
     aggregates = set(inner[0].get("aggregates") or {})
     moved = [a for a in result.attributions if a.contribution and (a.kind == "volume" or a.node in aggregates)]
     if pick is None or sum(abs(a.contribution) for a in moved) < 0.5 * abs(result.change):
