@@ -1533,8 +1533,24 @@ class _RootModel:
     def _draw(self, tag: str, cells: np.ndarray, u: np.ndarray, v: np.ndarray,
               nulls: str | None = None) -> np.ndarray:
         """Values of run ``tag``'s conditionals at the units' uniforms, NULL where ``v`` falls below
-        the NULL share of run ``nulls`` (``tag``'s own by default)."""
-        t, tn = self.tables[tag], self.tables[nulls or tag]
+        the NULL share of run ``nulls`` (``tag``'s own by default).
+
+        A cell run ``tag`` has no unit in is drawn from the other run's units in it, when it has some:
+        they are all that tells that conditional. A promotion's percentage given a match, where today's
+        changed join key matches nothing, is the baseline's percentages; the run's marginal (NULL, as
+        nothing matched) made switching the match back worth nothing."""
+        other = "c" if tag == "b" else "b"
+        theirs = ~self.tables[tag]["present"][cells] & self.tables[other]["present"][cells]
+        if not theirs.any():
+            return self._draw_in(tag, nulls or tag, cells, u, v)
+        out = np.empty(len(u))
+        out[~theirs] = self._draw_in(tag, nulls or tag, cells[~theirs], u[~theirs], v[~theirs])
+        out[theirs] = self._draw_in(other, nulls or other, cells[theirs], u[theirs], v[theirs])
+        return out
+
+    def _draw_in(self, tag: str, nulls: str, cells: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """:meth:`_draw` from run ``tag``'s tables alone (a cell it lacks: its marginal)."""
+        t, tn = self.tables[tag], self.tables[nulls]
         share = tn["nulls"][np.where(tn["present"][cells], cells, self.marg)]
         cells = np.where(t["present"][cells], cells, self.marg)
         if not len(t["g"]):  # every value NULL

@@ -1668,6 +1668,53 @@ def test_a_join_over_a_key_the_code_moved_is_a_code_change(spark, tmp_path):
     assert abs(items.get("fx.rate", 0.0)) < 0.15 * abs(res.change), res.summary()
 
 
+def test_a_join_key_that_matches_nothing_today_is_the_joins_either_way_round(spark, tmp_path):
+    """Promotions LEFT JOINed by (product, day), today by the month's first day: nothing matches, so
+    today's run has no unit with a promotion and its percentage given a match has no unit to tell it.
+    Drawn from the baseline's units (was: today's marginal, all NULL), switching the match back on
+    today's units restores the baseline's discounts, and the category slice names the join (was: its
+    switch worth -35 of +20,702 there, "no significant change")."""
+    from spark_causal import attribution as A
+    from spark_causal.compare import load_samples
+
+    store = str(tmp_path / "store")
+    days = pd.date_range("2026-11-02", periods=20).date
+    products = pd.DataFrame({"product_id": np.arange(60), "category": np.array(["toys", "food", "home"])[np.arange(60) % 3]})
+    prng = np.random.default_rng(180)
+    promos = pd.DataFrame([(p, d, float(prng.choice([10.0, 20.0, 30.0]))) for p in range(60) for d in days
+                           if prng.random() < 0.3], columns=["product_id", "promo_day", "promo_pct"])
+    discount = {}  # each run's toys' promotions, as the baseline's join finds them
+    for run, seed in (("a", 181), ("b", 182)):
+        rng = np.random.default_rng(seed)
+        n = 5000
+        sales = pd.DataFrame({"product_id": rng.integers(0, 60, n), "day": rng.choice(days, n),
+                              "amount": np.round(rng.lognormal(3.5, 0.4, n), 2)})
+        hit = sales.merge(products, on="product_id").merge(promos, left_on=["product_id", "day"],
+                                                           right_on=["product_id", "promo_day"])
+        discount[run] = float((hit.amount * hit.promo_pct / 100)[hit.category == "toys"].sum())
+        with spark_causal.capture(spark, store=store, run=run):
+            _as_views(spark, tmp_path / run, {"sales": sales, "products": products, "promotions": promos})
+            key = "s.day" if run == "a" else "CAST(date_trunc('MONTH', s.day) AS DATE)"
+            spark.sql(f"""SELECT p.category, s.day, SUM(s.amount * (1 - COALESCE(r.promo_pct, 0) / 100)) AS net
+                          FROM sales s JOIN products p ON s.product_id = p.product_id
+                          LEFT JOIN promotions r ON s.product_id = r.product_id AND {key} = r.promo_day
+                          GROUP BY p.category, s.day""").write.parquet(str(tmp_path / run / "daily"))
+    st = Store(store)
+    b, c = load_samples(st, "a"), load_samples(st, "b")
+    model = A.fit_model(c.graph, b, c, "daily.net")
+    join = next(x for x in model.mechanism_ids if model.tests[x]["changed"])
+    assert join == "daily.join2", model.tests
+    back = A.refit(model, reverse=True)  # today's units, the join as in the baseline
+    assert A.evaluate(back, {join}) == pytest.approx(A.observed_metric(model, "baseline"), rel=0.02)
+    assert A.evaluate(model, {join}) == pytest.approx(A.observed_metric(model, "current"), rel=0.02)
+    for base, cur in (("a", "b"), ("b", "a")):
+        res = spark_causal.attribute(store, base, cur, "daily.net", where="category = 'toys'")
+        assert res.significant and res.attributions[0].node == join, res.summary()
+        sign = 1 if base == "a" else -1
+        assert min(discount.values()) * 0.8 < sign * res.attributions[0].contribution < max(discount.values()) * 1.2, \
+            (res.summary(), discount)
+
+
 def test_a_left_join_made_inner_is_the_joins_not_the_columns_it_brings(spark, tmp_path):
     """LEFT JOIN returns -> JOIN returns, one return per order (a key per unit): whether an order has a
     return is the same in both runs, only the join's gate differs (1, then the match). The refunds a
