@@ -3023,6 +3023,8 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 raise underived[names[name.lower()]]
             if name.lower() in names:
                 return names[name.lower()]
+            if name in model_nodes and name not in aggregates and name not in selections:
+                return name  # a column of the units by its node id (``compare._carried_where``)
             raise _ExprError(name)
         try:
             wfn, where_nodes = compile_expression(where, resolve, coded)

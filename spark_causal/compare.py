@@ -1096,7 +1096,45 @@ def _inner_where(result: Attribution, aggregate: str, b: RunSamples, c: RunSampl
             chosen = sorted(values.loc[values["in"], "v"].unique(), key=str)
             if chosen:
                 return f"{nm} IN ({', '.join(_literal(v) for v in chosen)})"
-    return None
+    return _carried_where(result, inner, keyed[-1], b, c)
+
+
+_CARRIERS = ("max", "min", "first", "first_value", "any_value", "last", "last_value")
+_IDENT = re.compile(r"'(?:[^']|'')*'|`[^`]*`|[A-Za-z_][\w.]*")
+
+
+def _carried_where(result: Attribution, inner: dict, outer_cols: dict[str, str], b: RunSamples,
+                   c: RunSamples) -> str | None:
+    """``result.where`` on the units below, when each column it names is one the outer units carry
+    up from them by ``max()``/``first()`` (a session's device type, the same on each of its events):
+    the same predicate on that unit column, by its node id. None when a named column is anything
+    else, or when it is not one value per group below in 95% of the groups of both runs' samples
+    (a user whose session changed device: the slice of events would not be the slice of sessions)."""
+    carried: dict[str, str] = {}
+    for token in _IDENT.findall(str(result.where)):
+        nm = token.lower().split(".")[-1]
+        if token[0] in "'`" or nm not in outer_cols or nm in carried:
+            continue
+        entry = (inner.get("aggregates") or {}).get(outer_cols[nm]) or {}
+        x = entry.get("input")
+        if str(entry.get("fn", "")).lower() not in _CARRIERS or not x:
+            return None
+        carried[nm] = x
+    if not carried:
+        return None
+    keys = list(inner.get("group_keys") or [])
+    for run in (b, c):
+        t = _segment_table(run, inner.get("id"))
+        if t is None or not keys or not set(keys + list(carried.values())) <= set(t.columns):
+            return None
+        if t.empty:
+            continue
+        spread = t.groupby(keys, dropna=False)[list(carried.values())].nunique(dropna=False)
+        if (spread > 1).any(axis=1).mean() > 0.05:
+            return None
+    return _IDENT.sub(lambda m: f"`{carried[m.group(0).lower().split('.')[-1]]}`"
+                      if m.group(0)[0] not in "'`" and m.group(0).lower().split(".")[-1] in carried
+                      else m.group(0), str(result.where))
 
 
 def _segment_table(run: RunSamples, segment: str | None) -> Any:
