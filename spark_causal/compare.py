@@ -31,6 +31,7 @@ from .attribution import (
 from .errors import SparkCausalError, UnknownOutputError
 from .lineage import gating_selections
 from .result import Attribution, AttributionItem, _fmt
+from .sampling import WEIGHT
 from .store import Store, file_name
 
 NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean")
@@ -662,11 +663,8 @@ def _regrouped(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
     for fewer than z^2 groups (``_groups_below``), nor when those items made less than half the move.
     None otherwise."""
     inner = _grouped_below(desc, c)
-    if inner is None or not result.change:
-        return None
-    counts = [x.get("rows") if x else None for x in (_segment(b.graph, desc.get("id")), desc,
-                                                     _segment(b.graph, inner[0].get("id")), inner[0])]
-    if not all(isinstance(x, (int, float)) and x > 0 for x in counts):
+    counts = _group_counts(desc, inner, b) if inner is not None and result.change else None
+    if counts is None:
         return None
     units, rows = counts[1] / counts[0] - 1, counts[3] / counts[2] - 1
     z = float(norm.ppf(1 - (config or AttributionConfig()).alpha / 2))
@@ -692,6 +690,64 @@ def _regrouped(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
             f"the units ({desc.get('driving')} groups of {inner[0].get('id')}) went from {counts[0]:,} to "
             f"{counts[1]:,} while the rows below went from {counts[2]:,} to {counts[3]:,}: the groups were "
             f"cut differently, by the changed code of {pick}"])
+
+
+def _group_counts(desc: dict, inner: list[dict], b: RunSamples) -> list[float] | None:
+    """[units in the baseline, today; rows below them in the baseline, today] of a segment whose
+    units are the groups of ``inner`` (``_grouped_below``), None when a count is missing."""
+    counts = [x.get("rows") if x else None for x in (_segment(b.graph, desc.get("id")), desc,
+                                                     _segment(b.graph, inner[0].get("id")), inner[0])]
+    return counts if all(isinstance(x, (int, float)) and x > 0 for x in counts) else None
+
+
+def _rows_per_group(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
+                    config: AttributionConfig | None, cache: dict) -> Attribution | None:
+    """A metric of groups (the mean session length: the last event's time less the first's) that
+    moved with nothing of the groups' own model to explain it, while each group holds fewer (or more)
+    rows below: a filter dropping short events, or NULL pages a ``dropna`` drops, thin every session
+    out, and its first and last times move by minutes that no test of times spread over days sees.
+    What changed the rows per group is then the cause: the count of the rows below, attributed and
+    drilled (``_groups_below``'s count), its parts shared out to the metric's move. Only when the rows
+    below (estimated from their sample) moved beyond what today's number of groups carries at the
+    baseline's rows per group, by 2% of them at least and beyond their sampling error, and the count
+    below moved the same way through a changed mechanism. None otherwise."""
+    inner = _grouped_below(desc, c) if result.significant and result.change else None
+    counted = _counted_groups(desc, c) if inner is not None else None
+    units = [(_segment(b.graph, desc.get("id")) or {}).get("rows"), desc.get("rows")]
+    if counted is None or not all(isinstance(u, (int, float)) and u > 0 for u in units):
+        return None
+    rows, var = [], []
+    for r in (b, c):
+        t = _segment_table(r, inner[0].get("id"))
+        if t is None or f"__contrib__:{counted}" not in t.columns:
+            return None
+        x = pd.to_numeric(t[f"__contrib__:{counted}"], errors="coerce").fillna(0.0).to_numpy(float)
+        w = pd.to_numeric(t[WEIGHT], errors="coerce").fillna(1.0).to_numpy(float) if WEIGHT in t.columns \
+            else np.ones(len(x))
+        rows.append(float(np.sum(w * x)))
+        var.append(float(np.sum(w * np.maximum(w - 1.0, 0.0) * x * x)))  # Poisson sampling of the units
+    scale = units[1] / units[0]
+    moved = rows[1] - rows[0] * scale
+    z = float(norm.ppf(1 - (config or AttributionConfig()).alpha / 2))
+    if abs(moved) < 0.02 * abs(rows[0] * scale) or abs(moved) <= z * math.sqrt(var[1] + var[0] * scale ** 2):
+        return None
+    found = _groups_below(result, desc, moved, b, c, config, cache)
+    if found is None:
+        return None
+    counted, below = found
+    parts = _scaled(below.attributions, result.change / below.change)
+    total = sum(a.contribution for a in parts)
+    details = dict(result.details or {})
+    details["drilldown"] = [{"node": result.target, "aggregate": counted, "explained": True,
+                             "contribution": result.change, "parts": {a.node: a.contribution for a in parts if a.contribution}}]
+    per = [rows[0] / units[0], rows[1] / units[1]]
+    return dataclasses.replace(
+        result, attributions=_ranked(parts), unexplained=result.change - total, details=details,
+        code_changes=_code_changes(result, below),
+        warnings=list(result.warnings) + [
+            f"no mechanism of {desc.get('id')}'s groups explains the move of {result.target}, while their rows "
+            f"below went from {per[0]:.4g} to {per[1]:.4g} per group: attributed as what changed the rows "
+            f"of {counted} ({below.change:+,.6g})"])
 
 
 def _counted_groups(desc: dict, c: RunSamples) -> str | None:
@@ -1214,7 +1270,8 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         result = _regrouped(result, desc, b, c, config) or result
     if (not result.significant or poor) and _depth == 0:
         relayed = _relay(result, desc, others, row_level, b, c, config, cache) or \
-            _relay_count(result, desc, b, c, config, cache)
+            _relay_count(result, desc, b, c, config, cache) or \
+            (_rows_per_group(result, desc, b, c, config, cache) if poor else None)
         if relayed is not None and (not result.significant or abs(relayed.unexplained) < abs(result.unexplained)):
             return relayed
     merged: dict[str, AttributionItem] = {}

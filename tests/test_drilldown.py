@@ -515,3 +515,43 @@ def test_a_slice_by_a_device_each_visit_carries_up_is_the_slice_of_its_events(sp
     assert other.significant and other.attributions[0].node == "events.amount", other.summary()
     assert all(abs(a.contribution) < 0.2 * other.attributions[0].contribution for a in other.attributions[1:]), \
         other.summary()
+
+
+@pytest.mark.parametrize("fault", ["dwell", "nulls", "aa"])
+def test_a_mean_visit_length_that_fewer_events_per_visit_shortened_is_what_dropped_them(spark, tmp_path, fault):
+    """Visits (a user's events of a day) last from their first event to their last; the report
+    averages that length. A dwell threshold raised from 2 s to 5 s (code), or NULL pages that a
+    ``dropna`` drops (data), thin every visit out: its first and last times move by minutes, which no
+    test of times spread over two weeks sees (was: "no mechanism explains it"). The rows per visit
+    moved, so the cause is what dropped rows below; two draws of one distribution stay quiet."""
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 201), ("b", 202)):
+        rng = np.random.default_rng(seed)
+        n, users = 8000, 300
+        day = rng.integers(0, 14, n)
+        page = rng.choice(["home", "search", "item", "cart"], n).astype(object)
+        if run == "b" and fault == "nulls":
+            page[rng.random(n) < 0.2] = None
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"user_id": rng.integers(0, users, n), "day": day,
+                      "ts": pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(day, "D") + pd.to_timedelta(rng.integers(8 * 3600, 20 * 3600, n), "s"),
+                      "page": page, "dwell": np.round(rng.exponential(6.0, n), 1),
+                      "country": rng.choice(["DE", "FR"], n)}).to_parquet(tmp_path / run / "events.parquet",
+                                                                         coerce_timestamps="us")
+        threshold = 5 if run == "b" and fault == "dwell" else 2
+        with spark_causal.capture(spark, store=store, run=run):
+            visits = (spark.read.parquet(str(tmp_path / run / "events.parquet")).dropna(subset=["page"])
+                      .filter(F.col("dwell") >= threshold)
+                      .groupBy("user_id", "day").agg(F.min("ts").alias("first_ts"), F.max("ts").alias("last_ts"),
+                                                     F.count("*").alias("events"), F.max("country").alias("country"))
+                      .withColumn("minutes", (F.col("last_ts").cast("long") - F.col("first_ts").cast("long")) / 60.0))
+            visits.groupBy("country").agg(F.avg("minutes").alias("avg_minutes"), F.count("*").alias("visits")) \
+                .write.parquet(str(tmp_path / run / "report"))
+    res = spark_causal.attribute(store, "a", "b", "report.avg_minutes", agg="mean")
+    if fault == "aa":
+        assert not res.significant, res.summary()
+        return
+    cause = {"dwell": "report.filter2", "nulls": "events.page"}[fault]
+    top = res.attributions[0]
+    assert res.significant and top.node == cause and top.mechanism_changed, res.summary()
+    assert top.contribution == pytest.approx(res.change, rel=0.25), res.summary()
