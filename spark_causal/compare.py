@@ -30,6 +30,7 @@ from .attribution import (
 )
 from .errors import SparkCausalError, UnknownOutputError
 from .lineage import gating_selections
+from .ratio import attribute_ratio, ratio_of
 from .result import Attribution, AttributionItem, _fmt
 from .sampling import WEIGHT
 from .store import Store, file_name
@@ -119,6 +120,16 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     """
     s = store if isinstance(store, Store) else Store(str(store), spark=spark)
     b, c = load_pair(s, baseline, current, target, agg, spark=spark)
+    held = {a: meta for d in c.graph.graph.get("segments", []) for a, meta in (d.get("aggregates") or {}).items()}
+    ratio = ratio_of(c.graph, target, held) if target not in held and agg != "count" else None
+    if ratio is not None:  # one aggregate over another, per row: their sums' ratio, from theirs
+        try:
+            return attribute_ratio(ratio, target, lambda node: attribute(s, baseline, current, node, "sum", where,
+                                                                         config=config),
+                                   (config or AttributionConfig()).alpha)
+        except ZeroDivisionError as exc:
+            raise SparkCausalError(f"cannot attribute {target}: {exc}",
+                                   hint=f"attribute {ratio.numerator} or {ratio.denominator} instead") from None
     fns = {str(meta.get("fn", "")).lower() for d in c.graph.graph.get("segments", [])
            for a, meta in (d.get("aggregates") or {}).items() if a == target}
     averaged = agg == "sum" and bool(fns) and fns <= {"avg", "mean", "average"}

@@ -555,3 +555,36 @@ def test_a_mean_visit_length_that_fewer_events_per_visit_shortened_is_what_dropp
     top = res.attributions[0]
     assert res.significant and top.node == cause and top.mechanism_changed, res.summary()
     assert top.contribution == pytest.approx(res.change, rel=0.25), res.summary()
+
+
+@pytest.mark.parametrize("run, cause", [("mix", "orders.status"), ("volume", None), ("aa", None)])
+def test_a_ratio_of_two_aggregates_is_attributed_through_their_sums(spark, tmp_path, run, cause):
+    """``paid / orders AS paid_rate`` per country, computed after the aggregation: the overall paid
+    rate (their sums' ratio) is attributed through the two sums (was: refused, no unit holds it).
+    Fewer paid orders name the status; 1.5x the orders of the same kind moves both sums and the ratio
+    by nothing, and neither it nor a second draw raises an alarm."""
+    store = str(tmp_path / "store")
+    truth = {}
+    for name, seed in (("base", 221), (run, 222)):
+        rng = np.random.default_rng(seed)
+        n = 6000 if name == "volume" else 4000
+        paid = 0.45 if name == "mix" else 0.6
+        orders = pd.DataFrame({"country": rng.choice(["DE", "FR", "IT"], n),
+                               "status": rng.choice(["paid", "open", "void"], n, p=[paid, 0.9 - paid, 0.1]),
+                               "amount": np.round(rng.lognormal(3.5, 0.5, n), 2)})
+        (tmp_path / name).mkdir()
+        orders.to_parquet(tmp_path / name / "orders.parquet")
+        truth[name] = float((orders.status == "paid").mean())
+        with spark_causal.capture(spark, store=store, run=name):
+            spark.read.parquet(str(tmp_path / name / "orders.parquet")) \
+                .groupBy("country").agg(F.count("*").alias("orders"),
+                                        F.sum(F.when(F.col("status") == "paid", 1).otherwise(0)).alias("paid")) \
+                .withColumn("paid_rate", F.round(F.col("paid") / F.col("orders"), 4)) \
+                .write.parquet(str(tmp_path / name / "report"))
+    res = spark_causal.attribute(store, "base", run, "report.paid_rate", agg="mean")
+    assert res.baseline_value == pytest.approx(truth["base"]) and res.current_value == pytest.approx(truth[run])
+    if cause is None:
+        assert not res.significant, res.summary()
+        return
+    assert res.significant and res.attributions[0].node == cause, res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.1), res.summary()

@@ -1,0 +1,123 @@
+"""A ratio of two aggregates (``converted_sessions / sessions AS conversion_rate``), attributed
+through its parts.
+
+Why: no unit holds a ratio computed after the aggregation, but its overall value over the output's
+rows, R = A / B with A and B the sums of the two aggregate columns, moves exactly as
+
+    R_c - R_b = ((A_c - A_b) - R_b (B_c - B_b)) / B_c
+
+so each cause's share of the ratio's move is its share of the numerator's move less R_b times its
+share of the denominator's, over today's denominator. A volume change that moves both in proportion
+moves the ratio by nothing, and so gets nothing. The parts are attributed as any sum is (drill-down,
+slices, exact values), and their items combined by that identity.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any, Callable
+
+import networkx as nx
+from scipy.stats import norm
+
+from .result import Attribution, AttributionItem
+
+_CAST = re.compile(r"CAST\(([^()]*)\s+AS\s+\w+(?:\(\d+(?:,\s*\d+)?\))?\)", re.IGNORECASE)
+_WRAP = re.compile(r"(?:nullif|round|bround)\(((?:[^(),]|\([^()]*\))+),\s*[\d.]+\)", re.IGNORECASE)
+_NAME = r"`?([A-Za-z_][\w]*)`?"
+_DIVIDE = re.compile(rf"^(?:([\d.]+)\s*\*\s*)?{_NAME}\s*/\s*{_NAME}(?:\s*\*\s*([\d.]+))?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratio:
+    """``scale * numerator / denominator``: node ids of two sum or count aggregates."""
+
+    numerator: str
+    denominator: str
+    scale: float = 1.0
+
+
+def ratio_of(graph: nx.DiGraph, target: str, aggregates: dict[str, dict]) -> Ratio | None:
+    """The ratio ``target`` computes, when its expression is one aggregate column over another (casts,
+    ``NULLIF(b, 0)``, ``ROUND(.., n)``, ``try_divide`` and a constant factor such as 100 allowed), both
+    sums or counts of one segment (``aggregates``: node id -> its definition). None otherwise."""
+    if target not in graph or graph.nodes[target].get("kind") == "aggregate":
+        return None
+    text = str(graph.nodes[target].get("expr") or "")
+    text = re.sub(r"try_divide\(([^(),]+),\s*([^(),]+)\)", r"(\1 / \2)", text, flags=re.IGNORECASE)
+    for pattern in (_CAST, _WRAP):
+        while (new := pattern.sub(r"\1", text)) != text:
+            text = new
+    text = text.strip()
+    while text.startswith("(") and text.endswith(")") and text.count("(") == 1:
+        text = text[1:-1].strip()
+    text = text.replace("(", "").replace(")", "")
+    m = _DIVIDE.match(text)
+    if m is None:
+        return None
+    by_name = {str(graph.nodes[p].get("column") or p.rsplit(".", 1)[-1]).lower(): p for p in graph.predecessors(target)}
+    num, den = by_name.get(m.group(2).lower()), by_name.get(m.group(3).lower())
+    if num is None or den is None or num == den:
+        return None
+    if any(str((aggregates.get(x) or {}).get("fn", "")).lower() not in ("sum", "count") for x in (num, den)):
+        return None
+    scale = float(m.group(1) or 1.0) * float(m.group(4) or 1.0)
+    return Ratio(num, den, scale)
+
+
+def attribute_ratio(ratio: Ratio, target: str, part: Callable[[str], Attribution], alpha: float) -> Attribution:
+    """The attribution of ``target`` (the ratio, over all of the slice's rows) from the attributions of
+    its numerator and denominator (``part(node)``: that node's sum, attributed)."""
+    a, b = part(ratio.numerator), part(ratio.denominator)
+    if not (b.baseline_value and b.current_value):
+        raise ZeroDivisionError(f"the denominator {ratio.denominator} sums to 0 in a run")
+    k, rb = ratio.scale, a.baseline_value / b.baseline_value
+    vb, vc = k * rb, k * a.current_value / b.current_value
+    z = float(norm.ppf(1 - alpha / 2))
+
+    def combined(x: float, y: float) -> float:
+        return k * (x - rb * y) / b.current_value
+
+    def half(item: AttributionItem | None) -> float:
+        return 0.0 if item is None else (item.ci_high - item.ci_low) / 2
+
+    num = {i.node: i for i in a.attributions}
+    den = {i.node: i for i in b.attributions}
+    items = []
+    for node in list(num) + [n for n in den if n not in num]:
+        x, y = num.get(node), den.get(node)
+        value = combined(x.contribution if x else 0.0, y.contribution if y else 0.0)
+        width = k * math.hypot(half(x), rb * half(y)) / b.current_value
+        ps = [i.p_value for i in (x, y) if i is not None and i.p_value is not None]
+        items.append(dataclasses.replace(
+            x or y, contribution=value, ci_low=value - width, ci_high=value + width,
+            mechanism_changed=any(i.mechanism_changed for i in (x, y) if i is not None),
+            p_value=min(ps) if ps else None))
+    items.sort(key=lambda i: (-abs(i.contribution), i.p_value if i.p_value is not None else 1.0, i.node))
+    # the move's error: the parts' errors combined as if independent (a numerator and denominator that
+    # move together make the true error smaller, so this errs quiet)
+    se = [(p.details or {}).get("se_change") for p in (a, b)]
+    se_ratio = k * math.hypot(se[0] or 0.0, rb * (se[1] or 0.0)) / b.current_value if all(
+        s is not None for s in se) else None
+    sig_metric = se_ratio is not None and abs(vc - vb) > z * se_ratio
+    sig_item = any(i.mechanism_changed and i.contribution and (i.p_value == 0.0 or i.ci_low > 0 or i.ci_high < 0)
+                   for i in items)
+    details: dict[str, Any] = {"ratio": {"numerator": ratio.numerator, "denominator": ratio.denominator,
+                                         "scale": ratio.scale},
+                               "parts": {ratio.numerator: a.to_dict(), ratio.denominator: b.to_dict()},
+                               "se_change": se_ratio}
+    codes = list(a.code_changes) + [cc for cc in b.code_changes if cc not in a.code_changes]
+    return Attribution(
+        target=target, agg="mean", where=a.where, baseline_run=a.baseline_run, current_run=a.current_run,
+        baseline_value=vb, current_value=vc, change=vc - vb, significant=bool(sig_metric and sig_item),
+        attributions=items, code_changes=codes, seed=a.seed,
+        unexplained=(vc - vb) - sum(i.contribution for i in items), details=details,
+        warnings=[f"{target} is {ratio.numerator} / {ratio.denominator} per row: attributed as the ratio of "
+                  f"their sums over the rows ({_pct(k)}the overall ratio), each cause's share of the "
+                  "numerator's move less the baseline ratio times its share of the denominator's"]
+        + [w for w in a.warnings + b.warnings])
+
+
+def _pct(k: float) -> str:
+    return "" if k == 1.0 else f"{k:g} x "
