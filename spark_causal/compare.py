@@ -84,7 +84,8 @@ def load_pair(store: str | Store, baseline: str, current: str, target: str, agg:
             hint="compare two runs of the same job")
     b, c = load_samples(s, baseline), load_samples(s, current)
     node = c.graph.nodes.get(target)
-    if node is None or not node.get("output"):
+    part = any(target in (d.get("ratio") or [])[:2] for _, d in c.graph.nodes(data=True))  # of a ratio's
+    if node is None or not (node.get("output") or part):
         outs = [n for n, d in c.graph.nodes(data=True) if d.get("output")]
         raise UnknownOutputError(f"unknown target {target!r} in run {current!r}",
                                  hint=f"use an output column id, e.g. {', '.join(outs[:8])}")
@@ -121,7 +122,7 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     s = store if isinstance(store, Store) else Store(str(store), spark=spark)
     b, c = load_pair(s, baseline, current, target, agg, spark=spark)
     held = {a: meta for d in c.graph.graph.get("segments", []) for a, meta in (d.get("aggregates") or {}).items()}
-    ratio = ratio_of(c.graph, target, held) if target not in held and agg != "count" else None
+    ratio = ratio_of(c.graph, target, held) if agg != "count" else None
     if ratio is not None:  # one aggregate over another, per row: their sums' ratio, from theirs
         try:
             return attribute_ratio(ratio, target, lambda node: attribute(s, baseline, current, node, "sum", where,

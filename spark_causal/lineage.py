@@ -303,10 +303,23 @@ class _Walk:
             # one edge per pair: a column both summed and grouped by (``sum(addr.bonus)`` by
             # ``addr.region``) flows into the value, so its data edge is not replaced by a key's
             summed = {n for n, _, _ in ins}
+            ratio = P.ratio_of_sums(expr) if fn == "other" else None
+            extra = None
+            if ratio is not None:  # SUM(a) / COUNT(*): its parts are sums over rows, nodes of their own
+                parts = []
+                for part, side in zip(ratio[1:], ("numerator", "denominator")):
+                    pinfo = P.inspect_expr(part)
+                    pins = self.exprs_inputs(pinfo, stage, "direct", "aggregation")
+                    parts.append(self.node(
+                        kind="aggregate", column=f"{P.name(e)}__{side}", stage=stage, dtype=P.dtype(part),
+                        expr=P.sql(part), subtype=P.aggregate_function(part) or "sum",
+                        inputs=pins + [g for g in group_ins if g[0] not in {n for n, _, _ in pins}] + sel_ins,
+                        fp_parts=("group by", group_sql, *pinfo.udf_code)))
+                extra = {"ratio": [parts[0], parts[1], ratio[0]]}
             self.env[P.expr_id(e)] = self.node(
                 kind="aggregate", column=P.name(e), stage=stage, dtype=P.dtype(e), expr=P.sql(expr),
                 subtype=fn, inputs=ins + [g for g in group_ins if g[0] not in summed] + sel_ins,
-                fp_parts=("group by", group_sql, *info.udf_code))
+                fp_parts=("group by", group_sql, *info.udf_code), extra=extra)
         return _Frame(rowdeps=frame.rowdeps)  # which groups exist still depends on the selections below
 
     def _v_Window(self, p: JObject, stage: str, alias: str | None) -> _Frame:
@@ -467,6 +480,8 @@ class _Walk:
         for tmp, pend in self.pending.items():
             nid = names[tmp]
             extra = {k: v for k, v in pend.extra.items() if k != "_key"}
+            if "ratio" in extra:  # its parts' node ids (``_v_Aggregate``)
+                extra["ratio"] = [final(extra["ratio"][0]), final(extra["ratio"][1]), extra["ratio"][2]]
             G.add_node(nid, kind=pend.kind, stage=pend.stage, column=pend.column if pend.kind != "selection"
                        else nid.split(".", 1)[1], dtype=pend.dtype, fingerprint=pend.fingerprint,
                        subtype=pend.subtype, expr=pend.expr, **extra)

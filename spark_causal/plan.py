@@ -402,6 +402,61 @@ def linear_sums(expr: JObject) -> list[tuple[float, JObject]] | None:
     return walk(expr, 1.0)
 
 
+def ratio_of_sums(expr: JObject) -> tuple[float, JObject, JObject] | None:
+    """(scale, numerator, denominator) of an aggregate expression that is one additive aggregate over
+    another (``SUM(a - b) / SUM(a)``, ``SUM(CASE ...) / COUNT(*)``, times a constant such as 100, cast
+    or rounded): each side a SUM, a COUNT or a sum of SUMs (``linear_sums``), constant factors moved
+    into the scale. None for any other. Such a ratio is no sum over rows, but its parts are, and the
+    ratio of their totals is attributed through them (``spark_causal.ratio``)."""
+    def scaled(e: JObject) -> tuple[float, JObject]:
+        k = 1.0
+        while True:
+            c, kids = cls(e), children(e)
+            if c in _SAME_VALUE and kids:
+                e = kids[0]
+                continue
+            values = [_constant(x) for x in kids]
+            if c == "Multiply" and len(kids) == 2 and values.count(None) == 1:
+                k *= next(v for v in values if v is not None)
+                e = kids[values.index(None)]
+            elif c in ("Round", "BRound") and kids:
+                e = kids[0]
+            elif c == "Divide" and len(kids) == 2 and values[0] is None and values[1]:
+                k /= values[1]
+                e = kids[0]
+            else:
+                return k, e
+
+    def additive(e: JObject) -> bool:
+        if cls(e) == "AggregateExpression":
+            return not e.isDistinct() and cls(e.aggregateFunction()) in ("Sum", "TrySum", "Count") and \
+                option(e.filter()) is None
+        return len(linear_sums(e) or []) > 1
+
+    scale, e = scaled(expr)
+    if cls(e) != "Divide" or len(children(e)) != 2:
+        return None
+    (kn, num), (kd, den) = (scaled(x) for x in children(e))
+    while cls(den) == "NullIf" and children(den):
+        kd2, den = scaled(children(den)[0])
+        kd *= kd2
+    if not (additive(num) and additive(den)) or not kd:
+        return None
+    return scale * kn / kd, num, den
+
+
+def _constant(e: JObject) -> float | None:
+    """The value of a numeric literal, through casts; None for anything else."""
+    while cls(e) in _SAME_VALUE and children(e):
+        e = children(e)[0]
+    if cls(e) != "Literal":
+        return None
+    try:
+        return float(str(e.value()))
+    except (TypeError, ValueError):
+        return None
+
+
 # --------------------------------------------------------------------------------------- plan facts
 def relation_name(leaf: JObject) -> str | None:
     """The table name of a source leaf: its catalog table, else its file path's last meaningful segment."""

@@ -39,10 +39,17 @@ class Ratio:
 
 
 def ratio_of(graph: nx.DiGraph, target: str, aggregates: dict[str, dict]) -> Ratio | None:
-    """The ratio ``target`` computes, when its expression is one aggregate column over another (casts,
-    ``NULLIF(b, 0)``, ``ROUND(.., n)``, ``try_divide`` and a constant factor such as 100 allowed), both
-    sums or counts of one segment (``aggregates``: node id -> its definition). None otherwise."""
-    if target not in graph or graph.nodes[target].get("kind") == "aggregate":
+    """The ratio ``target`` computes: an aggregate whose parts lineage made nodes of their own
+    (``SUM(a) / COUNT(*)`` in one expression), or a column whose expression is one aggregate column
+    over another (casts, ``NULLIF(b, 0)``, ``ROUND(.., n)``, ``try_divide`` and a constant factor such
+    as 100 allowed), both sums or counts of one segment (``aggregates``: node id -> its definition).
+    None otherwise."""
+    if target not in graph:
+        return None
+    parts = graph.nodes[target].get("ratio")  # one aggregate expression (``plan.ratio_of_sums``)
+    if parts and all(p in aggregates for p in parts[:2]):
+        return Ratio(parts[0], parts[1], float(parts[2]))
+    if graph.nodes[target].get("kind") == "aggregate":
         return None
     text = str(graph.nodes[target].get("expr") or "")
     text = re.sub(r"try_divide\(([^(),]+),\s*([^(),]+)\)", r"(\1 / \2)", text, flags=re.IGNORECASE)

@@ -482,30 +482,38 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
     top: list = []
     aggregates: dict[str, dict] = {}
     group_keys: list[str] = []
+    def entry_of(nid: str, expr: JObject, fn: str) -> dict:
+        """How the segment computes aggregate ``nid`` (``expr``), its argument added to ``top``."""
+        terms = P.linear_sums(expr) if fn == "sum" else None
+        if terms and len(terms) > 1:  # SUM(revenue) - SUM(cost): the sum of each row's revenue - cost
+            for i, (_, a) in enumerate(terms):
+                top.append(rw.add(a, f"__arg__:{nid}#{i}"))
+            return {"fn": "sum", "input": None, "terms": [k for k, _ in terms],
+                    "arg": " ".join(f"{'-' if k < 0 else '+'} coalesce({P.sql(a)}, 0) * {abs(k)!r}"
+                                    for k, a in terms).lstrip("+ ")}
+        arg = _agg_argument(expr) if fn != "other" else None  # only sum-like aggregates get contributions
+        entry = {"fn": fn, "input": walk.env.get(P.expr_id(arg)) if arg is not None and
+                 P.cls(arg) == "AttributeReference" else None}
+        if arg is not None:
+            top.append(rw.add(arg, f"__arg__:{nid}"))
+            if entry["input"] is None:  # SUM(price * qty): the argument's own definition, and values
+                entry["arg"] = P.sql(arg)
+        return entry
+
     if agg is not None:
-        for i, e in enumerate(P.seq(agg.aggregateExpressions())):
+        for e in P.seq(agg.aggregateExpressions()):
             nid = walk.env.get(P.expr_id(e))
             expr = e.child() if P.cls(e) == "Alias" else e
             fn = P.aggregate_function(expr)
             if fn is None or nid is None:
                 continue
-            terms = P.linear_sums(expr) if fn == "sum" else None
-            if terms and len(terms) > 1:  # SUM(revenue) - SUM(cost): the sum of each row's revenue - cost
-                entry = {"fn": "sum", "input": None, "terms": [k for k, _ in terms],
-                         "arg": " ".join(f"{'-' if k < 0 else '+'} coalesce({P.sql(a)}, 0) * {abs(k)!r}"
-                                         for k, a in terms).lstrip("+ ")}
-                for i, (_, a) in enumerate(terms):
-                    top.append(rw.add(a, f"__arg__:{nid}#{i}"))
-                aggregates[nid] = entry
-                continue
-            arg = _agg_argument(expr) if fn != "other" else None  # only sum-like aggregates get contributions
-            entry = {"fn": fn, "input": walk.env.get(P.expr_id(arg)) if arg is not None and
-                     P.cls(arg) == "AttributeReference" else None}
-            if arg is not None:
-                top.append(rw.add(arg, f"__arg__:{nid}"))
-                if entry["input"] is None:  # SUM(price * qty): the argument's own definition, and values
-                    entry["arg"] = P.sql(arg)
-            aggregates[nid] = entry
+            aggregates[nid] = entry_of(nid, expr, fn)
+            parts = G.nodes[nid].get("ratio") if nid in G else None
+            found = P.ratio_of_sums(expr) if parts else None
+            if found is not None:  # SUM(a) / COUNT(*): each part a sum over the units (``lineage``)
+                aggregates[nid]["ratio"] = list(parts)
+                for part_id, part in zip(parts[:2], found[1:]):
+                    aggregates[part_id] = entry_of(part_id, part, P.aggregate_function(part) or "sum")
         for g in P.seq(agg.groupingExpressions()):
             info = P.inspect_expr(g)
             group_keys.extend(walk.env[P.expr_id(a)] for a in info.attrs if P.expr_id(a) in walk.env)
