@@ -746,20 +746,25 @@ def _rows_per_group(result: Attribution, desc: dict, b: RunSamples, c: RunSample
     found = _groups_below(result, desc, moved, b, c, config, cache)
     if found is None:
         return None
-    counted, below = found
+    per = [rows[0] / units[0], rows[1] / units[1]]
+    return _shared_from_below(result, *found, lambda counted, below: (
+        f"no mechanism of {desc.get('id')}'s groups explains the move of {result.target}, while their rows "
+        f"below went from {per[0]:.4g} to {per[1]:.4g} per group: attributed as what changed the rows "
+        f"of {counted} ({below.change:+,.6g})"))
+
+
+def _shared_from_below(result: Attribution, counted: str, below: Attribution,
+                       why: Callable[[str, Attribution], str]) -> Attribution:
+    """``result`` attributed as the count of ``counted``'s units below (``below``, attributed and
+    drilled): its parts scaled to the result's change, shares of the rows standing for shares of it."""
     parts = _scaled(below.attributions, result.change / below.change)
     total = sum(a.contribution for a in parts)
     details = dict(result.details or {})
     details["drilldown"] = [{"node": result.target, "aggregate": counted, "explained": True,
                              "contribution": result.change, "parts": {a.node: a.contribution for a in parts if a.contribution}}]
-    per = [rows[0] / units[0], rows[1] / units[1]]
     return dataclasses.replace(
-        result, attributions=_ranked(parts), unexplained=result.change - total, details=details,
-        code_changes=_code_changes(result, below),
-        warnings=list(result.warnings) + [
-            f"no mechanism of {desc.get('id')}'s groups explains the move of {result.target}, while their rows "
-            f"below went from {per[0]:.4g} to {per[1]:.4g} per group: attributed as what changed the rows "
-            f"of {counted} ({below.change:+,.6g})"])
+        result, attributions=_ranked(parts), significant=True, unexplained=result.change - total, details=details,
+        code_changes=_code_changes(result, below), warnings=list(result.warnings) + [why(counted, below)])
 
 
 def _counted_groups(desc: dict, c: RunSamples) -> str | None:
@@ -799,17 +804,9 @@ def _relay_count(result: Attribution, desc: dict, b: RunSamples, c: RunSamples,
     found = _groups_below(result, desc, result.change, b, c, config, cache)
     if found is None:
         return None
-    counted, below = found
-    parts = _scaled(below.attributions, result.change / below.change)
-    total = sum(a.contribution for a in parts)
-    details = dict(result.details or {})
-    details["drilldown"] = [{"node": result.target, "aggregate": counted, "explained": True,
-                             "contribution": result.change, "parts": {a.node: a.contribution for a in parts if a.contribution}}]
-    return dataclasses.replace(
-        result, attributions=_ranked(parts), significant=True, unexplained=result.change - total, details=details,
-        code_changes=_code_changes(result, below),
-        warnings=list(result.warnings) + [f"{result.target} counts the groups of {counted}'s units: attributed as "
-                                          f"their count ({below.change:+,.6g} units for {result.change:+,.6g} groups)"])
+    return _shared_from_below(result, *found, lambda counted, below: (
+        f"{result.target} counts the groups of {counted}'s units: attributed as their count "
+        f"({below.change:+,.6g} units for {result.change:+,.6g} groups)"))
 
 
 def _groups_below(result: Attribution, desc: dict, groups: float, b: RunSamples, c: RunSamples,
