@@ -154,6 +154,7 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
         result = _through_unions(result, stats, c.graph)
         result = _through_fanout(result, stats, c.graph)
         result = _through_filtered_joins(result, stats, b.graph, c.graph)
+        result = _within_the_units(result, stats, b.graph, c.graph)
     result = _named_at_sources(result, c.graph)
     extra = graph_differences(b.graph, c.graph)
     return dataclasses.replace(result, warnings=list(result.warnings) + extra) if extra else result
@@ -448,6 +449,45 @@ def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baselin
         return best if best in roots else None
 
     return _refined(result, cause, graph, "it decides what the selection passes, and it changed")
+
+
+def _within_the_units(result: Attribution, stats: tuple[Any, Any], baseline: nx.DiGraph, graph: nx.DiGraph,
+                      dominance: float = 3.0) -> Attribution:
+    """The volume item of units that are a relation's result rows (a window over few partitions, a
+    DISTINCT), refined to what inside that relation changed them: a filter or join there whose code
+    changed (a bid floor raised, a LEFT join made INNER), else the source column under those
+    selections whose exact statistics moved ``dominance`` times more than anything else there and
+    than the driving table's rows (NULL prices a filter drops). Those selections are no columns of
+    the units, so the sample sees only fewer rows; the graphs and statistics tell which."""
+    desc = _segment_of(result, graph)
+    sb, sc = stats
+    old = _segment(baseline, desc.get("id")) if desc else None
+    inside = list(dict.fromkeys((desc or {}).get("inside") or [])) + [
+        s for s in (old or {}).get("inside") or [] if s not in ((desc or {}).get("inside") or [])]
+    if not inside:
+        return result
+    rows = f"{desc.get('driving')}.__rows__"
+
+    def code_changed(node: str) -> bool:
+        return (node in baseline) != (node in graph) or \
+            baseline.nodes[node].get("fingerprint") != graph.nodes[node].get("fingerprint")
+
+    def cause(a: AttributionItem) -> str | None:
+        if a.node != rows or a.kind != "volume" or not a.contribution:
+            return None
+        changed = [s for s in inside if code_changed(s)]
+        if changed:
+            return changed[0]
+        roots = {r for s in inside if s in graph for r in nx.ancestors(graph, s)
+                 if graph.nodes[r].get("kind") == "source"}
+        roots -= {r for r in roots if _fresh_ids(sb, sc, r, graph)}
+        scores = {r: _stats_change(sb, sc, r) for r in roots}
+        scores[rows] = _rows_change(sb, sc, graph, str(desc.get("driving"))) or 0.0
+        best = _dominant(scores, dominance)
+        return best if best in roots else None
+
+    return _refined(result, cause, graph, "the units are the rows of a relation it decides (a window's or "
+                                          "DISTINCT's result rows), and it changed")
 
 
 def _outside_inputs(graph: nx.DiGraph) -> dict[str, tuple[list[str], set[str], set[str], list[str]]]:

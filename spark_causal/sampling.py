@@ -417,6 +417,7 @@ class Provenance:
     clusters: list[str]  # the driving columns windows partition by: units are sampled by them, whole
     windows: dict[str, dict]  # window nodes over units, described to be computed again (``_describe_window``)
     guarded: dict[str, list[str]]  # UDF nodes computed only where these selections pass (``_Rewriter._guarded``)
+    inside: list[str] = field(default_factory=list)  # selections inside a driving relation not a source
 
 
 def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
@@ -531,7 +532,7 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
                       joins=[_join_description(j, walk.env, rw) for j in rw.joins], driving=driving_name,
                       rows=-1 if n_rows is None else int(n_rows), rate=rate, driving_hash=int(driving.hashCode()),
                       drops=dict(rw.drops), clusters=[walk.env[k] for k in sorted(keys) if k in walk.env],
-                      windows=rw.windows, guarded=rw.guarded)
+                      windows=rw.windows, guarded=rw.guarded, inside=_inside(driving, walk.selections))
 
 
 def window_keys(body: JObject, driving: JObject) -> set[int]:
@@ -640,6 +641,7 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
         "nodes": [n for n in names if n in G and G.nodes[n]["kind"] != "selection"],
         "selections": selections, "aggregates": aggregates, "group_keys": prov.group_keys,
         "joins": prov.joins, "clusters": prov.clusters, "windows": prov.windows, "guarded": prov.guarded,
+        "inside": prov.inside,
         "identifiers": _identifiers(table, [n for n in names if n in G]),
     }
     return Segment(description=desc, table=table)
@@ -724,7 +726,55 @@ def _side_equality(e: JObject, d_ids: set[int], o_ids: set[int]) -> bool:
 def _relation_table(rel: JObject, env: dict[int, str], G: Any) -> str:
     """The name of a driving relation: its table's, or for a table or folder the run wrote earlier and
     reads back, that output's (whose columns may have been defined in an upstream view: a dedup view's
-    name would hide the output whose own segment explains a change in its rows)."""
+    name would hide the output whose own segment explains a change in its rows). The result rows of a
+    window over few partitions (or of a DISTINCT) are named by the largest table below them: a LAG per
+    campaign over impressions joined to 40 campaigns is rows of impressions, not of campaigns."""
+    leaves = _leaves_below(rel)
+    if leaves is not None and len(leaves) > 1:
+        sizes = []
+        for leaf in leaves:
+            try:
+                sizes.append(P.size_in_bytes(leaf))
+            except Exception:  # noqa: BLE001 - no estimate: its columns' name, as before
+                return _first_table(rel, env, G)
+        return _first_table(leaves[max(range(len(leaves)), key=sizes.__getitem__)], env, G)
+    return _first_table(rel, env, G)
+
+
+def _leaves_below(rel: JObject) -> list[JObject] | None:
+    """The source relations under a driving relation that is neither a source nor made of groups or
+    branches (an Aggregate or a Union below: their own names tell them); None for those."""
+    if P.cls(rel) in P.LEAF_CLASSES:
+        return None
+    found, stack = [], [rel]
+    while stack:
+        p = stack.pop()
+        c = P.cls(p)
+        if c in ("Aggregate", "Union"):
+            return None
+        if c in P.LEAF_CLASSES:
+            found.append(p)
+        else:
+            stack.extend(P.children(p))
+    return found
+
+
+def _inside(rel: JObject, selections: dict[int, str]) -> list[str]:
+    """The selections (filters, joins) inside a driving relation that is not a source: rows they drop
+    or add are the units' volume, whose cause they may be (``compare._within_the_units``)."""
+    if P.cls(rel) in P.LEAF_CLASSES:
+        return []
+    found, stack = [], [rel]
+    while stack:
+        p = stack.pop()
+        if (nid := selections.get(int(p.hashCode()))) is not None and nid not in found:
+            found.append(nid)
+        stack.extend(P.children(p))
+    return found
+
+
+def _first_table(rel: JObject, env: dict[int, str], G: Any) -> str:
+    """:func:`_relation_table` by the relation's own columns."""
     nodes = [(nid, G.nodes[nid]) for a in P.output(rel) if (nid := env.get(P.expr_id(a))) is not None and nid in G]
     written = [d["output"] for _, d in nodes if d.get("output")] if P.cls(rel) in P.LEAF_CLASSES else []
     if written:

@@ -2191,3 +2191,42 @@ def test_a_cast_of_a_text_column_is_named_as_the_source_column(spark, tmp_path):
     res = spark_causal.attribute(store, "a", "corrupt", "report.net")
     assert res.significant and res.attributions[0].node == "devices.fee_rate", res.summary()
     assert res.attributions[0].kind == "source" and res.attributions[0].contribution > 0
+
+
+@pytest.mark.parametrize("fault, cause", [("floor", "daily.filter2"), ("nulls", "impressions.price"),
+                                          ("volume", "impressions.__rows__")])
+def test_rows_a_window_over_few_campaigns_lost_are_named_by_what_dropped_them(spark, tmp_path, fault, cause):
+    """A LAG per campaign (8 campaigns: too few partitions to sample whole) makes the window's result
+    rows the units, so the bid floor and the NULL filter below it are no selections of the sample:
+    the rows they drop are the units' volume. That volume is named by the table the rows are (was:
+    ``campaigns.__rows__``, the first column's table), and refined to the filter whose code changed or
+    the source column whose NULL share moved (was: the volume, whatever dropped the rows)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    campaigns = pd.DataFrame({"campaign_id": np.arange(8), "advertiser": [f"adv{i % 3}" for i in range(8)]})
+    for run, seed in (("a", 241), ("b", 242)):
+        rng = np.random.default_rng(seed)
+        n = 7500 if run == "b" and fault == "volume" else 5000
+        price = np.round(rng.lognormal(0.5, 0.4, n), 3)
+        price[rng.random(n) < (0.25 if run == "b" and fault == "nulls" else 0.05)] = np.nan
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"imp_id": np.arange(n), "campaign_id": rng.integers(0, 8, n), "ts": rng.integers(0, 86400, n),
+                      "bid": np.round(rng.uniform(0, 4, n), 2), "price": price}).to_parquet(tmp_path / run / "impressions.parquet")
+        campaigns.to_parquet(tmp_path / run / "campaigns.parquet")
+        floor = 1.5 if run == "b" and fault == "floor" else 1.0
+        with spark_causal.capture(spark, store=store, run=run, sample_size=2000):
+            imps = spark.read.parquet(str(tmp_path / run / "impressions.parquet"))
+            camps = spark.read.parquet(str(tmp_path / run / "campaigns.parquet"))
+            w = Window.partitionBy("campaign_id").orderBy("ts")
+            (imps.filter(F.col("price").isNotNull()).filter(F.col("bid") >= floor).join(camps, "campaign_id")
+             .withColumn("gap", F.col("ts") - F.lag("ts").over(w))
+             .withColumn("burst", F.when(F.col("gap") < 5, 1).otherwise(0))
+             .groupBy("advertiser").agg(F.sum("price").alias("spend"), F.count("*").alias("impressions"),
+                                        F.sum("burst").alias("bursts"))
+             .write.parquet(str(tmp_path / run / "daily")))
+    assert Store(store).graph("b").graph["segments"][0]["driving"] == "impressions"
+    res = spark_causal.attribute(store, "a", "b", "daily.impressions")
+    assert res.significant and res.attributions[0].node == cause, res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.05), res.summary()
