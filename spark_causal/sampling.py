@@ -761,8 +761,9 @@ def _leaves_below(rel: JObject) -> list[JObject] | None:
 
 def _inside(rel: JObject, selections: dict[int, str]) -> list[str]:
     """The selections (filters, joins) inside a driving relation that is not a source: rows they drop
-    or add are the units' volume, whose cause they may be (``compare._within_the_units``)."""
-    if P.cls(rel) in P.LEAF_CLASSES:
+    or add are the units' volume, whose cause they may be (``compare._within_the_units``). Not those
+    of groups or branches below (an Aggregate, a Union): their own segments and branches tell them."""
+    if _leaves_below(rel) is None:
         return []
     found, stack = [], [rel]
     while stack:
