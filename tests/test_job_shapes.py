@@ -2134,7 +2134,8 @@ def test_a_window_by_a_renamed_key_keeps_the_filters_below_it(spark, tmp_path):
 
 def test_a_difference_of_sums_is_attributed_as_the_sum_of_the_rows_differences(spark, tmp_path):
     """``SUM(revenue) - SUM(cost)`` per store is a sum over rows of revenue - cost: sampled and attributed
-    as one (it was refused as a non-additive aggregate). One product's cost tripled is named."""
+    as one (it was refused as a non-additive aggregate). One product's cost tripled is named, for the
+    difference and for the ratio of the two sums."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
@@ -2151,7 +2152,8 @@ def test_a_difference_of_sums_is_attributed_as_the_sum_of_the_rows_differences(s
             .to_parquet(folder / "sales.parquet")
         with spark_causal.capture(spark, store=store, run=run) as cap:
             (spark.read.parquet(str(folder / "sales.parquet")).groupBy("store_id")
-             .agg((F.sum("revenue") - F.sum("cost")).alias("margin"), (F.sum("revenue") / F.sum("cost")).alias("ratio"))
+             .agg((F.sum("revenue") - F.sum("cost")).alias("margin"), (F.sum("revenue") / F.sum("cost")).alias("ratio"),
+                  (F.sum("revenue") / F.countDistinct("sku")).alias("per_sku"))
              .write.parquet(str(folder / "weekly")))
         assert not cap.errors
     seg = cap.graph.graph["segments"][0]
@@ -2162,8 +2164,11 @@ def test_a_difference_of_sums_is_attributed_as_the_sum_of_the_rows_differences(s
     assert not spark_causal.attribute(store, "a", "b", "weekly.margin").significant
     res = spark_causal.attribute(store, "a", "sku", "weekly.margin")
     assert res.significant and res.change < 0 and res.attributions[0].node == "sales.cost", res.summary()
-    with pytest.raises(spark_causal.SparkCausalError, match="ratio of aggregates"):
-        spark_causal.attribute(store, "a", "sku", "weekly.ratio")
+    # a ratio of two sums is attributed through them (session 22); one over a DISTINCT count is refused
+    ratio = spark_causal.attribute(store, "a", "sku", "weekly.ratio")
+    assert ratio.significant and ratio.change < 0 and ratio.attributions[0].node == "sales.cost", ratio.summary()
+    with pytest.raises(spark_causal.SparkCausalError, match="DISTINCT"):
+        spark_causal.attribute(store, "a", "sku", "weekly.per_sku")
 
 
 def test_a_cast_of_a_text_column_is_named_as_the_source_column(spark, tmp_path):
