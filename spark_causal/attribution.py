@@ -2854,10 +2854,11 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             continue
         kind = _node_attr(graphs, node, "kind")
         ps = fparents(node)
-        if windowed and _node_attr(graphs, node, "subtype") == "window":
-            # units sampled by whole partitions: the job's window computed again over them, else the
-            # window's values are part of the unit, as its columns
-            wspec = _window_spec(node, {"b": (desc_b, b), "c": (desc, c)}, model_nodes, node in changed_code)
+        if _node_attr(graphs, node, "subtype") == "window":
+            # units sampled by whole partitions: the job's window computed again over them, else (units
+            # sampled after the window, ``sampling.AFTER``) the window's values are part of the unit
+            wspec = _window_spec(node, {"b": (desc_b, b), "c": (desc, c)}, model_nodes,
+                                 node in changed_code) if windowed else None
             if wspec is not None:
                 det[node], parents[node], how[node] = wspec, wspec.parents, "window"
                 windows.add(node)

@@ -331,17 +331,19 @@ class Capture:
         different things."""
         return next((d for d in self._history().get("segments") or [] if d.get("id") == segment), {})
 
-    def _windowed(self, desc: dict) -> bool | None:
-        """Whether a segment's previous run (``desc``, its description) took its units from below its
-        windows (None: no such run, or no window on its driving path then), which this run follows
-        (``sampling.sample_output``)."""
+    def _windowed(self, desc: dict) -> str | None:
+        """How a segment's previous run (``desc``, its description) related its units to the windows on its
+        driving path (``sampling.PARTITIONS``, ``AFTER``, ``ROWS``; None: no such run, or no window on its
+        driving path then), which this run follows (``sampling.sample_output``)."""
         if not desc:
             return None
-        if desc.get("windows"):
-            return True
+        if desc.get("window_mode"):
+            return desc["window_mode"]
+        if desc.get("windows"):  # a store's older runs
+            return sampling.PARTITIONS
         # its window ended the driving path: the units were that window's result rows
         windows = {n for n, d in self.graph.nodes(data=True) if d.get("subtype") == "window"}
-        return False if windows & set(desc.get("nodes") or []) else None
+        return sampling.ROWS if windows & set(desc.get("nodes") or []) else None
 
     def observe_write(self, writer: Any, target: tuple[str | None, str | None],
                       name: str | None = None) -> tuple[Any, Observed | None, Callable[[], None]]:

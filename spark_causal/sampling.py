@@ -25,8 +25,13 @@ UNIT = "__unit__"
 WEIGHT = "__weight__"
 HASH_BUCKETS = 1 << 20
 # window partitions a sample must hold to be sampled by partition (``window_keys``): a few hundred clusters
-# make cluster-robust errors; fewer (a window per country) are cells, and the window's rows the units
+# make cluster-robust errors; fewer (a window per country) are cells, and the sample is taken after the window
 MIN_WINDOW_PARTITIONS = 200
+# How a segment's units relate to the windows on its driving path (``provenance``): sampled by whole
+# partitions below them (their values computed again from the units), sampled after them over every
+# row (their values part of each unit), or their result rows the units (a store's older runs; an
+# operator the rewrite cannot carry units through)
+PARTITIONS, AFTER, ROWS = "partitions", "after", "rows"
 # Operators the driving path may cross; anything else ends the path (its result is the driving relation).
 _UNARY_THROUGH = {"Project", "Filter", "SubqueryAlias", "View", "Sort", "Repartition", "RepartitionByExpression",
                   "ResolvedHint", "Generate", "Expand"}
@@ -323,15 +328,16 @@ def _segment_root(plan: JObject) -> tuple[JObject | None, JObject]:
         return None, plan
 
 
-def _driving_candidates(p: JObject, windows: bool = True) -> list[JObject]:
+def _driving_candidates(p: JObject, windows: str = PARTITIONS) -> list[JObject]:
     """Relations the units of a segment may come from: leaves and sub-aggregates reachable by the rewrite
-    (through windows partitioned by columns, when ``windows``)."""
+    (through windows partitioned by columns under ``PARTITIONS``, through any window under ``AFTER``)."""
     c = P.cls(p)
     if c == "Join":  # the rows of a semi/anti join are its left side's
         semi = str(p.joinType().toString()).lower().replace(" ", "") in ("leftsemi", "leftanti")
         return _driving_candidates(p.left(), windows) + ([] if semi else _driving_candidates(p.right(), windows))
     kids = P.children(p)
-    if (c in _UNARY_THROUGH or c == "Window" and windows and _window_keys(p) is not None) and len(kids) == 1:
+    through = c == "Window" and (windows == AFTER or windows == PARTITIONS and _window_keys(p) is not None)
+    if (c in _UNARY_THROUGH or through) and len(kids) == 1:
         return _driving_candidates(kids[0], windows)
     return [p]
 
@@ -358,7 +364,7 @@ def _rows(spark: Any, p: JObject) -> int:
 
 
 def driving_relation(spark: Any, plan: JObject, known: dict[int, int] | None = None,
-                     partitions: dict[int, JObject] | None = None, windows: bool = True,
+                     partitions: dict[int, JObject] | None = None, windows: str = PARTITIONS,
                      prefer: Callable[[JObject], bool] | None = None) -> tuple[JObject, int | None]:
     """The relation whose rows are the units of the segment that ``plan`` ends, and its row count when
     known or counted (``known``: row counts by relation hashCode, from the job's own probes; a relation
@@ -418,29 +424,30 @@ class Provenance:
     windows: dict[str, dict]  # window nodes over units, described to be computed again (``_describe_window``)
     guarded: dict[str, list[str]]  # UDF nodes computed only where these selections pass (``_Rewriter._guarded``)
     inside: list[str] = field(default_factory=list)  # selections inside a driving relation not a source
+    mode: str = PARTITIONS  # how the units relate to the windows on the driving path (``provenance``)
 
 
 def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
-               seed: int, known: dict[int, int] | None = None, windows: bool = True,
+               seed: int, known: dict[int, int] | None = None, windows: str = PARTITIONS,
                prefer: str | None = None) -> Provenance:
     """The provenance query of the segment that ``plan`` ends, sampled to about ``sample_size`` driving
     rows (all rows when None). ``known``, row counts by relation hashCode, saves counting them.
 
-    With ``windows``, units come from below the windows partitioned by columns (the filters and joins
-    below a dedup window are then selections like any other), else a window's result rows are the units;
-    the first is tried first."""
-    try:
-        return _provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
-                           windows=windows, prefer=prefer)
-    except _Unsupported:
-        if not windows:
-            raise
-        return _provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
-                           windows=False, prefer=prefer)
+    ``windows`` is how units relate to the windows on the driving path (``PARTITIONS``, ``AFTER``,
+    ``ROWS``); a window the first cannot carry units through is tried with the next."""
+    modes = (PARTITIONS, AFTER, ROWS)
+    for mode in modes[modes.index(windows):]:
+        try:
+            return _provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
+                               windows=mode, prefer=prefer)
+        except _Unsupported:
+            if mode == ROWS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
-                seed: int, known: dict[int, int] | None, windows: bool, prefer: str | None) -> Provenance:
+                seed: int, known: dict[int, int] | None, windows: str, prefer: str | None) -> Provenance:
     cat = _Catalyst()
     walk = builder.walks[output]
     G = builder.graph
@@ -448,6 +455,8 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
     partitions = P.partition_filters(plan)  # the partitions the job reads are the source: kept as filters
     driving, counted = driving_relation(spark, plan, known, partitions, windows,
                                         prefer=(lambda r: _relation_table(r, walk.env, G) == prefer) if prefer else None)
+    if windows == PARTITIONS and P.cls(driving) == "Window":  # by an expression, or by nothing: no partitions
+        raise _Unsupported("a window partitioned by no column")  # to sample whole
     driving_name = _relation_table(driving, walk.env, G)
     n_rows = counted
     if n_rows is None and sample_size is not None:
@@ -455,7 +464,8 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
     rate = 1.0 if sample_size is None or not n_rows or sample_size >= n_rows else sample_size / n_rows
     threshold = int(math.ceil(rate * HASH_BUCKETS))
     needed = P.needed_ids(plan)
-    keys = window_keys(body, driving)
+    keys = window_keys(body, driving) if windows == PARTITIONS else set()
+    after = windows == AFTER and rate < 1.0  # the units are sampled above the windows, over every row
 
     def sample_pred(leaf: JObject, rw: _Rewriter) -> JObject:
         E = cat.E
@@ -471,12 +481,14 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
         h = E.XxHash64(cat.seq(hashable + [E.MonotonicallyIncreasingID()]), seed)
         unit = rw.add(h, UNIT)
         with_unit = cat.project(cols + [unit], leaf)
-        if rate >= 1.0:
+        if rate >= 1.0 or after:
             return with_unit
         unit_attr = [a for a in P.output(with_unit) if P.expr_id(a) == P.expr_id(unit)][0]
         by = E.XxHash64(cat.seq([a for a in cols if P.expr_id(a) in keys]), seed) if keys else unit_attr
-        keep = E.LessThan(E.Pmod(by, cat.lit(HASH_BUCKETS)), cat.lit(threshold))
-        return cat.L.Filter(keep, with_unit)
+        return cat.L.Filter(kept(by), with_unit)
+
+    def kept(by: JObject) -> JObject:
+        return cat.E.LessThan(cat.E.Pmod(by, cat.lit(HASH_BUCKETS)), cat.lit(threshold))
 
     rw = _Rewriter(cat, walk.selections, walk.env, driving, sample_pred)
     new_body = rw.rewrite(body)
@@ -519,6 +531,8 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
             info = P.inspect_expr(g)
             group_keys.extend(walk.env[P.expr_id(a)] for a in info.attrs if P.expr_id(a) in walk.env)
     mid = cat.project(P.output(new_body) + top, new_body)
+    if after:  # every row went through the windows as in the job; the units are sampled by the same rule
+        mid = cat.L.Filter(kept(next(a for a in P.output(mid) if rw.extra.get(P.expr_id(a)) == UNIT)), mid)
     names: list[str] = []
     named: list = []
     for a in P.output(mid):
@@ -532,7 +546,8 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
                       joins=[_join_description(j, walk.env, rw) for j in rw.joins], driving=driving_name,
                       rows=-1 if n_rows is None else int(n_rows), rate=rate, driving_hash=int(driving.hashCode()),
                       drops=dict(rw.drops), clusters=[walk.env[k] for k in sorted(keys) if k in walk.env],
-                      windows=rw.windows, guarded=rw.guarded, inside=_inside(driving, walk.selections))
+                      windows={} if after else rw.windows, guarded=rw.guarded,
+                      inside=_inside(driving, walk.selections), mode=windows)
 
 
 def window_keys(body: JObject, driving: JObject) -> set[int]:
@@ -594,22 +609,26 @@ def segment_plans(plan: JObject) -> list[JObject]:
 
 def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, segment: str,
                   sample_size: int, seed: int, known: dict[int, int] | None = None,
-                  prefer: str | None = None, windowed: bool | None = None) -> Segment:
+                  prefer: str | None = None, windowed: str | None = None) -> Segment:
     """The unit sample of one segment: one sampled provenance query, collected to the driver.
     ``prefer``: the driving table of the segment's previous run (see ``driving_relation``);
-    ``windowed``: whether that run took its units from below the segment's windows. A run follows it,
-    so that two runs either side of the sample size (all rows in one, part in the other) are units of
-    the same kind: otherwise the filters below the window are selections in one run and part of the
-    driving relation in the other, which reads as code added or removed."""
+    ``windowed``: how that run's units related to the windows on its driving path (``provenance``).
+    A run whose previous run's units were a window's result rows (``ROWS``) follows it, so that two
+    runs are units of the same kind: otherwise the filters below the window are selections in one run
+    and part of the driving relation in the other, which reads as code added or removed. Units sampled
+    below the windows or above them are the same rows of the driving relation either way."""
     G = builder.graph
+    mode = ROWS if windowed == ROWS else PARTITIONS
     prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known, prefer=prefer,
-                      windows=windowed is not False)
+                      windows=mode)
     table = _to_pandas(prov.df)
     few = prov.clusters and prov.rate < 1 and len(table[prov.clusters].drop_duplicates()) < MIN_WINDOW_PARTITIONS
-    if few and windowed is None:
-        # a window over few partitions (per country): too few to sample whole; its result rows are the units
+    if few:
+        # a window over few partitions (a LAG per campaign): too few to sample whole, so every row goes
+        # through the window as in the job, and the units are sampled after it: the filters and joins
+        # below stay selections, and the window's values are part of each unit
         prov = provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
-                          windows=False, prefer=prefer)
+                          windows=AFTER, prefer=prefer)
         table = _to_pandas(prov.df)
     names, aggregates, rate = prov.names, prov.aggregates, prov.rate
     selections = [n for n in names if n in G and G.nodes[n]["kind"] == "selection"]
@@ -641,7 +660,7 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
         "nodes": [n for n in names if n in G and G.nodes[n]["kind"] != "selection"],
         "selections": selections, "aggregates": aggregates, "group_keys": prov.group_keys,
         "joins": prov.joins, "clusters": prov.clusters, "windows": prov.windows, "guarded": prov.guarded,
-        "inside": prov.inside,
+        "inside": prov.inside, "window_mode": prov.mode,
         "identifiers": _identifiers(table, [n for n in names if n in G]),
     }
     return Segment(description=desc, table=table)

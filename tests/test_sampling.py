@@ -187,8 +187,9 @@ def test_sql_with_ctes_left_and_anti_joins_and_derived_tables(spark, data, tmp_p
     assert len(uk) > 500 and (uk["__contrib__:report.n"] == 0).all()
 
 
-def test_window_rows_are_the_units(spark, data, tmp_path):
-    """A window needs every row of its partition: the window's result is sampled, with its values."""
+def test_a_window_over_few_partitions_runs_over_every_row_and_is_sampled_after(spark, data, tmp_path):
+    """A window needs every row of its partition, and 4 countries are too few to sample whole: every row
+    goes through the window as in the job, the units (orders) are sampled after it, with its values."""
     from pyspark.sql import Window
 
     root, _ = data
@@ -201,6 +202,7 @@ def test_window_rows_are_the_units(spark, data, tmp_path):
     seg = cap.graph.graph["segments"][0]
     t = Store(str(tmp_path / "s")).read_parquet("r", f"samples/{seg['id']}.parquet")
     assert 300 < len(t) < 900 and seg["joins"][0]["drops"] is False
+    assert seg["driving"] == "orders" and seg["window_mode"] == "after" and not seg["clusters"]
     written = spark.read.parquet(str(tmp_path / "ranked")).toPandas().set_index("order_id")
     rank_col = next(c for c in t.columns if c.endswith(".rank"))
     np.testing.assert_array_equal(t[rank_col].to_numpy(), written.loc[t["orders.order_id"], "rank"].to_numpy())
