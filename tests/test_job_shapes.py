@@ -2249,3 +2249,30 @@ def test_impressions_lost_below_a_window_over_few_campaigns_or_a_distinct_are_na
     # sampled selections estimate what they dropped; a relation's rows are counted exactly
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.2 if shape == "window" else 0.05), \
         res.summary()
+
+
+def test_a_day_left_whole_by_a_missing_day_is_no_change(spark, tmp_path):
+    """One day of readings missing: the whole table lost a seventh of its rows, and a day the fault left
+    whole did not move. Its volume item (the rows lost, at the day's share) is offset by the larger share
+    of the units on that day, which no tested mechanism carries: the day reads "no significant change"
+    (was: significant, the volume item alone, as the metric's noise was larger than what it left)."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    rng = np.random.default_rng(251)
+    n = 14000
+    days = pd.to_datetime("2026-03-01") + pd.to_timedelta(rng.integers(0, 7, n), unit="D")
+    base = pd.DataFrame({"reading_id": np.arange(n), "ts": (days + pd.to_timedelta(rng.integers(0, 86400, n), unit="s"))
+                         .astype("datetime64[us]"), "kwh": np.round(rng.gamma(3.0, 0.5, n), 3)})
+    for run, frame in (("a", base), ("b", base[base["ts"].dt.day != 4])):
+        (tmp_path / run).mkdir()
+        frame.to_parquet(tmp_path / run / "readings.parquet")
+        with spark_causal.capture(spark, store=store, run=run, sample_size=2000):
+            (spark.read.parquet(str(tmp_path / run / "readings.parquet")).withColumn("day", F.to_date("ts"))
+             .groupBy("day").agg(F.count("*").alias("n"), F.sum("kwh").alias("kwh"))
+             .write.parquet(str(tmp_path / run / "daily")))
+    for day in ("2026-03-02", "2026-03-06"):
+        res = spark_causal.attribute(store, "a", "b", "daily.n", where=f"day = DATE '{day}'")
+        assert res.change == 0 and not res.significant, res.summary()
+    res = spark_causal.attribute(store, "a", "b", "daily.n", where="day = DATE '2026-03-04'")
+    assert res.change == -int((base["ts"].dt.day == 4).sum()) and res.significant, res.summary()
