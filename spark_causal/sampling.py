@@ -436,14 +436,14 @@ def provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, 
     ``windows`` is how units relate to the windows on the driving path (``PARTITIONS``, ``AFTER``,
     ``ROWS``); a window the first cannot carry units through is tried with the next."""
     modes = (PARTITIONS, AFTER, ROWS)
-    for mode in modes[modes.index(windows):]:
+    for mode in modes[modes.index(windows):-1]:
         try:
             return _provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
                                windows=mode, prefer=prefer)
         except _Unsupported:
-            if mode == ROWS:
-                raise
-    raise AssertionError("unreachable")
+            continue
+    return _provenance(spark, builder, output, plan, sample_size=sample_size, seed=seed, known=known,
+                       windows=ROWS, prefer=prefer)
 
 
 def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject, *, sample_size: int | None,
