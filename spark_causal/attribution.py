@@ -70,6 +70,21 @@ class RunSamples:
 
 
 @dataclass(frozen=True)
+class Exact:
+    """What the runs' exact statistics (measured over every row, ``stats.parquet``) tell of a target:
+    its values as the job wrote them, and how far each measured node's mean or NULL share moved, in
+    standard errors of the whole data (``compare._exact_shifts``).
+
+    Why: a sample of 20,000 of 300,000 rows estimates the metric's change with 4x the run-to-run
+    spread of the metric itself, so a 1.5% rise that the job's own numbers put at 5 spreads read
+    "no significant change"; the exact figures carry none of that noise."""
+
+    baseline: float
+    current: float
+    shifts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AttributionConfig:
     """Options of :func:`attribute_samples` (all randomness derives from ``seed``).
 
@@ -1164,7 +1179,8 @@ def _fanout(spec: "_Spec", b: _Run, c: _Run, tb: pd.DataFrame, tc: pd.DataFrame,
     return _Fanout(f"{tables[0]}.__rows__", xb, xc, math.sqrt(sb + sc), p, kb, kc, first_rows(b, fb), first_rows(c, fc))
 
 
-def _paired_ss(zb: np.ndarray, zc: np.ndarray, gb: list[np.ndarray], gc: list[np.ndarray]) -> float:
+def _paired_ss(zb: np.ndarray, zc: np.ndarray, gb: list[np.ndarray], gc: list[np.ndarray],
+               wb: np.ndarray | None = None, wc: np.ndarray | None = None) -> float:
     """Sum of squares that a cluster-robust variance of sum(zc) - sum(zb) uses, for per-unit scores
     centred within their run (n, or n x k): the largest over the cluster keys of the sum over key
     values of (sum of zc - sum of zb over the value's units)^2, and at least the independent-units
@@ -1177,15 +1193,24 @@ def _paired_ss(zb: np.ndarray, zc: np.ndarray, gb: list[np.ndarray], gc: list[np
     same product, priced the same in both) is no draw of either: its units are compared with its own
     units of the other run, and what sets it apart from the other products cancels. Taken as drawn
     clusters, 300 fixed products made a price's design effect 329 and a 40% regional price rise
-    invisible. A value one run lacks is a cluster of that run alone, as before."""
+    invisible. A value one run lacks is a cluster of that run alone, as before.
+
+    With the sampling weights ``wb``/``wc`` (a sampled unit stands for w rows), the same sum of squares
+    of the runs' *whole* data, estimated from the sample: each unit's square counts w times, and a key
+    value's squared sum loses what the sampling itself adds to it (sum of w(w-1)z^2). That is the spread
+    of the exact metric from run to run, which the sample's own noise does not add to."""
     zb, zc = zb.reshape(len(zb), -1), zc.reshape(len(zc), -1)
-    best = float((zb * zb).sum() + (zc * zc).sum())
+    wb = np.ones(len(zb)) if wb is None else np.asarray(wb, float)
+    wc = np.ones(len(zc)) if wc is None else np.asarray(wc, float)
+    sb, sc = wb[:, None] * zb, wc[:, None] * zc
+    best = float((sb * zb).sum() + (sc * zc).sum())
+    noise = float(((wb - 1)[:, None] * sb * zb).sum() + ((wc - 1)[:, None] * sc * zc).sum())
     for b_, c_ in zip(gb, gc):
         k = int(max(b_.max(initial=-1), c_.max(initial=-1))) + 1
         d = np.zeros((k, zb.shape[1]))
-        np.add.at(d, c_, zc)
-        np.subtract.at(d, b_, zb)
-        best = max(best, float((d * d).sum()))
+        np.add.at(d, c_, sc)
+        np.subtract.at(d, b_, sb)
+        best = max(best, float((d * d).sum()) - noise)
     return best
 
 
@@ -3305,7 +3330,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
 
 def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, target: str, *,
                       agg: str = "sum", where: str | None = None,
-                      config: AttributionConfig | None = None) -> Attribution:
+                      config: AttributionConfig | None = None, exact: Exact | None = None) -> Attribution:
     """Attribute the change of ``agg(target)`` between two runs to mechanisms and volume.
 
     ``graph`` is the DAG both runs are compared on (normally the current run's, or their common
@@ -3315,6 +3340,8 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
 
     The model comes from :func:`fit_model`; the change is split with Shapley values over
     :func:`evaluate` and the intervals come from :func:`refit` on bootstrap resamples.
+    With ``exact`` (a sum or count the job wrote), whether the metric moved is told by its exact
+    change against the spread of the whole runs' metric, not by the samples' estimate of it.
 
     >>> res = attribute_samples(g, base, cur, "report.revenue")     # doctest: +SKIP
     >>> res.summary()                                               # doctest: +SKIP
@@ -3345,10 +3372,12 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     change = vc - vb
     z = stats.norm.ppf(1 - cfg.alpha / 2)
 
-    def se_of_change() -> float:
+    def se_of_change(whole: bool = False) -> float:
         """Standard error of the metric's change: the units' spread (cluster-robust, each key value
         against itself in the other run) and, for sums and counts, the run-to-run variation of the
-        number of units (``_row_variance``) at the mean unit's value."""
+        number of units (``_row_variance``) at the mean unit's value. ``whole`` (a sum or count): the
+        spread of the runs' exact metric (the sample's own noise taken out, ``_paired_ss``), not of
+        the samples' estimate of it."""
         if agg == "mean":
             dens = [float((r.w * dd).sum()) for r, dd in ((b, db_), (c, dc_))]
             if not all(dens) or b.n < 2 or c.n < 2:
@@ -3356,20 +3385,28 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
             ub, uc = [r.w * (cc - val * dd) / den for r, cc, dd, val, den in
                       ((b, cb_, db_, vb, dens[0]), (c, cc_, dc_, vc, dens[1]))]
             return math.sqrt(_paired_ss(ub - ub.mean(), uc - uc.mean(), b.groups, c.groups))
-        ub, uc = b.w * cb_, c.w * cc_
         per_unit = ((vb / b.N) ** 2 if b.N else 0.0) + ((vc / c.N) ** 2 if c.N else 0.0)
-        return math.sqrt(_paired_ss(ub - ub.mean(), uc - uc.mean(), b.groups, c.groups)
-                         + per_unit / 2 * _row_variance(b, c))
+        rows = per_unit / 2 * _row_variance(b, c)
+        if whole:
+            zb, zc = (cc - float((r.w * cc).sum()) / max(float(r.w.sum()), 1e-300) for r, cc in ((b, cb_), (c, cc_)))
+            return math.sqrt(_paired_ss(zb, zc, b.groups, c.groups, b.w, c.w) + rows)
+        ub, uc = b.w * cb_, c.w * cc_
+        return math.sqrt(_paired_ss(ub - ub.mean(), uc - uc.mean(), b.groups, c.groups) + rows)
 
-    se_change = se_of_change()
+    se_change, se_whole = se_of_change(), se_of_change(whole=True) if agg != "mean" else float("nan")
     # what the units' model has to explain: with a changed fan-out, the change of their first rows
     sig_model = bool(np.isfinite(se_change) and abs(change) > z * max(se_change, 1e-300))
     fan = model.fanout
     if fan is not None:  # the model's units are the first rows; the metric is every row's
         vb, vc = vb + fan.extra_b, vc + fan.extra_c
         change = vc - vb
-        se_change = math.sqrt(se_change ** 2 + fan.se ** 2)
+        se_change, se_whole = math.sqrt(se_change ** 2 + fan.se ** 2), math.sqrt(se_whole ** 2 + fan.se ** 2)
     sig_metric = bool(np.isfinite(se_change) and abs(change) > z * max(se_change, 1e-300))
+    z_whole = None
+    if exact is not None and agg != "mean" and np.isfinite(se_whole) and se_whole > 0:
+        z_whole = (exact.current - exact.baseline) / se_whole
+        sig_metric = abs(z_whole) > z
+        sig_model = sig_model or sig_metric
     vol_p = 1.0
     if agg != "mean":
         dn = c.N - b.N
@@ -3387,12 +3424,20 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     if cfg.rescue and sig_model and not players and abs(explained) < 0.5 * abs(mech_change):
         extra = sorted((k for k, t in tests.items() if not t["changed"] and t["p"] < cfg.alpha),
                        key=lambda k: tests[k]["p"])[:3]
+        how = "weakly changed ones were added"
+        if not extra and exact is not None and any(r.N > r.n + 0.5 for r in (b, c)):
+            # too weak for a sample of part of the rows, a drift of every row is plain in the exact
+            # statistics: the driving table's columns whose whole-data mean or NULL share moved beyond
+            # chance (with every row sampled, the samples' own tests saw all there is)
+            shifted = {r.name: exact.shifts.get(r.name, 0.0) for r in spec.roots}
+            extra = sorted((k for k, v in shifted.items() if v > z), key=lambda k: -shifted[k])[:3]
+            how = "the columns whose exact statistics moved were added"
         if extra:
             rescued = extra
             players = players + extra
             split, phi, v0, v1 = _nearer_split(model, players, mc, rng)
             warnings.append("the metric moved significantly but the significantly changed mechanisms "
-                            f"explain little of it; weakly changed ones were added: {', '.join(extra)}")
+                            f"explain little of it; {how}: {', '.join(extra)}")
     contrib = {p: float(nbar * phi[i]) for i, p in enumerate(players)}
 
     def priced(m_b: float, m_c: float) -> float:
@@ -3516,10 +3561,10 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         "rows": {"baseline": b.N, "current": c.N}, "reach": spec.reach,
         "mechanisms": dict(model.mechanisms),
         "tests": {k: {kk: vv for kk, vv in t.items()} for k, t in tests.items()},
-        "players": players, "rescued": rescued, "z_change": change / se_change if se_change else None,
+        "players": players, "rescued": rescued, "z_change": change / se_change if se_change else None, "z_whole": z_whole,
         "significance": {"metric": bool(sig_metric), "items": {k if k != "__volume__" else f"{driving}.__rows__": v
                                                                for k, v in item_sig.items()}},
-        "se_change": se_change, "v_empty": v0, "v_all": v1,
+        "se_change": se_change, "se_whole": se_whole, "v_empty": v0, "v_all": v1,
         "reference": "current" if split.reversed else "baseline",
         "seconds": {"fit": model.seconds["fit"], "tests": model.seconds["tests"],
                     "shapley": t_shap - t_test,

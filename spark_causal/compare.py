@@ -20,6 +20,7 @@ from scipy.stats import norm
 
 from .attribution import (
     AttributionConfig,
+    Exact,
     RunSamples,
     SegmentSamples,
     _bool,
@@ -136,20 +137,26 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     averaged = agg == "sum" and bool(fns) and fns <= {"avg", "mean", "average"}
     if averaged:  # a total of averages is no figure the job wrote: its overall average is the metric
         agg = "mean"
-    result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config)
+    stats = _run_stats(s, baseline, current)
+    # what the samples sum is the column's sum; so is what they count of a count aggregate
+    summed = agg == "sum" and fns <= {"sum", "count"} or agg == "count" and fns == {"count"}
+    values, notes = None, []
+    if stats is not None and where is None and summed:
+        values, notes = _exact_pair(stats, target)
+    elif where is not None and summed:
+        values = _slice_values(s, (baseline, current), c.graph.nodes[target].get("output") or target.rsplit(".", 1)[0],
+                               target, where)
+    exact = Exact(values[0], values[1], _exact_shifts(*stats) if stats is not None else {}) if values else None
+    result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config, exact=exact)
     if averaged:
         result = dataclasses.replace(result, warnings=[f"{target} is an avg() aggregate: attributed as its overall "
                                                        "average (agg='mean'), not a sum"] + list(result.warnings))
     result = drill_down(result, b, c, config=config)
-    stats = _run_stats(s, baseline, current)
-    exact = result
-    # what the samples sum is the column's sum; so is what they count of a count aggregate
-    summed = agg == "sum" and fns <= {"sum", "count"} or agg == "count" and fns == {"count"}
-    if stats is not None and where is None and summed:
-        exact = _exact_values(result, stats, target)
-    elif where is not None and summed:
-        exact = _exact_slice(result, s, c.graph.nodes[target].get("output") or target.rsplit(".", 1)[0], target, where)
-    result = _above_the_aggregation(exact, b.graph, c.graph, target, config or AttributionConfig())
+    if values:
+        result = _with_values(result, values)
+    if notes:
+        result = dataclasses.replace(result, warnings=list(result.warnings) + notes)
+    result = _above_the_aggregation(result, b.graph, c.graph, target, config or AttributionConfig())
     if stats is not None:
         result = _through_unions(result, stats, c.graph)
         result = _through_fanout(result, stats, c.graph)
@@ -244,39 +251,35 @@ def _run_stats(store: Store, baseline: str, current: str) -> tuple[Any, Any] | N
         return None
 
 
-def _exact_values(result: Attribution, stats: tuple[Any, Any], target: str) -> Attribution:
-    """The result with the metric's values as the job wrote them (the output column's exact statistics:
-    mean x non-NULL count), not as the samples estimate them; the contributions stay the samples' and
-    what they leave of the exact change is unexplained. Kept as estimated when a run has no statistics of it."""
+def _exact_pair(stats: tuple[Any, Any], target: str) -> tuple[list[float] | None, list[str]]:
+    """The metric's values as the job wrote them (the output column's exact statistics: mean x
+    non-NULL count), with notes; None when a run has no statistics of it, or a NaN or infinity there
+    (Spark's sum over a NaN input is NaN: the samples' finite estimate stands, said so)."""
     exact, notes = [], []
     for name, run_stats in zip(("baseline", "current"), stats):
         if target not in run_stats.index:
-            return result
+            return None, []
         r = run_stats.loc[target]
         valued = int(r["count"]) - int(r["nulls"])
         if not valued and int(r["count"]):
             notes.append(f"{target} is NULL in every row of the {name} run's output: its sum there is taken as 0")
         if valued and (r["mean"] is None or r["mean"] != r["mean"] or not math.isfinite(float(r["mean"]))):
-            # Spark's sum over a NaN or an infinity is NaN/inf: the samples' finite estimate stands, said so
-            note = (f"{target} is NaN or infinite in the {name} run's output (a NaN or infinite input value): "
-                    "the figures are the samples' estimates over finite values")
-            return dataclasses.replace(result, warnings=list(result.warnings) + [note])
+            return None, [f"{target} is NaN or infinite in the {name} run's output (a NaN or infinite input "
+                          "value): the figures are the samples' estimates over finite values"]
         exact.append(float(r["mean"]) * valued if valued else 0.0)
-    result = _with_values(result, exact)
-    return dataclasses.replace(result, warnings=list(result.warnings) + notes) if notes else result
+    return exact, notes
 
 
-def _exact_slice(result: Attribution, store: Store, output: str, target: str, where: str) -> Attribution:
-    """The result with the values of a ``where`` slice summed over the rows of ``output`` as written,
-    which capture keeps for a small output (``outputs/<name>.parquet``); as estimated without them. A
-    name in ``where`` is a column of the output (which may hold a dot), else its last dotted part
-    (``report.country``)."""
+def _slice_values(store: Store, runs: tuple[str, str], output: str, target: str, where: str) -> list[float] | None:
+    """The values of a ``where`` slice summed over the rows of ``output`` as written, which capture
+    keeps for a small output (``outputs/<name>.parquet``); None without them. A name in ``where`` is
+    a column of the output (which may hold a dot), else its last dotted part (``report.country``)."""
     exact = []
-    for run in (result.baseline_run, result.current_run):
+    for run in runs:
         try:
             rows = store.read_parquet(run, f"outputs/{file_name(output)}.parquet")
         except SparkCausalError:  # none kept (a large output, an older run): the estimates stand
-            return result
+            return None
         env = {c: _to_array(rows[c]) for c in rows.columns}
 
         def resolve(name: str) -> str:
@@ -288,11 +291,35 @@ def _exact_slice(result: Attribution, store: Store, output: str, target: str, wh
             keep, _ = compile_expression(where, resolve, {})
             mask = _bool(keep(env, len(rows)), len(rows)) == 1
         except (_ExprError, RecursionError):
-            return result
+            return None
         if target not in env:
-            return result
+            return None
         exact.append(float(np.nansum(np.asarray(env[target], float)[mask])))
-    return _with_values(result, exact)
+    return exact
+
+
+_FEW_ROWS = 50
+
+
+def _exact_shifts(sb: Any, sc: Any) -> dict[str, float]:
+    """How far each node's exact mean and NULL share moved between the runs, in standard errors of
+    whole runs of independent rows (the larger of the two): statistics over every row have no
+    sampling noise, so a drift of 1.5% over 300,000 rows is tens of errors while the samples' test
+    of it is at chance."""
+    both = sb.index.intersection(sc.index)
+    b, c = sb.loc[both], sc.loc[both]
+    nb, nc = b["count"].astype(float), c["count"].astype(float)
+    vb, vc = nb - b["nulls"].astype(float), nc - c["nulls"].astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mb, mc = pd.to_numeric(b["mean"], errors="coerce"), pd.to_numeric(c["mean"], errors="coerce")
+        sdb, sdc = pd.to_numeric(b["std"], errors="coerce"), pd.to_numeric(c["std"], errors="coerce")
+        z_mean = (mc - mb).abs() / np.sqrt(sdb ** 2 / vb + sdc ** 2 / vc)
+        pb, pc = b["nulls"].astype(float) / nb, c["nulls"].astype(float) / nc
+        pool = (b["nulls"].astype(float) + c["nulls"].astype(float)) / (nb + nc)
+        z_null = (pc - pb).abs() / np.sqrt(pool * (1 - pool) * (1 / nb + 1 / nc))
+    z = pd.concat([z_mean, z_null], axis=1).replace([np.inf, -np.inf], np.nan).max(axis=1).fillna(0.0)
+    z[(vb < _FEW_ROWS) | (vc < _FEW_ROWS)] = 0.0  # a normal z of a handful of rows is no test
+    return {str(k): float(v) for k, v in z.items()}
 
 
 def _with_values(result: Attribution, exact: list[float]) -> Attribution:
