@@ -146,7 +146,10 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     elif where is not None and summed:
         values = _slice_values(s, (baseline, current), c.graph.nodes[target].get("output") or target.rsplit(".", 1)[0],
                                target, where)
-    exact = Exact(values[0], values[1], _exact_shifts(*stats) if stats is not None else {}) if values else None
+    # groups a HAVING or LIMIT keeps are no sum of the units: a group crossing it by chance moves the
+    # exact values by its whole total, which is the selection's to tell (``_above_the_aggregation``)
+    judged = values is not None and not _selected_above(c.graph, target, _target_segment(c.graph, target))
+    exact = Exact(values[0], values[1], _exact_shifts(*stats) if stats is not None else {}) if judged else None
     result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config, exact=exact)
     if averaged:
         result = dataclasses.replace(result, warnings=[f"{target} is an avg() aggregate: attributed as its overall "
@@ -201,14 +204,8 @@ def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.
     the items the samples name, or, when they name none, is the selection's item beyond the estimate's
     sampling error."""
     est = (result.details or {}).get("estimated")
-    desc = _segment_of(result, graph)
-    if not est or desc is None or target not in graph:
-        return result
-    aggregates = set(desc.get("aggregates") or {})
-    above = sorted(s for s in gating_selections(graph, target)
-                   if graph.nodes[s].get("kind") == "selection" and s not in (desc.get("selections") or [])
-                   and aggregates & nx.ancestors(graph, s))
-    if not above:
+    above = _selected_above(graph, target, _segment_of(result, graph))
+    if not est or not above:
         return result
     dropped = result.change - float(est["change"])
     se = float((result.details or {}).get("se_change") or 0.0)
@@ -240,6 +237,25 @@ def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.
     return dataclasses.replace(result, attributions=items, unexplained=result.unexplained - dropped,
                                significant=result.significant or bool(changed),
                                warnings=list(result.warnings) + [note])
+
+
+def _selected_above(graph: nx.DiGraph, target: str, desc: dict | None) -> list[str]:
+    """The selections above the segment's aggregation that decide which of its groups ``target``'s
+    output keeps (HAVING, a LIMIT over sorted groups)."""
+    if desc is None or target not in graph:
+        return []
+    aggregates = set(desc.get("aggregates") or {})
+    return sorted(s for s in gating_selections(graph, target)
+                  if graph.nodes[s].get("kind") == "selection" and s not in (desc.get("selections") or [])
+                  and aggregates & nx.ancestors(graph, s))
+
+
+def _target_segment(graph: nx.DiGraph, target: str) -> dict | None:
+    """The segment that aggregates ``target``, else the one that writes its output."""
+    segments = graph.graph.get("segments", [])
+    output = graph.nodes[target].get("output") if target in graph else None
+    return next((d for d in segments if target in (d.get("aggregates") or {})),
+                next((d for d in segments if output and d.get("output") == output), None))
 
 
 def _run_stats(store: Store, baseline: str, current: str) -> tuple[Any, Any] | None:
