@@ -2311,6 +2311,8 @@ def test_a_drift_of_one_region_too_weak_for_the_sample_is_told_by_the_exact_figu
         assert abs(est) < 2.576 * res.details["se_change"], res.details  # the samples alone: no change
         assert res.significant and res.attributions[0].node == "readings.kwh", res.summary()
         assert 0.3 * res.change < res.attributions[0].contribution < 1.7 * res.change, res.summary()
+        for w in res.warnings:  # what is said unexplained is of the exact change, as reported
+            assert "is not explained" not in w or f"({res.unexplained:+,.6g})" in w, (w, res.unexplained)
     for base, cur in (("a", "b"), ("b", "c"), ("a", "c")):
         res = spark_causal.attribute(store, base, cur, "usage.kwh")
         assert not res.significant, res.summary()
@@ -2333,3 +2335,30 @@ def test_a_group_a_having_drops_by_chance_is_no_change_of_the_sum(spark, tmp_pat
     res = spark_causal.attribute(store, "a", "b", "channels.revenue")
     assert res.change < -0.08 * res.baseline_value  # display's revenue left the report
     assert not res.significant, res.summary()
+
+
+def test_a_dimension_row_changed_next_to_an_offsetting_drift_is_a_change(spark, tmp_path):
+    """Two faults at once that net to little: prices 4% higher (+) and one product's unit cost x6 in
+    the dimension (-). The margin hardly moved, yet both happened: the product row is a certain
+    change and both are named, significant (was: "no significant change", the two items cancelled)."""
+    store = str(tmp_path / "store")
+    products = pd.DataFrame({"product_id": np.arange(50), "unit_cost": np.round(np.linspace(2.0, 12.0, 50), 2)})
+    for run, seed in (("a", 71), ("b", 72)):
+        rng = np.random.default_rng(seed)
+        n = 8000
+        pid = rng.integers(0, 50, n)
+        price = np.round(products.unit_cost.to_numpy()[pid] * rng.uniform(1.3, 1.8, n), 2)
+        prods = products.copy()
+        if run == "b":
+            price = np.round(price * 1.04, 2)
+            prods.loc[prods.product_id == 7, "unit_cost"] *= 6
+        _as_views(spark, tmp_path / run, {"od_lines": pd.DataFrame({"product_id": pid, "price": price}),
+                                          "od_products": prods})
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql("SELECT SUM(l.price - p.unit_cost) AS margin FROM od_lines l "
+                      "JOIN od_products p ON l.product_id = p.product_id").write.parquet(str(tmp_path / run / "m"))
+    res = spark_causal.attribute(store, "a", "b", "m.margin")
+    named = {a.node: a.contribution for a in res.attributions[:3]}
+    assert named.get("od_products.unit_cost", 0) < 0 < named.get("od_lines.price", 0), res.summary()
+    assert abs(res.change) < 0.5 * min(abs(v) for v in named.values() if v), res.summary()
+    assert res.significant, res.summary()
