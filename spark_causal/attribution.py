@@ -2157,6 +2157,12 @@ def _passes_all(env: dict, n: int) -> np.ndarray:
     return np.ones(n)
 
 
+def _filled_cells(cols: list[str], b: _Run, c: _Run) -> int:
+    """How many combinations of the discrete columns ``cols`` the units of either run hold."""
+    both = pd.DataFrame({k: np.concatenate([b.values[k], c.values[k]]) for k in cols})
+    return len(both.drop_duplicates())
+
+
 _CALM_TOGETHER = 0.1  # level at which cells no test flags still changed, taken together (``settled``)
 
 
@@ -3232,9 +3238,15 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # city's fares stays in that city's cells within the motorbike slice
             budget = cfg.max_cells * math.prod(nuniq[d] + 1 for d in cond if d in where_nodes)
             for d in strong[1:]:
-                if len(cond) < cfg.max_cond_discrete and cells * (nuniq[d] + 1) <= budget:
+                if len(cond) >= cfg.max_cond_discrete:
+                    break
+                # the cells the units fill, not the product of the values: a currency's looked-up rate
+                # is one cell per currency, and adds nothing to it (it took the budget of the fare class
+                # whose mix then read as a change of the fares within each currency)
+                filled = _filled_cells(cond + [d], b, c)
+                if filled > _filled_cells(cond, b, c) and filled + 1 <= budget:
                     cond.append(d)
-                    cells *= nuniq[d] + 1
+                    cells = filled + 1
             rho = [(abs(_spearman(x, y, b, c, rank_cache)), y) for y in num_before]
             rho = [t for t in rho if t[0] >= max(0.05, 4 / math.sqrt(b.n + c.n))]
             if rho:
