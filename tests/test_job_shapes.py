@@ -2362,3 +2362,34 @@ def test_a_dimension_row_changed_next_to_an_offsetting_drift_is_a_change(spark, 
     assert named.get("od_products.unit_cost", 0) < 0 < named.get("od_lines.price", 0), res.summary()
     assert abs(res.change) < 0.5 * min(abs(v) for v in named.values() if v), res.summary()
     assert res.significant, res.summary()
+
+
+def test_a_class_mix_is_the_classes_next_to_a_looked_up_rate(spark, tmp_path):
+    """Fares priced by class (cabins looked up by class), converted at each currency's looked-up rate:
+    more first and business fares.
+    The fare was conditioned on the currency and its rate (5 x 5 cells counted, 4 filled), which left
+    no room for the class (7 more): the class mix read as fares rising within each currency (was:
+    cm_bookings.base_fare first). Counted as the cells the units fill, the rate adds none."""
+    store = str(tmp_path / "store")
+    currencies = pd.DataFrame({"currency": ["USD", "EUR", "GBP", "JPY"], "rate": [1.0, 1.08, 1.27, 0.0067]})
+    classes = np.array(["F", "J", "W", "Y", "B", "M"])
+    cabins = pd.DataFrame({"fare_class": classes, "cabin": ["first", "business", "premium", "economy", "economy", "economy"]})
+    for run, seed in (("a", 101), ("b", 102)):
+        rng = np.random.default_rng(seed)
+        n = 6000
+        p = [0.05, 0.1, 0.15, 0.4, 0.15, 0.15] if run == "a" else [0.1, 0.2, 0.15, 0.3, 0.125, 0.125]
+        cls = rng.choice(classes, n, p=p)
+        mult = pd.Series([6.0, 3.0, 1.6, 1.0, 0.8, 0.7], index=classes)[cls].to_numpy()
+        cur = rng.choice(currencies.currency, n, p=[0.4, 0.3, 0.2, 0.1])
+        local = 1 / currencies.set_index("currency").rate[cur].to_numpy()
+        fare = np.round(rng.gamma(9.0, 20.0, n) * mult * local, 2)
+        _as_views(spark, tmp_path / run, {"cm_bookings": pd.DataFrame({"fare_class": cls, "currency": cur, "base_fare": fare}),
+                                          "cm_currencies": currencies, "cm_classes": cabins})
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql("SELECT k.cabin, SUM(b.base_fare * c.rate) AS revenue_usd FROM cm_bookings b "
+                      "JOIN cm_currencies c ON b.currency = c.currency "
+                      "LEFT JOIN cm_classes k ON b.fare_class = k.fare_class GROUP BY k.cabin") \
+                .write.parquet(str(tmp_path / run / "rev"))
+    res = spark_causal.attribute(store, "a", "b", "rev.revenue_usd")
+    assert res.significant and res.attributions[0].node == "cm_bookings.fare_class", res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.3), res.summary()
