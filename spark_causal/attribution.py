@@ -3233,20 +3233,21 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # cells would mostly merge into the rest cell), else the strongest, whatever it takes
             fits = [d for d in strong if nuniq[d] + 1 <= cfg.max_cells]
             strong = fits[:1] + [d for d in strong if d not in fits[:1]]
-            cond, cells = strong[:1], nuniq[strong[0]] + 1 if strong else 1
+            cond = strong[:1]
             # a slice's columns multiply the cells without taking the others' places: a drift of one
             # city's fares stays in that city's cells within the motorbike slice
             budget = cfg.max_cells * math.prod(nuniq[d] + 1 for d in cond if d in where_nodes)
+            # the cells the units fill, not the product of the values: a currency's looked-up rate
+            # is one cell per currency, and adds nothing to it (it took the budget of the fare class
+            # whose mix then read as a change of the fares within each currency)
+            filled = _filled_cells(cond, b, c) if cond else 0
             for d in strong[1:]:
                 if len(cond) >= cfg.max_cond_discrete:
                     break
-                # the cells the units fill, not the product of the values: a currency's looked-up rate
-                # is one cell per currency, and adds nothing to it (it took the budget of the fare class
-                # whose mix then read as a change of the fares within each currency)
-                filled = _filled_cells(cond + [d], b, c)
-                if filled > _filled_cells(cond, b, c) and filled + 1 <= budget:
+                more = _filled_cells(cond + [d], b, c)
+                if more > filled and more + 1 <= budget:
                     cond.append(d)
-                    cells = filled + 1
+                    filled = more
             rho = [(abs(_spearman(x, y, b, c, rank_cache)), y) for y in num_before]
             rho = [t for t in rho if t[0] >= max(0.05, 4 / math.sqrt(b.n + c.n))]
             if rho:

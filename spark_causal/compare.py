@@ -25,6 +25,7 @@ from .attribution import (
     SegmentSamples,
     _bool,
     _ExprError,
+    _find_segment,
     _to_array,
     attribute_samples,
     compile_expression,
@@ -148,7 +149,8 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
                                target, where)
     # groups a HAVING or LIMIT keeps are no sum of the units: a group crossing it by chance moves the
     # exact values by its whole total, which is the selection's to tell (``_above_the_aggregation``)
-    judged = values is not None and not _selected_above(c.graph, target, _target_segment(c.graph, target))
+    found = _find_segment(c, target, c.graph.nodes[target].get("output") if target in c.graph else None)
+    judged = values is not None and not _selected_above(c.graph, target, found[1].description if found else None)
     exact = Exact(values[0], values[1], _exact_shifts(*stats) if stats is not None else {}) if judged else None
     result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config, exact=exact)
     if averaged:
@@ -248,14 +250,6 @@ def _selected_above(graph: nx.DiGraph, target: str, desc: dict | None) -> list[s
     return sorted(s for s in gating_selections(graph, target)
                   if graph.nodes[s].get("kind") == "selection" and s not in (desc.get("selections") or [])
                   and aggregates & nx.ancestors(graph, s))
-
-
-def _target_segment(graph: nx.DiGraph, target: str) -> dict | None:
-    """The segment that aggregates ``target``, else the one that writes its output."""
-    segments = graph.graph.get("segments", [])
-    output = graph.nodes[target].get("output") if target in graph else None
-    return next((d for d in segments if target in (d.get("aggregates") or {})),
-                next((d for d in segments if output and d.get("output") == output), None))
 
 
 def _run_stats(store: Store, baseline: str, current: str) -> tuple[Any, Any] | None:
