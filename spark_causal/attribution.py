@@ -2840,6 +2840,14 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 out.append(p)
         return out
 
+    def few_values(x: str) -> bool:
+        """Whether column ``x`` holds few distinct values over both runs' units (a function can be
+        fitted to it as to any category)."""
+        if x not in b.values or x not in c.values:
+            return False
+        both = np.concatenate([_arr(b.values[x], b.n), _arr(c.values[x], c.n)]).astype(str)
+        return len(np.unique(both)) <= cfg.discrete_max_values
+
     driving = desc.get("driving")
     det: dict[str, _DetSpec] = {}
     parents: dict[str, list[str]] = {}
@@ -2942,9 +2950,10 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # a UDF the sampled pass called only where the gates below it pass (NULL elsewhere): the
             # gates are inputs of its fitted function, or a unit a filter drops looks like its value changed
             used |= {g for d in (desc_b, desc) for g in (d.get("guarded") or {}).get(node, []) if g in model_nodes}
-        if not (fns["b"] or fns["c"]) and any(_nested(graphs, p) for p in used):
+        if not (fns["b"] or fns["c"]) and any(_nested(graphs, p) and not few_values(p) for p in used):
             # a struct's field (``payload.price``) or an expression of several: the struct is held as JSON
-            # text, which no function can be fitted to, so its values are the unit's own. Unless its code
+            # text, which no function can be fitted to (each unit's text its own), so its values are the
+            # unit's own; a nested column of few values (tags) is a category like any other. Unless its code
             # changed, a change of them is the change of the one nested source column it reads
             # (through the explodes between: ``item.price`` of ``explode(items) AS item`` is ``orders.items``)
             nested = {_nested_source(graph, p) for p in used if _nested(graphs, p)}

@@ -312,6 +312,31 @@ def test_fields_of_a_struct_column_are_attributed(spark, tmp_path):
     assert not spark_causal.attribute(store, "a", "same", "kpi.revenue").significant
 
 
+def test_an_aggregate_of_an_array_of_few_values_is_fitted_to_it(spark, tmp_path):
+    """``SUM(amount * rate * size(filter(tags, t -> t <> 'gift')))``: a lambda the attribution cannot
+    compute, over an array of a few tag lists. The array is a category like any other, so the sum is a
+    function fitted to its inputs, and a corrupted rate is named, not the aggregate (a root of the units
+    before: 'revenue rose ...; all of it from report.revenue')."""
+    store = str(tmp_path / "store")
+    for run, seed, rate in (("a", 91, 1.3), ("same", 92, 1.3), ("fx", 92, 130.0)):
+        rng = np.random.default_rng(seed)
+        n = 3000
+        tags = [["promo"], ["promo", "gift"], [], ["new", "promo"]]
+        _as_views(spark, tmp_path / run, {
+            "orders": pd.DataFrame({"id": np.arange(n), "cur": rng.choice(["EUR", "USD", "GBP"], n),
+                                    "amount": rng.gamma(2.0, 20.0, n).round(2),
+                                    "tags": [tags[k] for k in rng.integers(0, 4, n)]}),
+            "fx": pd.DataFrame({"cur": ["EUR", "USD", "GBP"], "rate": [1.1, 1.0, rate]})})
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            spark.sql("SELECT cur, SUM(amount * rate * size(filter(tags, t -> t <> 'gift'))) AS revenue FROM orders "
+                      "JOIN fx USING (cur) GROUP BY cur").write.parquet(str(tmp_path / run / "report"))
+        assert not cap.errors
+    res = spark_causal.attribute(store, "a", "fx", "report.revenue")
+    assert res.significant and res.attributions[0].node == "fx.rate", res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.1)
+    assert not spark_causal.attribute(store, "a", "same", "report.revenue").significant
+
+
 def _capture_joined(spark, store: str, folder, tables: dict, key: str, value, group: str, target: str) -> None:
     """Capture run ``folder.name``: the first table joined to the second on ``key``, ``value`` summed by
     ``group`` into output column ``target`` (``<output>.<column>``)."""
