@@ -40,12 +40,16 @@ from .store import Store, file_name
 NUMERIC = ("tinyint", "smallint", "int", "bigint", "float", "double", "boolean")
 
 
-def load_samples(store: Store, run: str) -> RunSamples:
-    """A run's graph and unit samples, refused clearly when the run cannot be compared."""
-    meta = store.meta(run)
+def _refuse_failed(run: str, meta: dict) -> None:
     if meta.get("status") == "failed":
         raise SparkCausalError(f"run {run!r} failed ({meta.get('error') or 'no reason recorded'})",
                                hint="attribute between runs whose job succeeded; recapture it with --replace")
+
+
+def load_samples(store: Store, run: str) -> RunSamples:
+    """A run's graph and unit samples, refused clearly when the run cannot be compared."""
+    meta = store.meta(run)
+    _refuse_failed(run, meta)
     if meta.get("samples") != "present":
         failed = [e for e in meta.get("capture_errors") or [] if "samples of output" in e]
         raise SparkCausalError(f"run {run!r} has no unit samples (samples: {meta.get('samples')})" +
@@ -80,6 +84,8 @@ def load_pair(store: str | Store, baseline: str, current: str, target: str, agg:
         raise SparkCausalError(f"baseline and current are the same run {baseline!r}",
                                hint="pass two different run ids (see: spark-causal runs --store ...)")
     base_meta, cur_meta = s.meta(baseline), s.meta(current)
+    _refuse_failed(baseline, base_meta)  # a failed job wrote nothing: say why, not that the jobs differ
+    _refuse_failed(current, cur_meta)
     if not set(base_meta.get("outputs", [])) & set(cur_meta.get("outputs", [])):
         raise SparkCausalError(
             f"runs {baseline!r} and {current!r} share no output: they look like different jobs",

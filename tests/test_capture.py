@@ -93,6 +93,8 @@ def test_run_script_passes_failures_through_and_keeps_runs(spark, orders, tmp_pa
     assert s.meta("bad")["status"] == "failed" and "boom" in s.meta("bad")["error"]
     assert "o2.y" in s.graph("bad")  # what was captured before the failure is kept
     assert s.meta("exit3")["status"] == "failed"
+    with pytest.raises(spark_causal.SparkCausalError, match="run 'bad' failed .*boom"):  # not "no shared output"
+        spark_causal.attribute(store, "bad", "exit3", "o2.y")
     assert (Path(store) / "runs" / "good" / "graph.json").read_bytes() == before
     with pytest.raises(spark_causal.RunExistsError):
         run_script(str(job), [src, str(tmp_path / "o4"), "ok"], store=store, run="good")
