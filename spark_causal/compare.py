@@ -139,30 +139,20 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
         except ZeroDivisionError as exc:
             raise SparkCausalError(f"cannot attribute {target}: {exc}",
                                    hint=f"attribute {ratio.numerator} or {ratio.denominator} instead") from None
-    fns = {str(meta.get("fn", "")).lower() for d in c.graph.graph.get("segments", [])
-           for a, meta in (d.get("aggregates") or {}).items() if a == target}
+    fns = _aggregate_fns(c, target)
     averaged = agg == "sum" and bool(fns) and fns <= {"avg", "mean", "average"}
     if averaged:  # a total of averages is no figure the job wrote: its overall average is the metric
         agg = "mean"
     stats = _run_stats(s, baseline, current)
-    # what the samples sum is the column's sum; so is what they count of a count aggregate
-    summed = agg == "sum" and fns <= {"sum", "count"} or agg == "count" and fns == {"count"}
-    values, notes = None, []
-    if stats is not None and where is None and summed:
-        values, notes = _exact_pair(stats, target)
-    elif where is not None and summed:
-        values = _slice_values(s, (baseline, current), c.graph.nodes[target].get("output") or target.rsplit(".", 1)[0],
-                               target, where)
-    # groups a HAVING or LIMIT keeps are no sum of the units: a group crossing it by chance moves the
-    # exact values by its whole total, which is the selection's to tell (``_above_the_aggregation``)
-    found = _find_segment(c, target, c.graph.nodes[target].get("output") if target in c.graph else None)
-    judged = values is not None and not _selected_above(c.graph, target, found[1].description if found else None)
-    exact = Exact(values[0], values[1], _exact_shifts(*stats) if stats is not None else {}) if judged else None
+    exact, values, notes = _exact_of(s, (baseline, current), stats, c, target, agg, where)
     result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config, exact=exact)
     if averaged:
         result = dataclasses.replace(result, warnings=[f"{target} is an avg() aggregate: attributed as its overall "
                                                        "average (agg='mean'), not a sum"] + list(result.warnings))
-    result = drill_down(result, b, c, config=config)
+    # the segments below are judged by their exact figures too (a read-back weekly sum of daily ones
+    # whose 168 rows cannot show what the daily rows' own statistics do)
+    below = {"exact": lambda node, how: _exact_of(s, (baseline, current), stats, c, node, how, None)[0]}
+    result = drill_down(result, b, c, config=config, _cache=below)
     if values:
         result = _with_values(result, values)
     if notes:
@@ -265,6 +255,33 @@ def _run_stats(store: Store, baseline: str, current: str) -> tuple[Any, Any] | N
                      for run in (baseline, current))
     except Exception:  # noqa: BLE001 - an old or partial run: the samples' estimates stand
         return None
+
+
+def _aggregate_fns(c: RunSamples, target: str) -> set[str]:
+    """The functions (sum, count, avg ...) the run's segments aggregate ``target`` by (none for a
+    column of a row-level output)."""
+    return {str(meta.get("fn", "")).lower() for d in c.graph.graph.get("segments", [])
+            for a, meta in (d.get("aggregates") or {}).items() if a == target}
+
+
+def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None, c: RunSamples, target: str,
+              agg: str, where: str | None) -> tuple[Exact | None, list[float] | None, list[str]]:
+    """(the exact figures ``agg(target)`` is judged by, or None; the values the job wrote, or None;
+    notes on them). What the samples sum is the column's sum; so is what they count of a count aggregate."""
+    fns = _aggregate_fns(c, target)
+    summed = agg == "sum" and fns <= {"sum", "count"} or agg == "count" and fns == {"count"}
+    values, notes = None, []
+    if stats is not None and where is None and summed:
+        values, notes = _exact_pair(stats, target)
+    elif where is not None and summed:
+        values = _slice_values(store, runs, c.graph.nodes[target].get("output") or target.rsplit(".", 1)[0],
+                               target, where)
+    # groups a HAVING or LIMIT keeps are no sum of the units: a group crossing it by chance moves the
+    # exact values by its whole total, which is the selection's to tell (``_above_the_aggregation``)
+    found = _find_segment(c, target, c.graph.nodes[target].get("output") if target in c.graph else None)
+    judged = values is not None and not _selected_above(c.graph, target, found[1].description if found else None)
+    exact = Exact(values[0], values[1], _exact_shifts(*stats) if stats is not None else {}) if judged else None
+    return exact, values, notes
 
 
 def _exact_pair(stats: tuple[Any, Any], target: str) -> tuple[list[float] | None, list[str]]:
@@ -907,7 +924,8 @@ def _groups_below(result: Attribution, desc: dict, groups: float, b: RunSamples,
     if counted is None or abs(groups) <= z * z:
         return None
     try:
-        below = _attributed_below(result, counted, "count", result.where, b, c, config)
+        below = _attributed_below(result, counted, "count", result.where, b, c, config,
+                                  exact=_exact_below(cache, counted, "count", result.where))
         below = drill_down(below, b, c, config=config, _depth=1, _cache=cache)
     except SparkCausalError:
         return None
@@ -932,13 +950,22 @@ def _scaled(items: list[AttributionItem], f: float) -> list[AttributionItem]:
                                 ci_high=max(a.ci_low * f, a.ci_high * f)) for a in items]
 
 
+def _exact_below(cache: dict, target: str, agg: str, where: str | None) -> Exact | None:
+    """The exact figures of ``agg(target)`` in a segment below (``attribute`` leaves the way to them in
+    the drill-down's cache), for the whole of it; None for a slice, whose units the drill-down chose."""
+    of = cache.get("exact")
+    return of(target, agg) if of is not None and where is None else None
+
+
 def _attributed_below(result: Attribution, target: str, agg: str, where: str | None, b: RunSamples,
-                      c: RunSamples, config: AttributionConfig | None, translate: bool = True) -> Attribution:
+                      c: RunSamples, config: AttributionConfig | None, translate: bool = True,
+                      exact: Exact | None = None) -> Attribution:
     """``agg(target)`` in the segment below, over the slice ``where`` (the outer rows' keys are
     usually the units' own columns); when the units below cannot be sliced so, over the slice by the
     group keys the outer rows carry (``_inner_where``), if ``translate``."""
     try:
-        return attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config)
+        return attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config,
+                                 exact=exact if where is None else None)
     except SparkCausalError:
         inner = _inner_where(result, target, b, c) if result.where and translate else None
         if inner is None:
@@ -1009,7 +1036,8 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
         if kept is not None:
             inner = attribute_samples(c.graph, b, c, inp, agg="sum", where=kept, config=config)
         else:
-            inner = _attributed_below(result, inp, agg, where, b, c, config, translate=not read_back)
+            inner = _attributed_below(result, inp, agg, where, b, c, config, translate=not read_back,
+                                      exact=_exact_below(cache, inp, agg, where))
         inner = drill_down(inner, b, c, config=config, _depth=1, _cache=cache)
     except SparkCausalError:
         return None
@@ -1410,7 +1438,8 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
                             f"drill-down shares out the whole of {agg_node}'s change")
         if (agg_node, inner_agg, where) not in cache:
             try:
-                inner = attribute_samples(c.graph, b, c, agg_node, agg=inner_agg, where=where, config=config)
+                inner = attribute_samples(c.graph, b, c, agg_node, agg=inner_agg, where=where, config=config,
+                                          exact=_exact_below(cache, agg_node, inner_agg, where))
                 inner = drill_down(inner, b, c, config=config, _depth=_depth + 1, _cache=cache)
             except SparkCausalError as exc:
                 inner = exc
