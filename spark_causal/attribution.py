@@ -2880,6 +2880,12 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
         expr, fp, absent = attrs.get("expr"), attrs.get("fingerprint"), "(no such filter)"
         code_changes.append({"node": node, "baseline": absent if now else expr, "current": expr if now else absent,
                              "baseline_fingerprint": None if now else fp, "current_fingerprint": fp if now else None})
+    # code that changed where it cannot reach the target (another output's column) is listed, not
+    # offered as a reason the target's move may hide
+    reach = {n for g in (baseline.graph, current.graph) if target in g
+             for n in nx.ancestors(g, target) | gating_selections(g, target) | {target}}
+    for cc in code_changes:
+        cc["upstream"] = cc["node"] in reach
     changed_code = {cc["node"] for cc in code_changes}
     how: dict[str, str] = {}
     stand_ins: dict[str, str] = {}  # a root that is a nested source's field -> that source column

@@ -116,7 +116,8 @@ class Attribution:
             # code that changed is certain, but its effect can be within the metric's noise: say both
             items = {a.node: a for a in self.attributions}
             changed = [f"{n} ({_fmt(items[n].contribution, signed=True)})" if n in items and items[n].contribution
-                       else n for n in dict.fromkeys(cc.get("node") for cc in self.code_changes if cc.get("node"))]
+                       else n for n in dict.fromkeys(cc.get("node") for cc in self.code_changes
+                                                     if cc.get("node") and cc.get("upstream", True))]
             if changed:
                 return (head + f": no significant change, though the code of {', '.join(changed[:3])} changed "
                         "(its effect is within the metric's noise).")

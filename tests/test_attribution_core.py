@@ -233,6 +233,17 @@ def test_a_quiet_result_still_names_code_that_changed():
                                   "effect is within the metric's noise)."), res.summary()
     quiet = attribute_samples(g, *make_pair("aa", 7, n=2000)[1:], TARGET, config=FAST)
     assert quiet.summary().endswith(": no significant change."), quiet.summary()
+    # code of another output's column, which cannot reach the target, is listed but offers no reason
+    other = build_graph()
+    other.add_node("kpis.fee", kind="stage", stage="kpis", column="fee", fingerprint="f0", expr="amount * 0.1")
+    other.graph["segments"] = c.graph.graph["segments"]
+    moved = other.copy()
+    moved.nodes["kpis.fee"].update(fingerprint="f1", expr="amount * 0.2")
+    _, b2, c2 = make_pair("aa", 7, n=2000)
+    res = attribute_samples(moved, dataclasses.replace(b2, graph=other), dataclasses.replace(c2, graph=moved), TARGET,
+                            config=FAST)
+    assert [(cc["node"], cc["upstream"]) for cc in res.code_changes] == [("kpis.fee", False)]
+    assert res.summary().endswith(": no significant change."), res.summary()
 
 
 def test_cells_where_a_column_is_only_null_take_no_share_of_the_correction():
