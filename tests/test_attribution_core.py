@@ -311,3 +311,22 @@ def test_a_move_the_exact_figures_show_is_given_to_its_weakly_changed_cause():
     assert res.details["tests"]["orders.amount"]["p"] > 0.05 and not res.details["rescued"]
     g, b, c = make_pair("aa", 12, n=200_000, sample_frac=0.005)
     assert not attribute_samples(g, b, c, TARGET, config=FAST, exact=exact(b, c)).significant
+
+
+def test_a_small_second_fault_next_to_a_large_one_shares_the_move():
+    """A GBP rate x100 and German amounts x1.08: the amounts' test is at p 0.006, under the Holm line of
+    the mechanisms tested, and the rate moves the metric 25 times as much. A weakly changed mechanism
+    shares a significant move with the changed ones, so both faults are named, each with its share."""
+    import dataclasses
+
+    g, b, c = make_pair("fx_corrupt", 40, n=6000)
+    key, seg = next(iter(c.segments.items()))
+    t = seg.table.copy()
+    de = (t["orders.country"] == "DE").to_numpy()
+    for col in ("orders.amount", "report.amount_usd", f"__contrib__:{TARGET}"):
+        t.loc[de, col] = t.loc[de, col] * 1.08
+    c.segments[key] = dataclasses.replace(seg, table=t)
+    res = attribute_samples(g, b, c, TARGET, config=FAST)
+    assert not res.details["tests"]["orders.amount"]["changed"] and res.details["rescued"] == ["orders.amount"]
+    assert [a.node for a in res.attributions[:2]] == ["fx.rate", "orders.amount"], res.summary()
+    assert res.attributions[1].contribution > 0
