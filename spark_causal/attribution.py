@@ -3458,9 +3458,13 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     rescued: list[str] = []
     explained = nbar * (v1 - v0)
     mech_change = nbar * (mc - mb)
+    def weakest(below: float, most: int) -> list[str]:
+        """At most ``most`` mechanisms their tests did not flag, at p under ``below``, least likely unchanged first."""
+        return sorted((k for k, t in tests.items() if not t["changed"] and t["p"] < below),
+                      key=lambda k: tests[k]["p"])[:most]
+
     if cfg.rescue and sig_model and not players and abs(explained) < 0.5 * abs(mech_change):
-        extra = sorted((k for k, t in tests.items() if not t["changed"] and t["p"] < cfg.alpha),
-                       key=lambda k: tests[k]["p"])[:3]
+        extra = weakest(cfg.alpha, 3)
         how = "weakly changed ones were added"
         if not extra and exact is not None and any(r.N > r.n + 0.5 for r in (b, c)):
             # too weak for a sample of part of the rows, a drift of every row is plain in the exact
@@ -3474,8 +3478,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
             # at p 0.015, the exact mean at chance. The least unlikely mechanism below 5 alpha is named
             # if, alone, it moves the metric the way it moved by at least half (never by chance alone:
             # the metric itself moved beyond its noise)
-            weak = sorted((k for k, t in tests.items() if not t["changed"] and t["p"] < _WEAK * cfg.alpha),
-                          key=lambda k: tests[k]["p"])[:1]
+            weak = weakest(_WEAK * cfg.alpha, 1)
             if weak:
                 _, phi_w, w0, w1 = _nearer_split(model, weak, mc, rng)
                 if nbar * (w1 - w0) * mech_change > 0 and abs(nbar * phi_w[0]) >= 0.5 * abs(mech_change):
@@ -3490,8 +3493,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         # a second fault far smaller than the first (one country's amounts x1.3 next to a rate x100, 1% of
         # the move) is tested at p 0.003, under the Holm line: weakly changed mechanisms share the move
         # with the changed ones, reported as changed or not by their own tests
-        weak = sorted((k for k, t in tests.items() if not t["changed"] and t["p"] < cfg.alpha),
-                      key=lambda k: tests[k]["p"])[:cfg.max_exact_players - len(players)]
+        weak = weakest(cfg.alpha, cfg.max_exact_players - len(players))
         if weak:
             rescued = weak
             players = players + weak

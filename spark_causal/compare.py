@@ -964,8 +964,7 @@ def _attributed_below(result: Attribution, target: str, agg: str, where: str | N
     usually the units' own columns); when the units below cannot be sliced so, over the slice by the
     group keys the outer rows carry (``_inner_where``), if ``translate``."""
     try:
-        return attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config,
-                                 exact=exact if where is None else None)
+        return attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config, exact=exact)
     except SparkCausalError:
         inner = _inner_where(result, target, b, c) if result.where and translate else None
         if inner is None:
