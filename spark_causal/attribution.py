@@ -3377,7 +3377,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
 
     The model comes from :func:`fit_model`; the change is split with Shapley values over
     :func:`evaluate` and the intervals come from :func:`refit` on bootstrap resamples.
-    With ``exact`` (a sum or count the job wrote), whether the metric moved is told by its exact
+    With ``exact`` (a sum or count the job wrote, an average's exact mean), whether the metric moved is told by its exact
     change against the spread of the whole runs' metric, not by the samples' estimate of it.
 
     >>> res = attribute_samples(g, base, cur, "report.revenue")     # doctest: +SKIP
@@ -3412,15 +3412,18 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     def se_of_change(whole: bool = False) -> float:
         """Standard error of the metric's change: the units' spread (cluster-robust, each key value
         against itself in the other run) and, for sums and counts, the run-to-run variation of the
-        number of units (``_row_variance``) at the mean unit's value. ``whole`` (a sum or count): the
+        number of units (``_row_variance``) at the mean unit's value. ``whole``: the
         spread of the runs' exact metric (the sample's own noise taken out, ``_paired_ss``), not of
         the samples' estimate of it."""
-        if agg == "mean":
+        if agg == "mean":  # linearised: each unit's share of the ratio's error
             dens = [float((r.w * dd).sum()) for r, dd in ((b, db_), (c, dc_))]
             if not all(dens) or b.n < 2 or c.n < 2:
                 return float("nan")
-            ub, uc = [r.w * (cc - val * dd) / den for r, cc, dd, val, den in
-                      ((b, cb_, db_, vb, dens[0]), (c, cc_, dc_, vc, dens[1]))]
+            ub, uc = [(cc - val * dd) / den for cc, dd, val, den in
+                      ((cb_, db_, vb, dens[0]), (cc_, dc_, vc, dens[1]))]
+            if whole:
+                return math.sqrt(_paired_ss(ub, uc, b.groups, c.groups, b.w, c.w))
+            ub, uc = b.w * ub, c.w * uc
             return math.sqrt(_paired_ss(ub - ub.mean(), uc - uc.mean(), b.groups, c.groups))
         per_unit = ((vb / b.N) ** 2 if b.N else 0.0) + ((vc / c.N) ** 2 if c.N else 0.0)
         rows = per_unit / 2 * _row_variance(b, c)
@@ -3430,7 +3433,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         ub, uc = b.w * cb_, c.w * cc_
         return math.sqrt(_paired_ss(ub - ub.mean(), uc - uc.mean(), b.groups, c.groups) + rows)
 
-    se_change, se_whole = se_of_change(), se_of_change(whole=True) if agg != "mean" else float("nan")
+    se_change, se_whole = se_of_change(), se_of_change(whole=True)
     # what the units' model has to explain: with a changed fan-out, the change of their first rows
     sig_model = bool(np.isfinite(se_change) and abs(change) > z * max(se_change, 1e-300))
     fan = model.fanout
@@ -3440,7 +3443,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         se_change, se_whole = math.sqrt(se_change ** 2 + fan.se ** 2), math.sqrt(se_whole ** 2 + fan.se ** 2)
     sig_metric = bool(np.isfinite(se_change) and abs(change) > z * max(se_change, 1e-300))
     z_whole = None
-    if exact is not None and agg != "mean" and np.isfinite(se_whole) and se_whole > 0:
+    if exact is not None and np.isfinite(se_whole) and se_whole > 0:
         z_whole = (exact.current - exact.baseline) / se_whole
         sig_metric = abs(z_whole) > z
         sig_model = sig_model or sig_metric

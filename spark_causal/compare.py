@@ -144,14 +144,14 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     if averaged:  # a total of averages is no figure the job wrote: its overall average is the metric
         agg = "mean"
     stats = _run_stats(s, baseline, current)
-    exact, values, notes = _exact_of(s, (baseline, current), stats, c, target, agg, where)
+    exact, values, notes = _exact_of(s, (baseline, current), stats, (b, c), target, agg, where)
     result = attribute_samples(c.graph, b, c, target, agg=agg, where=where, config=config, exact=exact)
     if averaged:
         result = dataclasses.replace(result, warnings=[f"{target} is an avg() aggregate: attributed as its overall "
                                                        "average (agg='mean'), not a sum"] + list(result.warnings))
     # the segments below are judged by their exact figures too (a read-back weekly sum of daily ones
     # whose 168 rows cannot show what the daily rows' own statistics do)
-    below = {"exact": lambda node, how: _exact_of(s, (baseline, current), stats, c, node, how, None)[0]}
+    below = {"exact": lambda node, how: _exact_of(s, (baseline, current), stats, (b, c), node, how, None)[0]}
     result = drill_down(result, b, c, config=config, _cache=below)
     if values:
         result = _with_values(result, values)
@@ -264,10 +264,13 @@ def _aggregate_fns(c: RunSamples, target: str) -> set[str]:
             for a, meta in (d.get("aggregates") or {}).items() if a == target}
 
 
-def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None, c: RunSamples, target: str,
-              agg: str, where: str | None) -> tuple[Exact | None, list[float] | None, list[str]]:
+def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None,
+              pair: tuple[RunSamples, RunSamples], target: str, agg: str,
+              where: str | None) -> tuple[Exact | None, list[float] | None, list[str]]:
     """(the exact figures ``agg(target)`` is judged by, or None; the values the job wrote, or None;
-    notes on them). What the samples sum is the column's sum; so is what they count of a count aggregate."""
+    notes on them). What the samples sum is the column's sum; so is what they count of a count
+    aggregate; an ``avg()``'s overall average is its input column's mean over the rows it took in."""
+    c = pair[1]
     fns = _aggregate_fns(c, target)
     summed = agg == "sum" and fns <= {"sum", "count"} or agg == "count" and fns == {"count"}
     values, notes = None, []
@@ -276,12 +279,37 @@ def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None
     elif where is not None and summed:
         values = _slice_values(store, runs, c.graph.nodes[target].get("output") or target.rsplit(".", 1)[0],
                                target, where)
+    elif stats is not None and where is None and agg == "mean" and fns == {"avg"}:
+        values = _exact_mean(stats, pair, target)
     # groups a HAVING or LIMIT keeps are no sum of the units: a group crossing it by chance moves the
     # exact values by its whole total, which is the selection's to tell (``_above_the_aggregation``)
     found = _find_segment(c, target, c.graph.nodes[target].get("output") if target in c.graph else None)
     judged = values is not None and not _selected_above(c.graph, target, found[1].description if found else None)
     exact = Exact(values[0], values[1], _exact_shifts(*stats) if stats is not None else {}) if judged else None
     return exact, values, notes
+
+
+def _exact_mean(stats: tuple[Any, Any], pair: tuple[RunSamples, RunSamples], target: str) -> list[float] | None:
+    """The overall average of the ``avg()`` aggregate ``target`` in both runs: the exact mean of its
+    input column, when that column was measured over the rows the Aggregate took in (its count there
+    is the Aggregate's input rows, ``aggregated_rows`` in the run's graph: a column measured at its
+    source, before a filter or join, has other rows); None otherwise, or without a non-NULL value."""
+    inputs = {str(meta.get("input")) for d in pair[1].graph.graph.get("segments", [])
+              for a, meta in (d.get("aggregates") or {}).items() if a == target and meta.get("input")}
+    if len(inputs) != 1:
+        return None
+    column, means = inputs.pop(), []
+    for run_stats, r in zip(stats, pair):
+        output = r.graph.nodes[target].get("output") if target in r.graph else None
+        took = ((r.graph.graph.get("outputs") or {}).get(output) or {}).get("aggregated_rows", {}).get(target)
+        if column not in run_stats.index or took is None:
+            return None
+        row = run_stats.loc[column]
+        mean = float(row["mean"]) if row["mean"] is not None else float("nan")
+        if int(row["count"]) != int(took) or int(row["count"]) == int(row["nulls"]) or not math.isfinite(mean):
+            return None
+        means.append(mean)
+    return means
 
 
 def _exact_pair(stats: tuple[Any, Any], target: str) -> tuple[list[float] | None, list[str]]:

@@ -535,9 +535,48 @@ def test_reported_values_are_the_outputs_exact_sums(spark, tmp_path):
         # COUNT(CASE WHEN ...) counts the units where its argument is not NULL (was: every unit, unmoved)
         assert res.significant and res.attributions[0].node == "orders.amount", res.summary()
     avg = spark_causal.attribute(store, "a", "b", "report.mean_amount")  # asked as a sum, the default
-    assert "estimated" not in avg.details and avg.agg == "mean" and "overall average" in avg.warnings[0]
+    assert avg.agg == "mean" and "overall average" in avg.warnings[0]
+    # its input column measured over the rows the aggregation took in: its exact mean (was: estimated)
     means = [spark.read.parquet(str(tmp_path / run / "orders.parquet")).agg(F.avg("amount")).first()[0] for run in "ab"]
-    assert avg.baseline_value == pytest.approx(means[0], rel=0.05) and avg.current_value == pytest.approx(means[1], rel=0.05)
+    assert (avg.baseline_value, avg.current_value) == (pytest.approx(means[0], rel=1e-9), pytest.approx(means[1], rel=1e-9))
+    assert avg.details["estimated"]["current"] != pytest.approx(means[1], rel=1e-6)
+
+
+def test_an_average_is_judged_by_its_exact_mean(spark, tmp_path):
+    """AVG(price x rate) per day over 40,000 purchases that a filter and an inner join to a country's rate
+    thin: every price 4% higher, which the 1,000 sampled purchases cannot tell from their own noise
+    (before: "no significant change"), while the average's input column, measured over the very rows the
+    aggregation took in, gives its exact overall average in both runs. A pair where nothing changed
+    stays quiet. AVG(price), whose column is measured below the join that drops rows, is no such
+    figure: it stays estimated by the samples."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    rates = spark.createDataFrame(pd.DataFrame({"country": ["US", "DE", "FR"], "rate": [1.0, 1.1, 1.2]}))
+    written = {}
+    for run, seed, rise in (("a", 71, 1.0), ("drift", 72, 1.04), ("same", 72, 1.0)):
+        rng = np.random.default_rng(seed)
+        n = 40_000
+        p = pd.DataFrame({"day": rng.integers(1, 29, n), "country": rng.choice(["US", "DE", "FR", "JP"], n),
+                          "price": (rng.lognormal(2.0, 0.8, n) * rise).round(2)})
+        (tmp_path / run).mkdir()
+        p.to_parquet(tmp_path / run / "purchases.parquet", index=False)
+        with spark_causal.capture(spark, store=store, run=run, sample_size=1000) as cap:
+            rows = spark.read.parquet(str(tmp_path / run / "purchases.parquet")).where("price > 2") \
+                .join(rates, "country").withColumn("amount", F.col("price") * F.col("rate"))
+            rows.groupBy("day").agg(F.avg("amount").alias("avg_amount"), F.avg("price").alias("avg_price")) \
+                .write.parquet(str(tmp_path / run / "daily"))
+            written[run] = rows.agg(F.avg("amount")).first()[0]
+        assert not cap.errors
+    res = spark_causal.attribute(store, "a", "drift", "daily.avg_amount")
+    assert (res.baseline_value, res.current_value) == (pytest.approx(written["a"], rel=1e-9),
+                                                       pytest.approx(written["drift"], rel=1e-9))
+    assert res.details["z_whole"] > 3 and abs(res.details["estimated"]["change"]) < 2 * res.details["se_change"]
+    assert res.significant and res.attributions[0].node == "purchases.price", res.summary()
+    quiet = spark_causal.attribute(store, "a", "same", "daily.avg_amount")
+    assert not quiet.significant and quiet.details["z_whole"] is not None, quiet.summary()
+    below_join = spark_causal.attribute(store, "a", "drift", "daily.avg_price")
+    assert below_join.details["z_whole"] is None and "estimated" not in below_join.details
 
 
 def _as_views(spark, folder, tables: dict[str, pd.DataFrame]) -> None:
