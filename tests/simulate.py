@@ -175,8 +175,9 @@ def simulate_run(run: str, seed: int, *, n: int = 5000, fault: str | None = None
         table["__weight__"] = N / max(len(table), 1)
     graph = build_graph(formula="((amount * rate) * 0.9)" if fault == "formula" else "(amount * rate)",
                         threshold="40.0" if fault == "filter" else "0.0", join=join, extra=extra)
-    # ``sum``: the metric over every row, what the run's exact statistics would tell (``attribution.Exact``)
-    desc = dict(graph.graph["segments"][0], rows=N, sampled=len(table), sum=float(contrib.sum()))
+    # ``sum``/``mean``: the metric over every row, what the run's exact statistics would tell (``attribution.Exact``)
+    desc = dict(graph.graph["segments"][0], rows=N, sampled=len(table), sum=float(contrib.sum()),
+                mean=float(contrib.sum() / max(reach.sum(), 1)))
     graph.graph["segments"] = [desc]
     return RunSamples(run=run, graph=graph, segments={desc["id"]: SegmentSamples(desc, table)})
 

@@ -313,6 +313,29 @@ def test_a_move_the_exact_figures_show_is_given_to_its_weakly_changed_cause():
     assert not attribute_samples(g, b, c, TARGET, config=FAST, exact=exact(b, c)).significant
 
 
+def test_a_tested_change_the_exact_figures_do_not_show_is_no_move():
+    """An average over a currency mix shifted towards USD: the samples' test and share of the currency
+    are significant. When the job's own figures say the average did not move (an average of amounts
+    that turned NULL at random: the NULL share changed, the average did not, and the switched
+    mechanism carries the two samples' own difference), a tested change alone makes no move; the same
+    figures showing the move keep it, and a certain change (the formula's code) stays significant."""
+    from spark_causal.attribution import Exact
+
+    def means(b, c):
+        return [next(iter(r.segments.values())).description["mean"] for r in (b, c)]
+
+    g, b, c = make_pair("currency_mix", 301, n=20_000, sample_frac=0.05)
+    free = attribute_samples(g, b, c, TARGET, agg="mean", config=FAST)
+    assert free.significant and free.attributions[0].node == "orders.currency", free.summary()
+    flat = attribute_samples(g, b, c, TARGET, agg="mean", config=FAST, exact=Exact(means(b, c)[0], means(b, c)[0]))
+    assert not flat.significant and flat.attributions[0].node == "orders.currency", flat.summary()
+    moved = attribute_samples(g, b, c, TARGET, agg="mean", config=FAST, exact=Exact(*means(b, c)))
+    assert moved.significant and moved.details["z_whole"] < -3 and moved.attributions[0].node == "orders.currency"
+    g, b, c = make_pair("formula", 301, n=20_000, sample_frac=0.05)
+    coded = attribute_samples(g, b, c, TARGET, agg="mean", config=FAST, exact=Exact(means(b, c)[0], means(b, c)[0]))
+    assert coded.significant and coded.attributions[0].node == "report.amount_usd", coded.summary()
+
+
 def test_a_small_second_fault_next_to_a_large_one_shares_the_move():
     """A GBP rate x100 and German amounts x1.08: the amounts' test is at p 0.006, under the Holm line of
     the mechanisms tested, and the rate moves the metric 25 times as much. A weakly changed mechanism
