@@ -368,6 +368,21 @@ def aggregate_function(expr: JObject) -> str | None:
 _SAME_VALUE = {"Alias", "Cast", "PromotePrecision", "CheckOverflow", "UnaryPositive", "KnownNotNull"}
 
 
+def aggregate_argument(agg: JObject) -> JObject | None:
+    """The per-row argument of the AggregateExpression ``agg`` (``usd`` of ``sum(usd)``; None for
+    ``count(*)`` or another literal). Under a ``FILTER (WHERE c)`` clause it is ``IF(c, argument, NULL)``
+    (``IF(c, 1, NULL)`` for a count of rows): sum, avg and count skip NULLs, so the filtered aggregate is
+    the plain one of that argument, and a row the clause leaves out contributes nothing."""
+    kids = children(agg.aggregateFunction())
+    arg = kids[0] if kids and cls(kids[0]) != "Literal" else None
+    cond = option(agg.filter())
+    if cond is None:
+        return arg
+    e = "org.apache.spark.sql.catalyst.expressions."
+    value = arg if arg is not None else jclass(e + "Literal$").__getattr__("MODULE$").apply(1)
+    return jclass(e + "If")(cond, value, jclass(e + "Literal")(None, value.dataType()))
+
+
 def linear_sums(expr: JObject) -> list[tuple[float, JObject]] | None:
     """(coefficient, argument) of each SUM in an aggregate expression that is a sum of SUMs times
     constants (``SUM(revenue) - SUM(cost)``, ``0.5 * SUM(a) + SUM(b)``); None for any other. Such an
@@ -376,7 +391,8 @@ def linear_sums(expr: JObject) -> list[tuple[float, JObject]] | None:
         c = cls(e)
         if c == "AggregateExpression":
             fn = e.aggregateFunction()
-            return None if e.isDistinct() or cls(fn) not in ("Sum", "TrySum") else [(coef, children(fn)[0])]
+            return None if e.isDistinct() or cls(fn) not in ("Sum", "TrySum") else \
+                [(coef, aggregate_argument(e) or children(fn)[0])]
         kids = children(e)
         if c in _SAME_VALUE and kids:
             return walk(kids[0], coef)

@@ -691,19 +691,12 @@ def reread_hints(segment: Segment, G: Any, *, most: int, min_units: int = 500) -
 
 
 def _agg_argument(expr: JObject) -> JObject | None:
-    """The per-row argument of the single aggregate in ``expr`` (``usd`` of ``sum(usd)``); None for count(*)."""
+    """The per-row argument of the single aggregate in ``expr`` (``P.aggregate_argument``)."""
     stack = [expr]
     while stack:
         e = stack.pop()
         if P.cls(e) == "AggregateExpression":
-            fn = e.aggregateFunction()
-            kids = P.children(fn)
-            if not kids:
-                return None
-            first = kids[0]
-            if P.cls(first) == "Literal":
-                return None
-            return first
+            return P.aggregate_argument(e)
         stack.extend(P.children(e))
     return None
 

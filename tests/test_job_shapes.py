@@ -579,6 +579,33 @@ def test_an_average_is_judged_by_its_exact_mean(spark, tmp_path):
     assert below_join.details["z_whole"] is None and "estimated" not in below_join.details
 
 
+def test_an_aggregate_filter_clause_keeps_the_rows_it_leaves_out_out_of_the_units(spark, tmp_path):
+    """``SUM(amount) FILTER (WHERE status = 'ok')``: the units' contributions were every row's amount
+    (the samples' estimate 511,591 of the 411,436 written), so voided rows' amounts x1.3 moved the ok
+    revenue by +30,796 of its -2,763. The clause now makes the argument IF(status = 'ok', amount, NULL),
+    as it does a row count's; every unit sampled, the estimates are what the job wrote."""
+    store = str(tmp_path / "store")
+    for run, seed, void, ok in (("a", 1, 1.0, 1.0), ("void", 2, 1.3, 1.0), ("ok", 2, 1.0, 1.3)):
+        rng = np.random.default_rng(seed)
+        n = 20_000
+        p = pd.DataFrame({"day": rng.integers(1, 8, n), "status": rng.choice(["ok", "void"], n, p=[0.8, 0.2]),
+                          "amount": np.round(rng.lognormal(3, 0.7, n), 2)})
+        p["amount"] *= np.where(p.status == "void", void, ok)
+        _as_views(spark, tmp_path / run, {"o": p})
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.sql("""SELECT day, SUM(amount) FILTER (WHERE status = 'ok') AS ok_rev,
+                                COUNT(*) FILTER (WHERE amount > 30) AS large, SUM(amount) AS rev
+                         FROM o GROUP BY day""").write.parquet(str(tmp_path / run / "daily"))
+    for target in ("daily.ok_rev", "daily.large"):
+        res = spark_causal.attribute(store, "a", "void", target)
+        est = res.details["estimated"]
+        assert (est["baseline"], est["current"]) == (pytest.approx(res.baseline_value), pytest.approx(res.current_value))
+    assert not spark_causal.attribute(store, "a", "void", "daily.ok_rev").significant
+    res = spark_causal.attribute(store, "a", "ok", "daily.ok_rev")
+    assert res.significant and res.attributions[0].node == "o.amount", res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.1)
+
+
 def _as_views(spark, folder, tables: dict[str, pd.DataFrame]) -> None:
     """Each table written to ``folder`` as Parquet and read back as a temporary view of its name."""
     folder.mkdir()
