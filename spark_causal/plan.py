@@ -362,7 +362,7 @@ def aggregate_function(expr: JObject) -> str | None:
     if len(found) > 1:
         return "sum" if len(linear_sums(expr) or []) > 1 else "other"
     return {"Sum": "sum", "Count": "count", "Average": "avg", "Min": "min", "Max": "max",
-            "TrySum": "sum", "TryAverage": "avg"}.get(found[0], "other")
+            "TrySum": "sum", "TryAverage": "avg", "CountIf": "count"}.get(found[0], "other")
 
 
 _SAME_VALUE = {"Alias", "Cast", "PromotePrecision", "CheckOverflow", "UnaryPositive", "KnownNotNull"}
@@ -373,14 +373,18 @@ def aggregate_argument(agg: JObject) -> JObject | None:
     ``count(*)`` or another literal). Under a ``FILTER (WHERE c)`` clause it is ``IF(c, argument, NULL)``
     (``IF(c, 1, NULL)`` for a count of rows): sum, avg and count skip NULLs, so the filtered aggregate is
     the plain one of that argument, and a row the clause leaves out contributes nothing."""
-    kids = children(agg.aggregateFunction())
+    fn = agg.aggregateFunction()
+    kids = children(fn)
     arg = kids[0] if kids and cls(kids[0]) != "Literal" else None
-    cond = option(agg.filter())
-    if cond is None:
-        return arg
     e = "org.apache.spark.sql.catalyst.expressions."
-    value = arg if arg is not None else jclass(e + "Literal$").__getattr__("MODULE$").apply(1)
-    return jclass(e + "If")(cond, value, jclass(e + "Literal")(None, value.dataType()))
+
+    def when(cond: JObject, value: JObject | None) -> JObject:
+        value = value if value is not None else jclass(e + "Literal$").__getattr__("MODULE$").apply(1)
+        return jclass(e + "If")(cond, value, jclass(e + "Literal")(None, value.dataType()))
+    if cls(fn) == "CountIf":  # COUNT_IF(c): a count of the rows where c holds
+        arg = when(kids[0], None)
+    cond = option(agg.filter())
+    return arg if cond is None else when(cond, arg)
 
 
 def linear_sums(expr: JObject) -> list[tuple[float, JObject]] | None:
@@ -445,8 +449,7 @@ def ratio_of_sums(expr: JObject) -> tuple[float, JObject, JObject] | None:
 
     def additive(e: JObject) -> bool:
         if cls(e) == "AggregateExpression":
-            return not e.isDistinct() and cls(e.aggregateFunction()) in ("Sum", "TrySum", "Count") and \
-                option(e.filter()) is None
+            return not e.isDistinct() and cls(e.aggregateFunction()) in ("Sum", "TrySum", "Count", "CountIf")
         return len(linear_sums(e) or []) > 1
 
     scale, e = scaled(expr)

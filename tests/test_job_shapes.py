@@ -583,7 +583,8 @@ def test_an_aggregate_filter_clause_keeps_the_rows_it_leaves_out_out_of_the_unit
     """``SUM(amount) FILTER (WHERE status = 'ok')``: the units' contributions were every row's amount
     (the samples' estimate 511,591 of the 411,436 written), so voided rows' amounts x1.3 moved the ok
     revenue by +30,796 of its -2,763. The clause now makes the argument IF(status = 'ok', amount, NULL),
-    as it does a row count's; every unit sampled, the estimates are what the job wrote."""
+    as it does a row count's (and ``COUNT_IF(c)`` counts IF(c, 1, NULL)); every unit sampled, the
+    estimates are what the job wrote."""
     store = str(tmp_path / "store")
     for run, seed, void, ok in (("a", 1, 1.0, 1.0), ("void", 2, 1.3, 1.0), ("ok", 2, 1.0, 1.3)):
         rng = np.random.default_rng(seed)
@@ -594,9 +595,10 @@ def test_an_aggregate_filter_clause_keeps_the_rows_it_leaves_out_out_of_the_unit
         _as_views(spark, tmp_path / run, {"o": p})
         with spark_causal.capture(spark, store=store, run=run):
             spark.sql("""SELECT day, SUM(amount) FILTER (WHERE status = 'ok') AS ok_rev,
-                                COUNT(*) FILTER (WHERE amount > 30) AS large, SUM(amount) AS rev
+                                COUNT(*) FILTER (WHERE amount > 30) AS large, SUM(amount) AS rev,
+                                COUNT_IF(status = 'void') AS voided
                          FROM o GROUP BY day""").write.parquet(str(tmp_path / run / "daily"))
-    for target in ("daily.ok_rev", "daily.large"):
+    for target in ("daily.ok_rev", "daily.large", "daily.voided"):  # COUNT_IF: a count (was: no sum of units)
         res = spark_causal.attribute(store, "a", "void", target)
         est = res.details["estimated"]
         assert (est["baseline"], est["current"]) == (pytest.approx(res.baseline_value), pytest.approx(res.current_value))
