@@ -608,6 +608,46 @@ def test_an_aggregate_filter_clause_keeps_the_rows_it_leaves_out_out_of_the_unit
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.1)
 
 
+def test_a_plan_mix_shift_is_the_plans_not_the_amounts_they_price(spark, tmp_path):
+    """Invoices billed in local currency at their plan's price (12 plans, 8 currencies, the yen x150):
+    the amounts depend most on the currency, and 8 x 12 cells exceed the model's budget, so the amounts
+    were conditioned on the currency alone. A third of the basic invoices moved to pro plans, billed at
+    the pro price: the amounts per currency rose, and took the whole move (was: `invoices.amount`
+    first, the plans' share small and negative). Given the plans too they did not change, which names
+    the plans; a rise of one plan's prices is still the amounts'."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    rates = {"USD": 1.0, "EUR": 1.1, "GBP": 1.3, "JPY": 0.0067, "CHF": 1.1, "SEK": 0.095, "AUD": 0.66, "CAD": 0.73}
+    prices = dict(zip(range(1, 13), [10, 15, 20, 40, 50, 60, 100, 120, 150, 400, 500, 600]))
+    fx = pd.DataFrame({"currency": list(rates), "rate": list(rates.values())})
+    for run, seed, fault in (("a", 81, None), ("mix", 82, "mix"), ("rise", 82, "rise")):
+        rng = np.random.default_rng(seed)
+        n = 20_000
+        shares = np.r_[[0.2] * 3, [0.1] * 3, [0.03] * 3, [0.01] * 3]
+        plan = rng.choice(np.arange(1, 13), n, p=shares / shares.sum())
+        if fault == "mix":
+            plan = np.where((plan <= 3) & (rng.random(n) < 0.33), plan + 3, plan)
+        ccy = rng.choice(list(rates), n)
+        usd = np.array([prices[k] for k in plan]) * rng.lognormal(0, 0.2, n) * np.where(
+            (plan == 2) & (fault == "rise"), 1.5, 1.0)
+        amount = np.round(usd / np.array([rates[c] for c in ccy]), 2)
+        _as_views(spark, tmp_path / run, {"invoices": pd.DataFrame(
+            {"plan_id": [f"P{k:02d}" for k in plan], "currency": ccy, "day": rng.integers(1, 8, n), "amount": amount}),
+            "fx": fx, "plans": pd.DataFrame({"plan_id": [f"P{k:02d}" for k in prices],
+                                              "tier": ["basic"] * 3 + ["pro"] * 3 + ["team"] * 3 + ["enterprise"] * 3})})
+        with spark_causal.capture(spark, store=store, run=run):
+            spark.table("invoices").join(spark.table("fx"), "currency").join(spark.table("plans"), "plan_id") \
+                .groupBy("day").agg(F.sum(F.col("amount") * F.col("rate")).alias("revenue")) \
+                .write.parquet(str(tmp_path / run / "daily"))
+    res = spark_causal.attribute(store, "a", "mix", "daily.revenue")
+    assert res.significant and res.attributions[0].node == "invoices.plan_id", res.summary()
+    assert res.attributions[0].contribution > 0.5 * res.change, res.summary()
+    assert "unchanged given invoices.plan_id" in res.details["tests"]["invoices.amount"]["how"]
+    res = spark_causal.attribute(store, "a", "rise", "daily.revenue")
+    assert res.significant and res.attributions[0].node == "invoices.amount", res.summary()
+
+
 def _as_views(spark, folder, tables: dict[str, pd.DataFrame]) -> None:
     """Each table written to ``folder`` as Parquet and read back as a temporary view of its name."""
     folder.mkdir()
