@@ -3638,14 +3638,16 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         # +0.47 in [-0.33, 1.18] made a mean that moved +0.107 with an error of 0.244 read significant.
         # A certain one (changed code, a dimension row seen changed) needs no interval: one customer of
         # 1,000 is in 63% of resamples by customer, and its orders' move is no less real
-        # When an average's exact figures say it did not move, a tested change must show in them to count:
-        # a mechanism switched between the runs carries the two samples' own difference (an average
-        # whose amounts turned NULL at random: +0.60 of a mean that moved +0.05 in the job's figures).
-        # Not so for sums and counts, whose whole-run spread is conservative (a key's fixed rows counted
-        # from the overall mean, ~2x the real spread): a drift of one channel's amounts reads within it
+        # When an average's exact figures say it did not move, a tested change must agree with them to
+        # count: a mechanism switched between the runs carries the two samples' own difference (an
+        # average whose amounts turned NULL at random: +0.60 of a mean that moved +0.04 in the job's
+        # figures, against their spread of 0.17), while a drift of one region's amounts the figures put
+        # at z 2.1 (their spread counts fixed accounts' rows from the overall mean) is +11.2 in both.
+        # Not so for sums and counts (a drift of one channel's amounts, an offsetting volume)
         item_sig[shown] = bool(t["changed"] and ci is not None and val != 0 and (
             abs(val) > z * ci[2] or (where is None and abs(val) >= cfg.min_effect * abs(vb)))
-            and (t["certain"] or ((ci[2] == 0 or ci[0] > 0 or ci[1] < 0) and not quiet_mean)))
+            and (t["certain"] or ((ci[2] == 0 or ci[0] > 0 or ci[1] < 0) and not (
+                quiet_mean and abs(val - (exact.current - exact.baseline)) > z * se_whole))))
     vol_changed = agg != "mean" and vol_p < cfg.alpha
     if agg != "mean":
         ci = interval("__volume__", volume)
