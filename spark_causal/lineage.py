@@ -238,8 +238,13 @@ class _Walk:
             return
         if c == "Alias":
             child = e.child()
-            if P.cls(child) == "AttributeReference" and not extra_inputs:
-                src = self.env.get(P.expr_id(child))
+            # a cast to the type the column has is the column (a temporary view casts each column to its
+            # stored type: the formula of `net_usd` was `net_usd@2`, its view's no-op cast `net_usd`)
+            same = child
+            while P.cls(same) in ("Cast", "UpCast") and P.children(same) and P.dtype(same) == P.dtype(P.children(same)[0]):
+                same = P.children(same)[0]
+            if P.cls(same) == "AttributeReference" and not extra_inputs:
+                src = self.env.get(P.expr_id(same))
                 if src is not None:
                     self.env[P.expr_id(e)] = src
                     return

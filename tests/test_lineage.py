@@ -134,6 +134,17 @@ def test_views_ctes_and_subqueries(tables, spark):
     assert "q.net" in G and G.nodes["q.net"]["stage"] == "q"
 
 
+def test_a_temporary_views_casts_to_its_columns_own_types_are_those_columns(tables, spark):
+    """A SQL temporary view casts each column to its stored type; a formula's node took the name with
+    an @2 (``enriched.net@2``), its no-op cast the plain one. A cast that changes the type stays a node."""
+    spark.sql("CREATE OR REPLACE TEMP VIEW enriched AS SELECT day, amount * 0.9 AS net, "
+              "CAST(customer_id AS string) AS cid FROM orders")
+    G = graph_of(spark.sql("SELECT day, SUM(net) AS total, COUNT(DISTINCT cid) AS buyers FROM enriched GROUP BY day"), "q")
+    assert "enriched.net" in G and "enriched.net@2" not in G
+    assert G.nodes["enriched.net"]["expr"].startswith("(orders.amount *")
+    assert G.nodes["enriched.cid"]["expr"].startswith("CAST(")
+
+
 def test_python_and_pandas_udfs_are_opaque(tables):
     import pandas as pd
 
