@@ -648,6 +648,37 @@ def test_a_plan_mix_shift_is_the_plans_not_the_amounts_they_price(spark, tmp_pat
     assert res.significant and res.attributions[0].node == "invoices.amount", res.summary()
 
 
+def test_a_drift_below_a_keep_the_latest_window_sampled_by_parcel_is_seen(spark, tmp_path):
+    """Scans of parcels (4 each), the latest kept by a row_number window; the sample takes whole parcels
+    (w ~ 10). One zone's weights x1.2 moved the cost ~5%, 10 spreads of the whole runs: the rows' spread
+    had counted each sampled parcel's square as if its scans were drawn one by one (w^2 its size's, not
+    w), 3x the metric's real error, and read "no significant change". A pair where nothing changed stays
+    quiet."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    depots = pd.DataFrame({"depot_id": np.arange(20), "zone": np.repeat(["N", "S", "E", "W"], 5)})
+    for run, seed, rise in (("a", 91, 1.0), ("drift", 92, 1.2), ("same", 93, 1.0)):
+        rng = np.random.default_rng(seed)
+        parcels = 12_000
+        depot = rng.integers(0, 20, parcels)
+        weight = np.round(rng.lognormal(1.0, 0.5, parcels) * np.where((depot >= 10) & (depot < 15), rise, 1.0), 3)
+        scans = pd.DataFrame({"parcel_id": np.repeat(np.arange(parcels) + seed * 100_000, 4),
+                              "step": np.tile(np.arange(4), parcels), "depot_id": np.repeat(depot, 4),
+                              "weight_kg": np.repeat(weight, 4)})
+        _as_views(spark, tmp_path / run, {"scans": scans, "depots": depots})
+        with spark_causal.capture(spark, store=store, run=run, sample_size=4000):
+            latest = spark.table("scans").withColumn(
+                "rn", F.row_number().over(Window.partitionBy("parcel_id").orderBy(F.col("step").desc()))) \
+                .where("rn = 1").join(spark.table("depots"), "depot_id")
+            latest.groupBy("zone").agg(F.sum(F.col("weight_kg") * 2.5).alias("cost")) \
+                .write.parquet(str(tmp_path / run / "by_zone"))
+    res = spark_causal.attribute(store, "a", "drift", "by_zone.cost")
+    assert res.significant and res.attributions[0].node == "scans.weight_kg", res.summary()
+    assert not spark_causal.attribute(store, "a", "same", "by_zone.cost").significant
+
+
 def _as_views(spark, folder, tables: dict[str, pd.DataFrame]) -> None:
     """Each table written to ``folder`` as Parquet and read back as a temporary view of its name."""
     folder.mkdir()
