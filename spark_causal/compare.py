@@ -290,10 +290,11 @@ def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None
 
 
 def _exact_mean(stats: tuple[Any, Any], pair: tuple[RunSamples, RunSamples], target: str) -> list[float] | None:
-    """The overall average of the ``avg()`` aggregate ``target`` in both runs: the exact mean of its
-    input column, when that column was measured over the rows the Aggregate took in (its count there
-    is the Aggregate's input rows, ``aggregated_rows`` in the run's graph: a column measured at its
-    source, before a filter or join, has other rows); None otherwise, or without a non-NULL value."""
+    """The overall average of the ``avg()`` aggregate ``target`` in both runs: its input column's count
+    and sum over the rows the Aggregate took in (``averaged_inputs`` in the run's graph), else that
+    column's exact mean when it was measured over those rows (its count there is the Aggregate's input
+    rows, ``aggregated_rows``: a column measured at its source, before a filter or join, has other
+    rows); None otherwise, or without a non-NULL value."""
     inputs = {str(meta.get("input")) for d in pair[1].graph.graph.get("segments", [])
               for a, meta in (d.get("aggregates") or {}).items() if a == target and meta.get("input")}
     if len(inputs) != 1:
@@ -301,7 +302,12 @@ def _exact_mean(stats: tuple[Any, Any], pair: tuple[RunSamples, RunSamples], tar
     column, means = inputs.pop(), []
     for run_stats, r in zip(stats, pair):
         output = r.graph.nodes[target].get("output") if target in r.graph else None
-        took = ((r.graph.graph.get("outputs") or {}).get(output) or {}).get("aggregated_rows", {}).get(target)
+        entry = (r.graph.graph.get("outputs") or {}).get(output) or {}
+        n, total = (entry.get("averaged_inputs") or {}).get(target) or (0, 0.0)
+        if n and math.isfinite(total):  # its column's count and sum over the rows its Aggregate took in
+            means.append(total / n)
+            continue
+        took = entry.get("aggregated_rows", {}).get(target)
         if column not in run_stats.index or took is None:
             return None
         row = run_stats.loc[column]

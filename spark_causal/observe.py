@@ -74,6 +74,7 @@ class _Probe:
     columns: list[_Column]
     rows_of: list[int]  # hashCodes of the original plan nodes whose row count this probe counts
     folded: bool = False  # measured by aggregates added to the job's Aggregate (``_Builder.fold``)
+    averaged: list[int] = field(default_factory=list)  # ``_Builder.averages``: avg() exprIds, no columns
 
     def value(self, metrics: dict, i: int) -> Callable[[str], Any]:
         """The ``column_aggregates`` values of column ``i``; a folded probe's standard deviation from
@@ -128,6 +129,18 @@ class Observed:
             if rows.get(c) and a in rows:
                 shares.setdefault(signature, rows[a] / rows[c])
         return shares
+
+    def averaged_inputs(self, walk: WalkResult) -> dict[str, list[float]]:
+        """Per ``avg()`` aggregate node over a column, [count, sum] of that column over the rows its
+        Aggregate took in (``_Builder.averages``): the average's exact overall value, wherever the column
+        itself was measured (a source column measured at its scan, before a join that drops rows)."""
+        found: dict[str, list[float]] = {}
+        for probe, m in self.results():
+            for i, eid in enumerate(probe.averaged if m is not None else []):
+                n, total = m[f"a{i}_n"], m[f"a{i}_s"]
+                if (nid := walk.node(eid)) is not None and n is not None and (total is not None or not n):
+                    found.setdefault(nid, [float(n), float(total or 0.0)])
+        return found
 
     def aggregated_rows(self, rows: dict[int, int], walk: WalkResult) -> dict[str, int]:
         """Per aggregate node of the plan, how many rows its Aggregate took in, where a probe counted them.
@@ -282,6 +295,8 @@ class _Builder:
             new_kids.append(new)
         self.limited -= c in _LIMITING
         pending += self.defined(p, kids)
+        if c == "Aggregate":
+            new_kids = [self.averages(p, new_kids[0])]
         new_p = p.withNewChildren(P.scala_seq(new_kids)) if kids else P.restrict(p, self.partitions)
         read_after = self.limited or (P.columnar_file(p) and P.size_in_bytes(p) > REREAD_BYTES)
         if not kids and read_after and not P.reads_from(p, *self.target):
@@ -290,6 +305,42 @@ class _Builder:
         if top and (pending or c in P.LEAF_CLASSES):
             return self.probe(new_p, pending, chain), [], chain
         return new_p, pending, chain
+
+    def averages(self, p: JObject, child: JObject) -> JObject:
+        """``child`` (the Aggregate ``p``'s rebuilt input) under a probe of the count and sum of each
+        column an ``avg()`` of ``p`` averages, without a FILTER clause: that average's exact overall value
+        (``Observed.averaged_inputs``). A column's own statistics are over the rows where it was measured,
+        which a join or filter below the Aggregate may have thinned since."""
+        from pyspark.sql import Column, Observation
+        from pyspark.sql import functions as F
+
+        pairs = []
+        for e in P.seq(p.aggregateExpressions()):
+            inner = e.child() if P.cls(e) == "Alias" else None
+            found, stack = [], [inner] if inner is not None else []
+            while stack:
+                x = stack.pop()
+                if P.cls(x) == "AggregateExpression":
+                    found.append(x)
+                else:
+                    stack.extend(P.children(x))
+            if len(found) == 1 and P.aggregate_function(inner) == "avg" and P.option(found[0].filter()) is None:
+                arg = P.aggregate_argument(found[0])
+                if arg is not None and P.cls(arg) == "AttributeReference":
+                    pairs.append((P.expr_id(e), P.expr_id(arg)))
+        by_id = {P.expr_id(a): a for a in P.output(child)}
+        pairs = [(e, a) for e, a in pairs if a in by_id]
+        if not pairs:
+            return child
+        utils = P.jclass("org.apache.spark.sql.classic.ExpressionUtils")
+        metrics = []
+        for i, (_, a) in enumerate(pairs):
+            col = Column(utils.column(by_id[a]))
+            metrics += [F.count(col).alias(f"a{i}_n"), F.sum(col.cast("double")).alias(f"a{i}_s")]
+        obs = Observation(f"spark_causal_{self.tag}_{next(_counter)}")
+        observed = P.to_dataframe(self.spark, child).observe(obs, *metrics)
+        self.probes.append(_Probe(obs, [], [], averaged=[e for e, _ in pairs]))
+        return observed._jdf.queryExecution().analyzed()
 
     def few_groups(self, signature: str) -> bool:
         """Whether the Aggregate with these output columns had few groups for its rows in the output's
@@ -328,6 +379,7 @@ class _Builder:
         rest = [col for col in below if col not in folded]
         if rest:
             new_child = self.probe(new_child, rest, child_chain)
+        new_child = self.averages(p, new_child)
         if rest and not few:  # a probe below, as over any chain; it counts the Aggregate's input rows
             return self.finish(p, top, p.withNewChildren(P.scala_seq([new_child])), chain)
         utils = P.jclass("org.apache.spark.sql.classic.ExpressionUtils")

@@ -547,8 +547,8 @@ def test_an_average_is_judged_by_its_exact_mean(spark, tmp_path):
     thin: every price 4% higher, which the 1,000 sampled purchases cannot tell from their own noise
     (before: "no significant change"), while the average's input column, measured over the very rows the
     aggregation took in, gives its exact overall average in both runs. A pair where nothing changed
-    stays quiet. AVG(price), whose column is measured below the join that drops rows, is no such
-    figure: it stays estimated by the samples."""
+    stays quiet. AVG(price), whose column is measured at its source, below the join that drops rows,
+    is judged by the count and sum of the price over the rows the aggregation took in (was: estimated)."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
@@ -567,6 +567,7 @@ def test_an_average_is_judged_by_its_exact_mean(spark, tmp_path):
             rows.groupBy("day").agg(F.avg("amount").alias("avg_amount"), F.avg("price").alias("avg_price")) \
                 .write.parquet(str(tmp_path / run / "daily"))
             written[run] = rows.agg(F.avg("amount")).first()[0]
+            written[run + "_price"] = rows.agg(F.avg("price")).first()[0]
         assert not cap.errors
     res = spark_causal.attribute(store, "a", "drift", "daily.avg_amount")
     assert (res.baseline_value, res.current_value) == (pytest.approx(written["a"], rel=1e-9),
@@ -576,7 +577,9 @@ def test_an_average_is_judged_by_its_exact_mean(spark, tmp_path):
     quiet = spark_causal.attribute(store, "a", "same", "daily.avg_amount")
     assert not quiet.significant and quiet.details["z_whole"] is not None, quiet.summary()
     below_join = spark_causal.attribute(store, "a", "drift", "daily.avg_price")
-    assert below_join.details["z_whole"] is None and "estimated" not in below_join.details
+    assert (below_join.baseline_value, below_join.current_value) == (
+        pytest.approx(written["a_price"], rel=1e-9), pytest.approx(written["drift_price"], rel=1e-9))
+    assert below_join.significant and below_join.attributions[0].node == "purchases.price", below_join.summary()
 
 
 def test_an_aggregate_filter_clause_keeps_the_rows_it_leaves_out_out_of_the_units(spark, tmp_path):
