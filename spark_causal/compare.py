@@ -279,8 +279,8 @@ def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None
     elif where is not None and summed:
         values = _slice_values(store, runs, c.graph.nodes[target].get("output") or target.rsplit(".", 1)[0],
                                target, where)
-    elif stats is not None and where is None and agg == "mean" and fns == {"avg"}:
-        values = _exact_mean(stats, pair, target)
+    elif where is None and agg == "mean" and fns == {"avg"}:
+        values = _exact_mean(pair, target)
     # groups a HAVING or LIMIT keeps are no sum of the units: a group crossing it by chance moves the
     # exact values by its whole total, which is the selection's to tell (``_above_the_aggregation``)
     found = _find_segment(c, target, c.graph.nodes[target].get("output") if target in c.graph else None)
@@ -289,32 +289,19 @@ def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None
     return exact, values, notes
 
 
-def _exact_mean(stats: tuple[Any, Any], pair: tuple[RunSamples, RunSamples], target: str) -> list[float] | None:
-    """The overall average of the ``avg()`` aggregate ``target`` in both runs: its input column's count
-    and sum over the rows the Aggregate took in (``averaged_inputs`` in the run's graph), else that
-    column's exact mean when it was measured over those rows (its count there is the Aggregate's input
-    rows, ``aggregated_rows``: a column measured at its source, before a filter or join, has other
-    rows); None otherwise, or without a non-NULL value."""
-    inputs = {str(meta.get("input")) for d in pair[1].graph.graph.get("segments", [])
-              for a, meta in (d.get("aggregates") or {}).items() if a == target and meta.get("input")}
-    if len(inputs) != 1:
-        return None
-    column, means = inputs.pop(), []
-    for run_stats, r in zip(stats, pair):
+def _exact_mean(pair: tuple[RunSamples, RunSamples], target: str) -> list[float] | None:
+    """The overall average of the ``avg()`` aggregate ``target`` in both runs: its column's count and
+    sum over the rows the Aggregate took in (``averaged_inputs`` in the run's graph, a probe right below
+    it); None when a run has none (an average of an expression, a FILTER clause, an older run) or no
+    non-NULL value."""
+    means = []
+    for r in pair:
         output = r.graph.nodes[target].get("output") if target in r.graph else None
-        entry = (r.graph.graph.get("outputs") or {}).get(output) or {}
-        n, total = (entry.get("averaged_inputs") or {}).get(target) or (0, 0.0)
-        if n and math.isfinite(total):  # its column's count and sum over the rows its Aggregate took in
-            means.append(total / n)
-            continue
-        took = entry.get("aggregated_rows", {}).get(target)
-        if column not in run_stats.index or took is None:
+        n, total = (((r.graph.graph.get("outputs") or {}).get(output) or {}).get("averaged_inputs") or {}).get(
+            target) or (0, 0.0)
+        if not n or not math.isfinite(total):
             return None
-        row = run_stats.loc[column]
-        mean = float(row["mean"]) if row["mean"] is not None else float("nan")
-        if int(row["count"]) != int(took) or int(row["count"]) == int(row["nulls"]) or not math.isfinite(mean):
-            return None
-        means.append(mean)
+        means.append(total / n)
     return means
 
 

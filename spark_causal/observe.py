@@ -116,8 +116,7 @@ class Observed:
     probes: list[_Probe] = field(default_factory=list)
     deferred: list[tuple[JObject, list[_Column]]] = field(default_factory=list)  # sources measured after
     partitions: dict[int, JObject] = field(default_factory=dict)  # their partition predicates
-    aggregates: list[tuple[str, int, int, list[int]]] = field(default_factory=list)  # (names, Aggregate and
-    # child hashCodes, output exprIds)
+    aggregates: list[tuple[str, int, int]] = field(default_factory=list)  # (names, Aggregate, child hashCodes)
 
     def group_shares(self, rows: dict[int, int]) -> dict[str, float]:
         """Per Aggregate of the plan, by its output column names (which outlive a code change
@@ -125,7 +124,7 @@ class Observed:
         (``statistics``), where both are known. Kept with the run, the next run of the output reads it
         (``observe``'s ``history``)."""
         shares: dict[str, float] = {}
-        for signature, a, c, _ in self.aggregates:
+        for signature, a, c in self.aggregates:
             if rows.get(c) and a in rows:
                 shares.setdefault(signature, rows[a] / rows[c])
         return shares
@@ -141,20 +140,6 @@ class Observed:
                 if (nid := walk.node(eid)) is not None and n is not None and (total is not None or not n):
                     found.setdefault(nid, [float(n), float(total or 0.0)])
         return found
-
-    def aggregated_rows(self, rows: dict[int, int], walk: WalkResult) -> dict[str, int]:
-        """Per aggregate node of the plan, how many rows its Aggregate took in, where a probe counted them.
-
-        Why: an ``avg()``'s overall average is its input column's exact mean only when that column was
-        measured over the very rows the Aggregate took in (``compare``'s exact figures of a mean); a
-        column measured below a join or filter has the same statistics but other rows. Equal counts
-        tell the two apart."""
-        counted: dict[str, int] = {}
-        for _, _, c, ids in self.aggregates:
-            for i in ids if c in rows else []:
-                if (nid := walk.node(i)) is not None:
-                    counted.setdefault(nid, int(rows[c]))
-        return counted
 
     def reread(self, spark: Any, G: Any, walk: WalkResult,
                hints: SampleHints = SampleHints()) -> tuple[list[dict], dict[int, int]]:
@@ -246,7 +231,7 @@ class _Builder:
         self.unions: collections.Counter = collections.Counter()  # exprId -> Unions above that output it
         self.tag = uuid.uuid4().hex[:8]
         self.history = history  # group shares of the Aggregates in the output's previous run
-        self.aggregates: list[tuple[str, int, int, list[int]]] = []  # as ``Observed.aggregates``
+        self.aggregates: list[tuple[str, int, int]] = []  # (output column names, Aggregate and child hashCodes)
 
     def probe(self, plan: JObject, columns: list[_Column], rows_of: list[int]) -> JObject:
         """``plan`` under a CollectMetrics node measuring ``columns`` (and its row count)."""
@@ -270,8 +255,7 @@ class _Builder:
         kids = P.children(p)
         if c == "Aggregate":
             signature = ",".join(P.name(a) for a in P.output(p))
-            self.aggregates.append((signature, int(p.hashCode()), int(kids[0].hashCode()),
-                                    [P.expr_id(a) for a in P.output(p)]))
+            self.aggregates.append((signature, int(p.hashCode()), int(kids[0].hashCode())))
             if not self.limited and _foldable(p):
                 few = self.few_groups(signature) or not P.seq(p.groupingExpressions())  # one group: always few
                 return self.fold(p, top, few=few)
@@ -316,16 +300,9 @@ class _Builder:
 
         pairs = []
         for e in P.seq(p.aggregateExpressions()):
-            inner = e.child() if P.cls(e) == "Alias" else None
-            found, stack = [], [inner] if inner is not None else []
-            while stack:
-                x = stack.pop()
-                if P.cls(x) == "AggregateExpression":
-                    found.append(x)
-                else:
-                    stack.extend(P.children(x))
-            if len(found) == 1 and P.aggregate_function(inner) == "avg" and P.option(found[0].filter()) is None:
-                arg = P.aggregate_argument(found[0])
+            # (one avg() whose argument is a column: under a FILTER clause the argument is an IF)
+            if P.cls(e) == "Alias" and P.aggregate_function(e.child()) == "avg":
+                arg = P.aggregate_argument(e.child())
                 if arg is not None and P.cls(arg) == "AttributeReference":
                     pairs.append((P.expr_id(e), P.expr_id(arg)))
         by_id = {P.expr_id(a): a for a in P.output(child)}

@@ -368,11 +368,18 @@ def aggregate_function(expr: JObject) -> str | None:
 _SAME_VALUE = {"Alias", "Cast", "PromotePrecision", "CheckOverflow", "UnaryPositive", "KnownNotNull"}
 
 
-def aggregate_argument(agg: JObject) -> JObject | None:
-    """The per-row argument of the AggregateExpression ``agg`` (``usd`` of ``sum(usd)``; None for
-    ``count(*)`` or another literal). Under a ``FILTER (WHERE c)`` clause it is ``IF(c, argument, NULL)``
-    (``IF(c, 1, NULL)`` for a count of rows): sum, avg and count skip NULLs, so the filtered aggregate is
-    the plain one of that argument, and a row the clause leaves out contributes nothing."""
+def aggregate_argument(expr: JObject) -> JObject | None:
+    """The per-row argument of the (first) aggregate in ``expr`` (``usd`` of ``sum(usd)``; None for
+    ``count(*)`` or another literal, or no aggregate). Under a ``FILTER (WHERE c)`` clause it is
+    ``IF(c, argument, NULL)`` (``IF(c, 1, NULL)`` for a count of rows): sum, avg and count skip NULLs, so
+    the filtered aggregate is the plain one of that argument, and a row the clause leaves out
+    contributes nothing."""
+    stack = [expr]
+    while stack and cls(stack[-1]) != "AggregateExpression":
+        stack.extend(children(stack.pop()))
+    if not stack:
+        return None
+    agg = stack[-1]
     fn = agg.aggregateFunction()
     kids = children(fn)
     arg = kids[0] if kids and cls(kids[0]) != "Literal" else None

@@ -504,7 +504,7 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
             return {"fn": "sum", "input": None, "terms": [k for k, _ in terms],
                     "arg": " ".join(f"{'-' if k < 0 else '+'} coalesce({P.sql(a)}, 0) * {abs(k)!r}"
                                     for k, a in terms).lstrip("+ ")}
-        arg = _agg_argument(expr) if fn != "other" else None  # only sum-like aggregates get contributions
+        arg = P.aggregate_argument(expr) if fn != "other" else None  # only sum-like aggregates get contributions
         entry = {"fn": fn, "input": walk.env.get(P.expr_id(arg)) if arg is not None and
                  P.cls(arg) == "AttributeReference" else None}
         if arg is not None:
@@ -688,17 +688,6 @@ def reread_hints(segment: Segment, G: Any, *, most: int, min_units: int = 500) -
         if len(counts) <= most and not (counts == 1).any():
             values[n] = tuple(sorted(str(v) for v in counts.index))
     return SampleHints(values=values)
-
-
-def _agg_argument(expr: JObject) -> JObject | None:
-    """The per-row argument of the single aggregate in ``expr`` (``P.aggregate_argument``)."""
-    stack = [expr]
-    while stack:
-        e = stack.pop()
-        if P.cls(e) == "AggregateExpression":
-            return P.aggregate_argument(e)
-        stack.extend(P.children(e))
-    return None
 
 
 def _contribution(fn: str, arg: pd.Series | None, passed: np.ndarray) -> np.ndarray:
