@@ -557,6 +557,7 @@ def _hooked_sql(original: Callable) -> Callable:
 
 def _patches() -> list[tuple[type, str, Callable[[Callable], Callable]]]:
     from pyspark.sql import SparkSession
+    from pyspark.sql.classic.dataframe import DataFrame as ClassicFrame
     from pyspark.sql.readwriter import DataFrameWriter, DataFrameWriterV2
 
     out: list[tuple[type, str, Callable[[Callable], Callable]]] = []
@@ -566,7 +567,27 @@ def _patches() -> list[tuple[type, str, Callable[[Callable], Callable]]]:
         out.append((DataFrameWriterV2, m, lambda f, m=m: _hooked(f, _describe_v2(m))))
     out.append((SparkSession, "sql", _hooked_sql))
     out.append((DataFrameWriterV2, "__init__", _remember_table))
+    out += [(ClassicFrame, m, _persisted_instead) for m in ("checkpoint", "localCheckpoint")]
     return out
+
+
+def _persisted_instead(original: Callable) -> Callable:
+    """Under capture, ``checkpoint()``/``localCheckpoint()`` persist the frame instead of cutting its plan.
+
+    Why: a checkpoint's plan is a scan of the saved RDD, so every output read from it would have that
+    RDD as its only source (a drift upstream named ``daily_input1.net``), and no sampled pass could
+    reach the driving table's rows. A persisted frame computes the same rows once and keeps its
+    analysed plan, which lineage, probes and samples read as for ``cache()``."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, eager: bool = True, *args: Any, **kwargs: Any) -> Any:
+        if _current() is None:
+            return original(self, eager, *args, **kwargs)
+        level = kwargs.get("storageLevel", args[0] if args else None)
+        return self.persist() if level is None else self.persist(level)
+
+    wrapper.__spark_causal_original__ = original  # type: ignore[attr-defined]
+    return wrapper
 
 
 def _remember_table(original: Callable) -> Callable:

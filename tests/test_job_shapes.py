@@ -2560,3 +2560,33 @@ def test_a_class_mix_is_the_classes_next_to_a_looked_up_rate(spark, tmp_path):
     res = spark_causal.attribute(store, "a", "b", "rev.revenue_usd")
     assert res.significant and res.attributions[0].node == "cm_bookings.fare_class", res.summary()
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.3), res.summary()
+
+
+def test_a_checkpointed_frame_keeps_its_sources(spark, tmp_path):
+    """``checkpoint()``/``localCheckpoint()`` cut a frame's plan to a scan of the saved rows: under capture
+    the frame is persisted instead, so a drift upstream is named at its source, not at the checkpoint
+    (``daily_input1.net`` before), and the rows written are the job's own."""
+    from pyspark.sql import functions as F
+
+    spark.sparkContext.setCheckpointDir(str(tmp_path / "checkpoints"))
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 41), ("b", 42)):
+        folder = tmp_path / run / "orders"
+        folder.mkdir(parents=True)
+        _orders(seed, drift=run == "b").to_parquet(folder / "part-0.parquet")
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            net = spark.read.parquet(str(folder)).withColumn("net", F.col("amount") * 0.9)
+            net.localCheckpoint().groupBy("country").agg(F.sum("net").alias("rev")).write.parquet(str(tmp_path / run / "daily"))
+            net.checkpoint(eager=False).groupBy("qty").agg(F.count("*").alias("n")).write.parquet(str(tmp_path / run / "byqty"))
+        assert not cap.errors
+    plain = net.checkpoint().groupBy("country").agg(F.sum("net").alias("rev"))  # outside capture: a cut plan
+    assert "LogicalRDD" in plain._jdf.queryExecution().analyzed().toString()
+    written = spark.read.parquet(str(tmp_path / "b" / "daily")).orderBy("country").collect()
+    assert written == plain.orderBy("country").collect()
+    G = Store(store).graph("b")
+    assert set(spark_causal.upstream_sources(G, "daily.rev")) == {"orders.amount", "orders.country"}
+    assert set(spark_causal.upstream_sources(G, "byqty.n")) == {"orders.qty"}
+    res = spark_causal.attribute(store, "a", "b", "daily.rev")
+    top = [a for a in res.attributions if a.contribution]
+    assert res.significant and top[0].node == "orders.amount"
+    assert top[0].contribution == pytest.approx(res.change, rel=0.2)
