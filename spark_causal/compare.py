@@ -290,10 +290,9 @@ def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None
 
 
 def _exact_mean(pair: tuple[RunSamples, RunSamples], target: str) -> list[float] | None:
-    """The overall average of the ``avg()`` aggregate ``target`` in both runs: its column's count and
+    """The overall average of the ``avg()`` aggregate ``target`` in both runs: its argument's count and
     sum over the rows the Aggregate took in (``averaged_inputs`` in the run's graph, a probe right below
-    it); None when a run has none (an average of an expression, a FILTER clause, an older run) or no
-    non-NULL value."""
+    it); None when a run has none (an average of a UDF's result, an older run) or no non-NULL value."""
     means = []
     for r in pair:
         output = r.graph.nodes[target].get("output") if target in r.graph else None

@@ -292,27 +292,30 @@ class _Builder:
 
     def averages(self, p: JObject, child: JObject) -> JObject:
         """``child`` (the Aggregate ``p``'s rebuilt input) under a probe of the count and sum of each
-        column an ``avg()`` of ``p`` averages, without a FILTER clause: that average's exact overall value
-        (``Observed.averaged_inputs``). A column's own statistics are over the rows where it was measured,
-        which a join or filter below the Aggregate may have thinned since."""
+        ``avg()`` argument of ``p`` (a column, an expression of the child's columns, ``IF(c, x, NULL)``
+        for a FILTER clause): that average's exact overall value (``Observed.averaged_inputs``). A
+        column's own statistics are over the rows where it was measured, which a join or filter below
+        the Aggregate may have thinned since, and an expression has none. An argument calling a UDF,
+        a subquery or anything non-deterministic is left out (the probe would compute it again), and
+        so is one not a number (an interval)."""
         from pyspark.sql import Column, Observation
         from pyspark.sql import functions as F
 
+        visible = {P.expr_id(a) for a in P.output(child)}
         pairs = []
         for e in P.seq(p.aggregateExpressions()):
-            # (one avg() whose argument is a column: under a FILTER clause the argument is an IF)
             if P.cls(e) == "Alias" and P.aggregate_function(e.child()) == "avg":
                 arg = P.aggregate_argument(e.child())
-                if arg is not None and P.cls(arg) == "AttributeReference":
-                    pairs.append((P.expr_id(e), P.expr_id(arg)))
-        by_id = {P.expr_id(a): a for a in P.output(child)}
-        pairs = [(e, a) for e, a in pairs if a in by_id]
+                info = P.inspect_expr(arg) if arg is not None else None
+                if (info is not None and is_numeric(P.dtype(arg)) and arg.deterministic() and not info.subqueries
+                        and not info.classes & P.UDF_CLASSES and {P.expr_id(a) for a in info.attrs} <= visible):
+                    pairs.append((P.expr_id(e), arg))
         if not pairs:
             return child
         utils = P.jclass("org.apache.spark.sql.classic.ExpressionUtils")
         metrics = []
-        for i, (_, a) in enumerate(pairs):
-            col = Column(utils.column(by_id[a]))
+        for i, (_, arg) in enumerate(pairs):
+            col = Column(utils.column(arg))
             metrics += [F.count(col).alias(f"a{i}_n"), F.sum(col.cast("double")).alias(f"a{i}_s")]
         obs = Observation(f"spark_causal_{self.tag}_{next(_counter)}")
         observed = P.to_dataframe(self.spark, child).observe(obs, *metrics)

@@ -548,7 +548,8 @@ def test_an_average_is_judged_by_its_exact_mean(spark, tmp_path):
     (before: "no significant change"), while the average's input column, measured over the very rows the
     aggregation took in, gives its exact overall average in both runs. A pair where nothing changed
     stays quiet. AVG(price), whose column is measured at its source, below the join that drops rows,
-    is judged by the count and sum of the price over the rows the aggregation took in (was: estimated)."""
+    is judged by the count and sum of the price over the rows the aggregation took in (was: estimated),
+    and so is an average of an expression, its argument's count and sum (was: estimated)."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
@@ -564,10 +565,12 @@ def test_an_average_is_judged_by_its_exact_mean(spark, tmp_path):
         with spark_causal.capture(spark, store=store, run=run, sample_size=1000) as cap:
             rows = spark.read.parquet(str(tmp_path / run / "purchases.parquet")).where("price > 2") \
                 .join(rates, "country").withColumn("amount", F.col("price") * F.col("rate"))
-            rows.groupBy("day").agg(F.avg("amount").alias("avg_amount"), F.avg("price").alias("avg_price")) \
-                .write.parquet(str(tmp_path / run / "daily"))
+            cents = F.avg(F.col("price") * F.col("rate") * 100)
+            rows.groupBy("day").agg(F.avg("amount").alias("avg_amount"), F.avg("price").alias("avg_price"),
+                                    cents.alias("avg_cents")).write.parquet(str(tmp_path / run / "daily"))
             written[run] = rows.agg(F.avg("amount")).first()[0]
             written[run + "_price"] = rows.agg(F.avg("price")).first()[0]
+            written[run + "_cents"] = rows.agg(cents).first()[0]
         assert not cap.errors
     res = spark_causal.attribute(store, "a", "drift", "daily.avg_amount")
     assert (res.baseline_value, res.current_value) == (pytest.approx(written["a"], rel=1e-9),
@@ -580,6 +583,11 @@ def test_an_average_is_judged_by_its_exact_mean(spark, tmp_path):
     assert (below_join.baseline_value, below_join.current_value) == (
         pytest.approx(written["a_price"], rel=1e-9), pytest.approx(written["drift_price"], rel=1e-9))
     assert below_join.significant and below_join.attributions[0].node == "purchases.price", below_join.summary()
+    expression = spark_causal.attribute(store, "a", "drift", "daily.avg_cents")
+    assert (expression.baseline_value, expression.current_value) == (
+        pytest.approx(written["a_cents"], rel=1e-9), pytest.approx(written["drift_cents"], rel=1e-9))
+    assert expression.significant and expression.attributions[0].node == "purchases.price", expression.summary()
+    assert not spark_causal.attribute(store, "a", "same", "daily.avg_cents").significant
 
 
 def test_an_aggregate_filter_clause_keeps_the_rows_it_leaves_out_out_of_the_units(spark, tmp_path):
@@ -587,8 +595,9 @@ def test_an_aggregate_filter_clause_keeps_the_rows_it_leaves_out_out_of_the_unit
     (the samples' estimate 511,591 of the 411,436 written), so voided rows' amounts x1.3 moved the ok
     revenue by +30,796 of its -2,763. The clause now makes the argument IF(status = 'ok', amount, NULL),
     as it does a row count's (and ``COUNT_IF(c)`` counts IF(c, 1, NULL)); every unit sampled, the
-    estimates are what the job wrote."""
+    estimates are what the job wrote. An average under the clause is the exact average of its rows."""
     store = str(tmp_path / "store")
+    written = {}
     for run, seed, void, ok in (("a", 1, 1.0, 1.0), ("void", 2, 1.3, 1.0), ("ok", 2, 1.0, 1.3)):
         rng = np.random.default_rng(seed)
         n = 20_000
@@ -599,8 +608,9 @@ def test_an_aggregate_filter_clause_keeps_the_rows_it_leaves_out_out_of_the_unit
         with spark_causal.capture(spark, store=store, run=run):
             spark.sql("""SELECT day, SUM(amount) FILTER (WHERE status = 'ok') AS ok_rev,
                                 COUNT(*) FILTER (WHERE amount > 30) AS large, SUM(amount) AS rev,
-                                COUNT_IF(status = 'void') AS voided
+                                COUNT_IF(status = 'void') AS voided, AVG(amount) FILTER (WHERE status = 'ok') AS ok_avg
                          FROM o GROUP BY day""").write.parquet(str(tmp_path / run / "daily"))
+        written[run] = spark.sql("SELECT AVG(amount) FILTER (WHERE status = 'ok') FROM o").first()[0]
     for target in ("daily.ok_rev", "daily.large", "daily.voided"):  # COUNT_IF: a count (was: no sum of units)
         res = spark_causal.attribute(store, "a", "void", target)
         est = res.details["estimated"]
@@ -609,6 +619,11 @@ def test_an_aggregate_filter_clause_keeps_the_rows_it_leaves_out_out_of_the_unit
     res = spark_causal.attribute(store, "a", "ok", "daily.ok_rev")
     assert res.significant and res.attributions[0].node == "o.amount", res.summary()
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.1)
+    # an average under a FILTER clause is that clause's rows' exact average (was: estimated)
+    avg = spark_causal.attribute(store, "a", "void", "daily.ok_avg", agg="mean")
+    assert (avg.baseline_value, avg.current_value) == (pytest.approx(written["a"], rel=1e-9),
+                                                       pytest.approx(written["void"], rel=1e-9))
+    assert not avg.significant and avg.details["z_whole"] is not None, avg.summary()
 
 
 def test_a_plan_mix_shift_is_the_plans_not_the_amounts_they_price(spark, tmp_path):
