@@ -293,7 +293,8 @@ class _Builder:
     def averages(self, p: JObject, child: JObject) -> JObject:
         """``child`` (the Aggregate ``p``'s rebuilt input) under a probe of the count and sum of each
         ``avg()`` argument of ``p`` (a column, an expression of the child's columns, ``IF(c, x, NULL)``
-        for a FILTER clause): that average's exact overall value (``Observed.averaged_inputs``). A
+        for a FILTER clause), through the constants around the avg (``plan.outer_affine``): that
+        average's exact overall value (``Observed.averaged_inputs``). A
         column's own statistics are over the rows where it was measured, which a join or filter below
         the Aggregate may have thinned since, and an expression has none. An argument calling a UDF,
         a subquery or anything non-deterministic is left out (the probe would compute it again), and
@@ -309,17 +310,17 @@ class _Builder:
                 info = P.inspect_expr(arg) if arg is not None else None
                 if (info is not None and is_numeric(P.dtype(arg)) and arg.deterministic() and not info.subqueries
                         and not info.classes & P.UDF_CLASSES and {P.expr_id(a) for a in info.attrs} <= visible):
-                    pairs.append((P.expr_id(e), arg))
+                    pairs.append((P.expr_id(e), arg, P.outer_affine(e.child())))
         if not pairs:
             return child
         utils = P.jclass("org.apache.spark.sql.classic.ExpressionUtils")
         metrics = []
-        for i, (_, arg) in enumerate(pairs):
+        for i, (_, arg, (a, b)) in enumerate(pairs):  # 100 * AVG(x) - 1: the average of x * 100 - 1
             col = Column(utils.column(arg))
-            metrics += [F.count(col).alias(f"a{i}_n"), F.sum(col.cast("double")).alias(f"a{i}_s")]
+            metrics += [F.count(col).alias(f"a{i}_n"), F.sum(col.cast("double") * a + b).alias(f"a{i}_s")]
         obs = Observation(f"spark_causal_{self.tag}_{next(_counter)}")
         observed = P.to_dataframe(self.spark, child).observe(obs, *metrics)
-        self.probes.append(_Probe(obs, [], [], averaged=[e for e, _ in pairs]))
+        self.probes.append(_Probe(obs, [], [], averaged=[e for e, _, _ in pairs]))
         return observed._jdf.queryExecution().analyzed()
 
     def few_groups(self, signature: str) -> bool:

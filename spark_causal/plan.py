@@ -394,6 +394,43 @@ def aggregate_argument(expr: JObject) -> JObject | None:
     return arg if cond is None else when(cond, arg)
 
 
+def outer_affine(expr: JObject) -> tuple[float, float]:
+    """(a, b) such that ``expr`` is a x AGG + b for its one aggregate AGG, through casts, rounding,
+    ``COALESCE(AGG, constant)`` and constant ``+ - * /`` (``ROUND(SUM(x) / 1000, 1)``: (0.001, 0);
+    ``1 - AVG(ok)``: (-1, 1)); (1, 0) for any other expression, which is then taken as the aggregate.
+
+    Why: a sum's units contribute its argument, and an average's exact figures count and sum it; a
+    report's ``ROUND(SUM(amount) / 1000, 1) AS revenue_k`` has its exact figures in thousands, so units
+    contributing whole amounts made its spread 1,000x too large (every move "no significant change"),
+    and ``SUM(x) * 100`` 100x too small (an A/A pair "no mechanism explains it"). The sampled
+    units and the average's probe take the argument through the same map (a sum's b is per group, not
+    per row: left out)."""
+    a, b, e = 1.0, 0.0, expr
+    while cls(e) != "AggregateExpression":
+        c, kids = cls(e), children(e)
+        values = [_constant(k) for k in kids]
+        if (c in _SAME_VALUE or c in ("Round", "BRound")) and kids:
+            e = kids[0]
+        elif c == "Coalesce" and len(kids) == 2 and values[1] is not None:
+            e = kids[0]
+        elif c == "UnaryMinus" and kids:
+            a, e = -a, kids[0]
+        elif len(kids) != 2 or values.count(None) != 1:
+            return 1.0, 0.0
+        elif c == "Multiply":
+            a, e = a * next(v for v in values if v is not None), kids[values.index(None)]
+        elif c == "Divide" and values[1]:
+            a, e = a / values[1], kids[0]
+        elif c == "Add":
+            a, b, e = a, b + a * next(v for v in values if v is not None), kids[values.index(None)]
+        elif c == "Subtract":  # e - k, or k - e
+            k = next(v for v in values if v is not None)
+            a, b, e = (a, b - a * k, kids[0]) if values[0] is None else (-a, b + a * k, kids[1])
+        else:
+            return 1.0, 0.0
+    return a, b
+
+
 def linear_sums(expr: JObject) -> list[tuple[float, JObject]] | None:
     """(coefficient, argument) of each SUM in an aggregate expression that is a sum of SUMs times
     constants (``SUM(revenue) - SUM(cost)``, ``0.5 * SUM(a) + SUM(b)``); None for any other. Such an
@@ -405,25 +442,19 @@ def linear_sums(expr: JObject) -> list[tuple[float, JObject]] | None:
             return None if e.isDistinct() or cls(fn) not in ("Sum", "TrySum") else \
                 [(coef, aggregate_argument(e) or children(fn)[0])]
         kids = children(e)
-        if c in _SAME_VALUE and kids:
+        if (c in _SAME_VALUE or c in ("Round", "BRound")) and kids:
             return walk(kids[0], coef)
         if c == "UnaryMinus":
             return walk(kids[0], -coef)
         if c in ("Add", "Subtract"):
             left, right = walk(kids[0], coef), walk(kids[1], coef if c == "Add" else -coef)
             return None if left is None or right is None else left + right
-        if c in ("Multiply", "Divide"):
-            const = [k for k in kids if cls(k) == "Literal"]
-            other = [k for k in kids if cls(k) != "Literal"]
-            if len(const) != 1 or len(other) != 1 or (c == "Divide" and kids[1] is not const[0]):
+        values = [_constant(k) for k in kids]
+        if c in ("Multiply", "Divide") and len(kids) == 2 and values.count(None) == 1:
+            value = next(v for v in values if v is not None)
+            if c == "Divide" and (values[1] is None or value == 0):
                 return None
-            try:
-                value = float(str(const[0].value()))
-            except (TypeError, ValueError):
-                return None
-            if c == "Divide" and value == 0:
-                return None
-            return walk(other[0], coef * value if c == "Multiply" else coef / value)
+            return walk(kids[values.index(None)], coef * value if c == "Multiply" else coef / value)
         return None
 
     return walk(expr, 1.0)

@@ -505,12 +505,16 @@ def _provenance(spark: Any, builder: LineageBuilder, output: str, plan: JObject,
                     "arg": " ".join(f"{'-' if k < 0 else '+'} coalesce({P.sql(a)}, 0) * {abs(k)!r}"
                                     for k, a in terms).lstrip("+ ")}
         arg = P.aggregate_argument(expr) if fn != "other" else None  # only sum-like aggregates get contributions
+        a, b = P.outer_affine(expr) if arg is not None and fn in ("sum", "avg") else (1.0, 0.0)
+        b = b if fn == "avg" else 0.0  # a sum's constant is added per group, not per row
         entry = {"fn": fn, "input": walk.env.get(P.expr_id(arg)) if arg is not None and
-                 P.cls(arg) == "AttributeReference" else None}
+                 P.cls(arg) == "AttributeReference" and (a, b) == (1.0, 0.0) else None}
         if arg is not None:
             top.append(rw.add(arg, f"__arg__:{nid}"))
+            if (a, b) != (1.0, 0.0):  # 100 * AVG(x): each unit's x * 100, the values the output's are
+                entry["affine"] = [a, b]
             if entry["input"] is None:  # SUM(price * qty): the argument's own definition, and values
-                entry["arg"] = P.sql(arg)
+                entry["arg"] = P.sql(arg) if "affine" not in entry else f"({P.sql(arg)}) * {a!r} + {b!r}"
         return entry
 
     if agg is not None:
@@ -644,6 +648,8 @@ def sample_output(spark: Any, builder: LineageBuilder, output: str, plan: JObjec
         if "terms" in entry:  # each row's part of a sum of SUMs (a NULL term adds nothing, as in its SUM)
             table[col] = sum(k * pd.to_numeric(table.pop(f"{col}#{i}"), errors="coerce").astype("float64").fillna(0.0)
                              for i, k in enumerate(entry["terms"]))
+        if "affine" in entry and col in table:
+            table[col] = pd.to_numeric(table[col], errors="coerce").astype("float64") * entry["affine"][0] + entry["affine"][1]
         arg = None if col not in table else table[col] if "arg" in entry else table.pop(col)
         if entry["fn"] == "other":  # DISTINCT, percentiles, collect_list ...: no per-unit contribution
             continue

@@ -2605,3 +2605,42 @@ def test_a_checkpointed_frame_keeps_its_sources(spark, tmp_path):
     top = [a for a in res.attributions if a.contribution]
     assert res.significant and top[0].node == "orders.amount"
     assert top[0].contribution == pytest.approx(res.change, rel=0.2)
+
+
+def test_an_aggregate_scaled_by_constants_is_judged_in_the_units_it_writes(spark, tmp_path):
+    """``ROUND(SUM(amount) / 1000, 1)``, ``SUM(amount) * 100``, ``100 * AVG(amount)``, ``1 - AVG(ok)``:
+    the exact figures are in the units written, but the units contributed the aggregate's bare argument,
+    so the spread of a sum in thousands was 1,000x too large (a 4% drift "no significant change"), a sum
+    x100 had 100x too small a spread (an A/A pair "no mechanism explains it"), and the averages were
+    reported as the bare average (25.5 for 2,550; 0.899 for 0.101, moving the other way)."""
+    store = str(tmp_path / "store")
+    sql = """SELECT day, ROUND(SUM(amount) / 1000, 1) AS rev_k, SUM(amount) * 100 AS cents,
+                    ROUND((SUM(amount) - SUM(amount * 0.1)) / 1000, 2) AS net_k,
+                    100 * AVG(amount) AS avg_cents, 1 - AVG(CAST(ok AS INT)) AS bad_share
+             FROM o GROUP BY day"""
+    written = {}
+    for run, seed, drift in (("a", 1, 1.0), ("drift", 2, 1.1), ("same", 3, 1.0)):
+        rng = np.random.default_rng(seed)
+        n = 30_000
+        p = pd.DataFrame({"day": rng.integers(1, 8, n), "country": rng.choice(["US", "DE"], n),
+                          "amount": np.round(rng.lognormal(3, 0.7, n), 2), "ok": rng.random(n) < 0.9})
+        p.loc[p.country == "DE", "amount"] *= drift
+        _as_views(spark, tmp_path / run, {"o": p})
+        with spark_causal.capture(spark, store=store, run=run, sample_size=2000) as cap:
+            spark.sql(sql).write.parquet(str(tmp_path / run / "daily"))
+        assert not cap.errors
+        written[run] = spark.sql("SELECT 100 * AVG(amount), 1 - AVG(CAST(ok AS INT)) FROM o").first()
+    for target in ("daily.rev_k", "daily.cents", "daily.net_k", "daily.avg_cents"):
+        agg = "mean" if target == "daily.avg_cents" else "sum"
+        moved = spark_causal.attribute(store, "a", "drift", target, agg=agg)
+        top = [a for a in moved.attributions if a.contribution]
+        assert moved.significant and top[0].node == "o.amount", moved.summary()
+        assert top[0].contribution == pytest.approx(moved.change, rel=0.25), moved.summary()
+        est = moved.details["estimated"]["change"]
+        assert est == pytest.approx(moved.change, rel=0.5), (target, est, moved.change)
+        assert not spark_causal.attribute(store, "a", "same", target, agg=agg).significant
+    avg = spark_causal.attribute(store, "a", "drift", "daily.avg_cents", agg="mean")
+    assert (avg.baseline_value, avg.current_value) == (pytest.approx(written["a"][0]), pytest.approx(written["drift"][0]))
+    bad = spark_causal.attribute(store, "a", "same", "daily.bad_share", agg="mean")
+    assert (bad.baseline_value, bad.current_value) == (pytest.approx(written["a"][1]), pytest.approx(written["same"][1]))
+    assert bad.details["estimated"]["baseline"] == pytest.approx(written["a"][1], abs=0.02) and not bad.significant
