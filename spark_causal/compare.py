@@ -32,7 +32,7 @@ from .attribution import (
 )
 from .errors import SparkCausalError, UnknownOutputError
 from .lineage import gating_selections
-from .ratio import attribute_ratio, ratio_of
+from .ratio import attribute_linear, attribute_ratio, linear_of, ratio_of
 from .result import Attribution, AttributionItem, _fmt
 from .sampling import WEIGHT
 from .store import Store, file_name
@@ -92,7 +92,8 @@ def load_pair(store: str | Store, baseline: str, current: str, target: str, agg:
             hint="compare two runs of the same job")
     b, c = load_samples(s, baseline), load_samples(s, current)
     node = c.graph.nodes.get(target)
-    part = any(target in (d.get("ratio") or [])[:2] for _, d in c.graph.nodes(data=True))  # of a ratio's
+    # an aggregate the output does not write (a ratio's part, revenue of ``revenue / 1000 AS revenue_k``)
+    part = any(target in (d.get("aggregates") or {}) for d in c.graph.graph.get("segments", []))
     if node is None or not (node.get("output") or part):
         outs = [n for n, d in c.graph.nodes(data=True) if d.get("output")]
         raise UnknownOutputError(f"unknown target {target!r} in run {current!r}",
@@ -139,6 +140,12 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
         except ZeroDivisionError as exc:
             raise SparkCausalError(f"cannot attribute {target}: {exc}",
                                    hint=f"attribute {ratio.numerator} or {ratio.denominator} instead") from None
+    lin = linear_of(c.graph, target, held) if agg != "count" else None
+    if lin is not None:  # revenue / 1000, revenue - cost after the aggregation: from its parts'
+        how = "mean" if lin.mean else "sum"
+        return attribute_linear(lin, target, lambda node: attribute(s, baseline, current, node, how, where,
+                                                                    config=config),
+                                (config or AttributionConfig()).alpha)
     fns = _aggregate_fns(c, target)
     averaged = agg == "sum" and bool(fns) and fns <= {"avg", "mean", "average"}
     if averaged:  # a total of averages is no figure the job wrote: its overall average is the metric
@@ -295,7 +302,8 @@ def _exact_mean(pair: tuple[RunSamples, RunSamples], target: str) -> list[float]
     it); None when a run has none (an average of a UDF's result, an older run) or no non-NULL value."""
     means = []
     for r in pair:
-        output = r.graph.nodes[target].get("output") if target in r.graph else None
+        output = next((d.get("output") for d in r.graph.graph.get("segments", []) if target in (d.get("aggregates") or {})),
+                      None)  # the output whose plan aggregates it (it may write only a column computed from it)
         n, total = (((r.graph.graph.get("outputs") or {}).get(output) or {}).get("averaged_inputs") or {}).get(
             target) or (0, 0.0)
         if not n or not math.isfinite(total):

@@ -160,6 +160,37 @@ class _Walk:
             return self.pending[key].subtype
         return self.b.graph.nodes[key].get("subtype", "filter")
 
+    def facts(self, key: Any) -> tuple[str | None, dict]:
+        """(kind, attributes) of a node, pending or final."""
+        if isinstance(key, int):
+            return self.pending[key].kind, self.pending[key].extra
+        d = self.b.graph.nodes.get(key) or {}
+        return d.get("kind"), d
+
+    def linear(self, expr: JObject) -> dict | None:
+        """``{"linear": [[aggregate node, coefficient], ...], "offset": b}`` for a column computed after
+        an aggregation as constants times its aggregates plus a constant (``rev / 1000``, ``ROUND(rev,
+        2)``, ``rev - cost``, ``100 * avg_price``), through such columns before it; else None. Why: no
+        unit holds it, but its total (or overall average) is that combination of the aggregates', and
+        each of those is attributed over its units (``ratio.attribute_linear``)."""
+        found = P.linear_terms(expr)
+        if not found or not found[0]:
+            return None
+        terms: dict[Any, float] = {}
+        offset = found[1]
+        for coef, attr in found[0]:
+            node = self.env.get(P.expr_id(attr))
+            kind, attrs = self.facts(node) if node is not None else (None, {})
+            if kind == "aggregate" and "ratio" not in attrs:
+                terms[node] = terms.get(node, 0.0) + coef
+            elif attrs.get("linear"):
+                for part, k in attrs["linear"]:
+                    terms[part] = terms.get(part, 0.0) + coef * k
+                offset += coef * float(attrs.get("offset") or 0.0)
+            else:
+                return None
+        return {"linear": [[n, k] for n, k in terms.items() if k], "offset": offset}
+
     def exprs_inputs(self, info: P.ExprInfo, stage: str, edge_kind: str, subtype: str) -> list[tuple[Any, str, str]]:
         """Inputs of an expression: its columns plus the output columns of its subqueries."""
         ins = [(n, edge_kind, subtype) for n in self.lookup(info.attrs)]
@@ -259,7 +290,7 @@ class _Walk:
         self.env[P.expr_id(e)] = self.node(
             kind="stage", column=P.name(e), stage=stage, dtype=P.dtype(e), expr=P.sql(expr),
             subtype=subtype or ("udf" if is_udf else "transformation"), inputs=ins,
-            fp_parts=tuple(info.udf_code))
+            fp_parts=tuple(info.udf_code), extra=None if extra_inputs else self.linear(expr))
 
     def _v_Filter(self, p: JObject, stage: str, alias: str | None) -> _Frame:
         frame = self.visit(p.child(), stage=stage, alias=None)
@@ -487,6 +518,8 @@ class _Walk:
             extra = {k: v for k, v in pend.extra.items() if k != "_key"}
             if "ratio" in extra:  # its parts' node ids (``_v_Aggregate``)
                 extra["ratio"] = [final(extra["ratio"][0]), final(extra["ratio"][1]), extra["ratio"][2]]
+            if "linear" in extra:  # its aggregates' node ids (``linear``)
+                extra["linear"] = [[final(n), k] for n, k in extra["linear"]]
             G.add_node(nid, kind=pend.kind, stage=pend.stage, column=pend.column if pend.kind != "selection"
                        else nid.split(".", 1)[1], dtype=pend.dtype, fingerprint=pend.fingerprint,
                        subtype=pend.subtype, expr=pend.expr, **extra)

@@ -394,6 +394,41 @@ def aggregate_argument(expr: JObject) -> JObject | None:
     return arg if cond is None else when(cond, arg)
 
 
+def affine_terms(expr: JObject, leaf: Callable[[JObject], bool]) -> tuple[list[tuple[float, JObject]], float] | None:
+    """``expr`` as a sum of constants times leaves (subexpressions ``leaf`` accepts) plus a constant:
+    (the (coefficient, leaf) pairs, the constant), through casts, rounding, ``COALESCE(x, constant)``,
+    negation, ``+``/``-`` and ``*``/``/`` by constants; None for any other expression."""
+    def walk(e: JObject, coef: float) -> tuple[list[tuple[float, JObject]], float] | None:
+        if leaf(e):
+            return [(coef, e)], 0.0
+        c, kids = cls(e), children(e)
+        if (c in _SAME_VALUE or c in ("Round", "BRound")) and kids:
+            return walk(kids[0], coef)
+        if c == "Coalesce" and len(kids) == 2 and _constant(kids[1]) is not None:
+            return walk(kids[0], coef)
+        if c == "UnaryMinus" and kids:
+            return walk(kids[0], -coef)
+        if (k := _constant(e)) is not None:
+            return [], coef * k
+        if len(kids) != 2:
+            return None
+        values = [_constant(x) for x in kids]
+        if c in ("Add", "Subtract"):
+            left, right = walk(kids[0], coef), walk(kids[1], coef if c == "Add" else -coef)
+            return None if left is None or right is None else (left[0] + right[0], left[1] + right[1])
+        if c == "Multiply" and values.count(None) == 1:
+            return walk(kids[values.index(None)], coef * next(v for v in values if v is not None))
+        if c == "Divide" and values[0] is None and values[1]:
+            return walk(kids[0], coef / values[1])
+        return None
+
+    return walk(expr, 1.0)
+
+
+def _is_aggregate(e: JObject) -> bool:
+    return cls(e) == "AggregateExpression"
+
+
 def outer_affine(expr: JObject) -> tuple[float, float]:
     """(a, b) such that ``expr`` is a x AGG + b for its one aggregate AGG, through casts, rounding,
     ``COALESCE(AGG, constant)`` and constant ``+ - * /`` (``ROUND(SUM(x) / 1000, 1)``: (0.001, 0);
@@ -405,59 +440,25 @@ def outer_affine(expr: JObject) -> tuple[float, float]:
     and ``SUM(x) * 100`` 100x too small (an A/A pair "no mechanism explains it"). The sampled
     units and the average's probe take the argument through the same map (a sum's b is per group, not
     per row: left out)."""
-    a, b, e = 1.0, 0.0, expr
-    while cls(e) != "AggregateExpression":
-        c, kids = cls(e), children(e)
-        values = [_constant(k) for k in kids]
-        if (c in _SAME_VALUE or c in ("Round", "BRound")) and kids:
-            e = kids[0]
-        elif c == "Coalesce" and len(kids) == 2 and values[1] is not None:
-            e = kids[0]
-        elif c == "UnaryMinus" and kids:
-            a, e = -a, kids[0]
-        elif len(kids) != 2 or values.count(None) != 1:
-            return 1.0, 0.0
-        elif c == "Multiply":
-            a, e = a * next(v for v in values if v is not None), kids[values.index(None)]
-        elif c == "Divide" and values[1]:
-            a, e = a / values[1], kids[0]
-        elif c == "Add":
-            a, b, e = a, b + a * next(v for v in values if v is not None), kids[values.index(None)]
-        elif c == "Subtract":  # e - k, or k - e
-            k = next(v for v in values if v is not None)
-            a, b, e = (a, b - a * k, kids[0]) if values[0] is None else (-a, b + a * k, kids[1])
-        else:
-            return 1.0, 0.0
-    return a, b
+    found = affine_terms(expr, _is_aggregate)
+    return (found[0][0][0], found[1]) if found is not None and len(found[0]) == 1 else (1.0, 0.0)
+
+
+def linear_terms(expr: JObject) -> tuple[list[tuple[float, JObject]], float] | None:
+    """``expr`` as constants times columns plus a constant (``rev / 1000``, ``ROUND(rev - cost, 2)``,
+    ``a * 100``): (coefficient, attribute) pairs and the constant (``affine_terms``), or None."""
+    return affine_terms(expr, lambda e: cls(e) == "AttributeReference")
 
 
 def linear_sums(expr: JObject) -> list[tuple[float, JObject]] | None:
     """(coefficient, argument) of each SUM in an aggregate expression that is a sum of SUMs times
-    constants (``SUM(revenue) - SUM(cost)``, ``0.5 * SUM(a) + SUM(b)``); None for any other. Such an
-    expression is itself a sum over rows (of ``revenue - cost``), and is attributed as one."""
-    def walk(e: JObject, coef: float) -> list[tuple[float, JObject]] | None:
-        c = cls(e)
-        if c == "AggregateExpression":
-            fn = e.aggregateFunction()
-            return None if e.isDistinct() or cls(fn) not in ("Sum", "TrySum") else \
-                [(coef, aggregate_argument(e) or children(fn)[0])]
-        kids = children(e)
-        if (c in _SAME_VALUE or c in ("Round", "BRound")) and kids:
-            return walk(kids[0], coef)
-        if c == "UnaryMinus":
-            return walk(kids[0], -coef)
-        if c in ("Add", "Subtract"):
-            left, right = walk(kids[0], coef), walk(kids[1], coef if c == "Add" else -coef)
-            return None if left is None or right is None else left + right
-        values = [_constant(k) for k in kids]
-        if c in ("Multiply", "Divide") and len(kids) == 2 and values.count(None) == 1:
-            value = next(v for v in values if v is not None)
-            if c == "Divide" and (values[1] is None or value == 0):
-                return None
-            return walk(kids[values.index(None)], coef * value if c == "Multiply" else coef / value)
+    constants (``SUM(revenue) - SUM(cost)``, ``ROUND(0.5 * SUM(a) + SUM(b), 2)``); None for any other.
+    Such an expression is itself a sum over rows (of ``revenue - cost``), and is attributed as one."""
+    found = affine_terms(expr, _is_aggregate)
+    if found is None or found[1] or not all(
+            not e.isDistinct() and cls(e.aggregateFunction()) in ("Sum", "TrySum") for _, e in found[0]):
         return None
-
-    return walk(expr, 1.0)
+    return [(coef, aggregate_argument(e) or children(e.aggregateFunction())[0]) for coef, e in found[0]]
 
 
 def ratio_of_sums(expr: JObject) -> tuple[float, JObject, JObject] | None:

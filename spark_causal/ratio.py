@@ -1,5 +1,6 @@
-"""A ratio of two aggregates (``converted_sessions / sessions AS conversion_rate``), attributed
-through its parts.
+"""A ratio of two aggregates (``converted_sessions / sessions AS conversion_rate``), or a linear
+combination of them (``revenue - cost AS margin``, ``ROUND(revenue / 1000, 1)``), attributed through
+its parts.
 
 Why: no unit holds a ratio computed after the aggregation, but its overall value over the output's
 rows, R = A / B with A and B the sums of the two aggregate columns, moves exactly as
@@ -9,7 +10,8 @@ rows, R = A / B with A and B the sums of the two aggregate columns, moves exactl
 so each cause's share of the ratio's move is its share of the numerator's move less R_b times its
 share of the denominator's, over today's denominator. A volume change that moves both in proportion
 moves the ratio by nothing, and so gets nothing. The parts are attributed as any sum is (drill-down,
-slices, exact values), and their items combined by that identity.
+slices, exact values), and their items combined by that identity. A linear combination's total
+(an average's overall value) is the same combination of its parts' totals, and so is each item.
 """
 from __future__ import annotations
 
@@ -128,3 +130,85 @@ def attribute_ratio(ratio: Ratio, target: str, part: Callable[[str], Attribution
 
 def _pct(k: float) -> str:
     return "" if k == 1.0 else f"{k:g} x "
+
+
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    """``sum(k x part) + offset``: node ids of sum/count aggregates (or of averages) with their factors."""
+
+    terms: tuple[tuple[str, float], ...]
+    offset: float = 0.0
+    mean: bool = False  # its parts are averages: the combination of their overall averages
+
+
+def linear_of(graph: nx.DiGraph, target: str, aggregates: dict[str, dict]) -> Linear | None:
+    """The linear combination of aggregates ``target`` computes after the aggregation (``linear`` in
+    the graph, ``lineage``), when every part is held by a segment and all are sums and counts, or all
+    averages. A sum's constant is added per group, which no unit holds: None then, as for anything else."""
+    d = graph.nodes[target] if target in graph else {}
+    if d.get("kind") == "aggregate" or not d.get("linear"):
+        return None
+    terms = tuple((str(n), float(k)) for n, k in d["linear"])
+    fns = {str((aggregates.get(n) or {}).get("fn", "")).lower() for n, _ in terms}
+    if not all(n in aggregates for n, _ in terms) or not (fns <= {"sum", "count"} or fns == {"avg"}):
+        return None
+    offset = float(d.get("offset") or 0.0)
+    if offset and fns != {"avg"}:
+        return None
+    return Linear(terms, offset, fns == {"avg"})
+
+
+def attribute_linear(lin: Linear, target: str, part: Callable[[str], Attribution], alpha: float) -> Attribution:
+    """The attribution of ``target`` from the attributions of its parts (``part(node)``: that node's sum,
+    or overall average), each item the same combination of the parts' items. Its spread combines the
+    parts' as if independent (a margin's revenue and cost move together: this errs quiet); one part
+    scaled keeps that part's own verdict."""
+    parts = [(k, part(n)) for n, k in lin.terms]
+    z = float(norm.ppf(1 - alpha / 2))
+
+    def combined(values: list[float | None]) -> float | None:
+        return None if any(v is None for v in values) else math.sqrt(sum(
+            (k * v) ** 2 for (k, _), v in zip(parts, values)))
+
+    items: dict[str, AttributionItem] = {}
+    for k, a in parts:
+        for i in a.attributions:
+            lo, hi = sorted((k * i.ci_low, k * i.ci_high))
+            prev = items.get(i.node)
+            if prev is None:
+                items[i.node] = dataclasses.replace(i, contribution=k * i.contribution, ci_low=lo, ci_high=hi)
+                continue
+            value = prev.contribution + k * i.contribution
+            width = math.hypot((prev.ci_high - prev.ci_low) / 2, (hi - lo) / 2)
+            ps = [x for x in (prev.p_value, i.p_value) if x is not None]
+            items[i.node] = dataclasses.replace(
+                prev, contribution=value, ci_low=value - width, ci_high=value + width,
+                mechanism_changed=prev.mechanism_changed or i.mechanism_changed, p_value=min(ps) if ps else None)
+    ranked = sorted(items.values(), key=lambda i: (-abs(i.contribution), i.p_value if i.p_value is not None else 1.0,
+                                                   i.node))
+    vb = sum(k * a.baseline_value for k, a in parts) + lin.offset
+    vc = sum(k * a.current_value for k, a in parts) + lin.offset
+    se_change = combined([(a.details or {}).get("se_change") for _, a in parts])
+    se_whole = combined([(a.details or {}).get("se_whole") for _, a in parts])
+    z_whole = (vc - vb) / se_whole if se_whole else None
+    if len(parts) == 1:
+        significant = parts[0][1].significant
+    else:
+        spread = se_whole if se_whole else se_change
+        significant = bool(spread is not None and abs(vc - vb) > z * spread and any(a.significant for _, a in parts))
+    first = parts[0][1]
+    formula = " ".join(f"{'-' if k < 0 else '+'} {'' if abs(k) == 1 else f'{abs(k):g} x '}{n}"
+                       for n, k in lin.terms).lstrip("+ ") + (f" {'-' if lin.offset < 0 else '+'} {abs(lin.offset):g}"
+                                                               if lin.offset else "")
+    codes = [cc for _, a in parts for cc in a.code_changes]
+    return Attribution(
+        target=target, agg="mean" if lin.mean else "sum", where=first.where, baseline_run=first.baseline_run,
+        current_run=first.current_run, baseline_value=vb, current_value=vc, change=vc - vb,
+        significant=significant, attributions=ranked,
+        code_changes=[cc for i, cc in enumerate(codes) if cc not in codes[:i]], seed=first.seed,
+        unexplained=(vc - vb) - sum(i.contribution for i in ranked),
+        details={"linear": {"terms": dict(lin.terms), "offset": lin.offset}, "se_change": se_change,
+                 "se_whole": se_whole, "z_whole": z_whole,
+                 "parts": {n: a.to_dict() for (n, _), (_, a) in zip(lin.terms, parts)}},
+        warnings=[f"{target} is {formula} per row: attributed as that combination of their "
+                  f"{'overall averages' if lin.mean else 'sums'}"] + [w for _, a in parts for w in a.warnings])

@@ -2644,3 +2644,47 @@ def test_an_aggregate_scaled_by_constants_is_judged_in_the_units_it_writes(spark
     bad = spark_causal.attribute(store, "a", "same", "daily.bad_share", agg="mean")
     assert (bad.baseline_value, bad.current_value) == (pytest.approx(written["a"][1]), pytest.approx(written["same"][1]))
     assert bad.details["estimated"]["baseline"] == pytest.approx(written["a"][1], abs=0.02) and not bad.significant
+
+
+def test_a_column_computed_from_aggregates_after_the_aggregation_is_their_combination(spark, tmp_path):
+    """``.agg(sum(amount) AS revenue, sum(cost) AS cost, avg(amount) AS avg_amount)`` then
+    ``withColumn("revenue", round(revenue, 2))``, ``revenue / 1000``, ``revenue - cost``, ``avg_amount *
+    100``: no unit holds such a column, and attributing one was an error whose hint (attribute
+    ``daily.revenue@2``, an aggregate the output does not write) was itself refused. Each is now that
+    combination of its aggregates' totals (an average's: of its overall average), attributed through
+    them, with their exact figures."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    written = {}
+    for run, seed, drift in (("a", 1, 1.0), ("drift", 2, 1.15), ("same", 3, 1.0)):
+        rng = np.random.default_rng(seed)
+        n = 30_000
+        p = pd.DataFrame({"day": rng.integers(1, 8, n), "country": rng.choice(["US", "DE"], n),
+                          "amount": np.round(rng.lognormal(3, 0.7, n), 2), "cost": np.round(rng.lognormal(2, 0.7, n), 2)})
+        p.loc[p.country == "DE", "amount"] *= drift
+        (tmp_path / run).mkdir()
+        p.to_parquet(tmp_path / run / "o.parquet", index=False)
+        with spark_causal.capture(spark, store=store, run=run, sample_size=3000) as cap:
+            daily = spark.read.parquet(str(tmp_path / run / "o.parquet")).groupBy("day").agg(
+                F.sum("amount").alias("revenue"), F.sum("cost").alias("cost"), F.avg("amount").alias("avg_amount"))
+            daily = daily.withColumn("revenue", F.round("revenue", 2)).select(
+                "day", "revenue", (F.col("revenue") / 1000).alias("revenue_k"),
+                (F.col("revenue") - F.col("cost")).alias("margin"), (F.col("avg_amount") * 100).alias("avg_cents"))
+            daily.write.parquet(str(tmp_path / run / "daily"))
+        assert not cap.errors
+        written[run] = spark.read.parquet(str(tmp_path / run / "o.parquet")).agg(
+            F.sum("amount"), F.sum(F.col("amount") - F.col("cost")), F.avg("amount") * 100).first()
+    G = Store(store).graph("drift")
+    assert G.nodes["daily.revenue_k"]["linear"] == [["daily.revenue@2", pytest.approx(0.001)]]
+    assert sorted(G.nodes["daily.margin"]["linear"]) == [["daily.cost", -1.0], ["daily.revenue@2", 1.0]]
+    for target, agg, value in (("daily.revenue", "sum", 0), ("daily.revenue_k", "sum", 0),
+                               ("daily.margin", "sum", 1), ("daily.avg_cents", "mean", 2)):
+        scale = 0.001 if target == "daily.revenue_k" else 1.0
+        moved = spark_causal.attribute(store, "a", "drift", target, agg=agg)
+        assert (moved.baseline_value, moved.current_value) == (
+            pytest.approx(scale * written["a"][value], rel=1e-6), pytest.approx(scale * written["drift"][value], rel=1e-6))
+        top = [a for a in moved.attributions if a.contribution]
+        assert moved.significant and top[0].node == "o.amount", moved.summary()
+        assert moved.details["z_whole"] > 3
+        assert not spark_causal.attribute(store, "a", "same", target, agg=agg).significant
