@@ -143,9 +143,13 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     lin = linear_of(c.graph, target, held) if agg != "count" else None
     if lin is not None:  # revenue / 1000, revenue - cost after the aggregation: from its parts'
         how = "mean" if lin.mean else "sum"
-        return attribute_linear(lin, target, lambda node: attribute(s, baseline, current, node, how, where,
-                                                                    config=config),
-                                (config or AttributionConfig()).alpha)
+        result = attribute_linear(lin, target, lambda node: attribute(s, baseline, current, node, how, where,
+                                                                      config=config),
+                                  (config or AttributionConfig()).alpha)
+        # a slice of a sum: the rows the output wrote (the parts it does not write have none)
+        values = _slice_values(s, (baseline, current), c.graph.nodes[target].get("output") or "", target, where) \
+            if where is not None and not lin.mean else None
+        return _with_values(result, values) if values else result
     fns = _aggregate_fns(c, target)
     averaged = agg == "sum" and bool(fns) and fns <= {"avg", "mean", "average"}
     if averaged:  # a total of averages is no figure the job wrote: its overall average is the metric

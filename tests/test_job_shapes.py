@@ -2688,3 +2688,7 @@ def test_a_column_computed_from_aggregates_after_the_aggregation_is_their_combin
         assert moved.significant and top[0].node == "o.amount", moved.summary()
         assert moved.details["z_whole"] > 3
         assert not spark_causal.attribute(store, "a", "same", target, agg=agg).significant
+    day3 = spark_causal.attribute(store, "a", "drift", "daily.revenue_k", where="day = 3")
+    rows = {run: spark.read.parquet(str(tmp_path / run / "daily")).where("day = 3").first()["revenue_k"]
+            for run in ("a", "drift")}
+    assert (day3.baseline_value, day3.current_value) == (pytest.approx(rows["a"]), pytest.approx(rows["drift"]))
