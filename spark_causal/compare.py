@@ -180,10 +180,10 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
 
 
 def _named_at_sources(result: Attribution, graph: nx.DiGraph) -> Attribution:
-    """Items of stage columns that copy one source column as it is (``CAST(fee_rate AS DOUBLE)`` in a
-    ``selectExpr`` over a CSV read) named as that source column, where the data changed: the cast
-    column is where the model met the values, the source is what a user looks for. A stage column
-    whose own code changed keeps its name."""
+    """Items of stage columns computed from one source column alone (``CAST(fee_rate AS DOUBLE)`` in a
+    ``selectExpr`` over a CSV read, a union branch's ``wh / 1000``) named as that source column, where
+    the data changed: the stage column is where the model met the values (a union's rows are its
+    units), the source is what a user looks for. A stage column whose own code changed keeps its name."""
     changed = {cc.get("node") for cc in result.code_changes}
     merged: dict[str, AttributionItem] = {}
     renamed = False
@@ -192,7 +192,8 @@ def _named_at_sources(result: Attribution, graph: nx.DiGraph) -> Attribution:
         inputs = [p for p in graph.predecessors(a.node) if graph.nodes[p].get("kind") != "selection"] \
             if a.node in graph else []
         if d.get("kind") == "stage" and a.node not in changed and len(inputs) == 1 and \
-                graph.nodes[inputs[0]].get("kind") == "source" and _COPY.match(str(d.get("expr") or "")):
+                graph.nodes[inputs[0]].get("kind") == "source" and (
+                    d.get("subtype") in ("transformation", "udf") or _COPY.match(str(d.get("expr") or ""))):
             src = graph.nodes[inputs[0]]
             a = dataclasses.replace(a, node=inputs[0], kind="source", table=src.get("table"), stage=None,
                                     column=src.get("column") or inputs[0].rsplit(".", 1)[-1])

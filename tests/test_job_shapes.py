@@ -461,26 +461,32 @@ def test_a_summary_of_another_output_is_attributed_below_it(spark, tmp_path):
 def test_a_change_in_one_branch_of_a_union_is_named_by_its_branch(spark, tmp_path):
     """Units are the union's rows; the branches' exact statistics say which input moved: online prices
     drifted (not store prices), store orders grew (not online ones), online orders moved north (where
-    prices are double): the union's own columns are modelled as its rows' (the region, not the price)."""
+    prices are double): the union's own columns are modelled as its rows' (the region, not the price).
+    The shop's prices are stored in cents and divided by 100 in its branch: prices sent in euros are the
+    shop's source column (was: the branch's ``price_cents / 100``, whose code did not change)."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
-    runs = {"a": (111, 1.0, 4000, 0.5), "same": (112, 1.0, 4000, 0.5), "drift": (112, 1.5, 4000, 0.5),
-            "more": (112, 1.0, 6000, 0.5), "mix": (112, 1.0, 4000, 0.8)}
-    for run, (seed, factor, n_store, north) in runs.items():
+    runs = {"a": (111, 1.0, 4000, 0.5, 100), "same": (112, 1.0, 4000, 0.5, 100), "drift": (112, 1.5, 4000, 0.5, 100),
+            "more": (112, 1.0, 6000, 0.5, 100), "mix": (112, 1.0, 4000, 0.8, 100), "euros": (112, 1.0, 4000, 0.5, 1)}
+    for run, (seed, factor, n_store, north, cents) in runs.items():
         rng = np.random.default_rng(seed)
         (tmp_path / run).mkdir()
         for name, n, f, p in (("online", 6000, factor, north), ("shop", n_store, 1.0, 0.5)):
             region = rng.choice(["n", "s"], n, p=[p, 1 - p])
-            pd.DataFrame({"qty": rng.integers(1, 4, n), "region": region, "unit_price": np.round(
-                rng.gamma(3.0, 4.0, n) * f * np.where(region == "n", 2.0, 1.0), 2)}) \
-                .to_parquet(tmp_path / run / f"{name}.parquet")
+            frame = pd.DataFrame({"qty": rng.integers(1, 4, n), "region": region, "unit_price": np.round(
+                rng.gamma(3.0, 4.0, n) * f * np.where(region == "n", 2.0, 1.0), 2)})
+            if name == "shop":
+                frame = frame.assign(price_cents=np.round(frame.pop("unit_price") * cents, 2))
+            frame.to_parquet(tmp_path / run / f"{name}.parquet")
         with spark_causal.capture(spark, store=store, run=run):
+            shop = spark.read.parquet(str(tmp_path / run / "shop.parquet"))
             rows = spark.read.parquet(str(tmp_path / run / "online.parquet")).unionByName(
-                spark.read.parquet(str(tmp_path / run / "shop.parquet")))
+                shop.select("qty", "region", (F.col("price_cents") / 100).alias("unit_price")))
             rows.withColumn("gross", F.col("unit_price") * F.col("qty")).groupBy("region") \
                 .agg(F.sum("gross").alias("gross")).write.parquet(str(tmp_path / run / "sales"))
-    for run, cause in (("drift", "online.unit_price"), ("more", "shop.__rows__"), ("mix", "online.region")):
+    for run, cause in (("drift", "online.unit_price"), ("more", "shop.__rows__"), ("mix", "online.region"),
+                       ("euros", "shop.price_cents")):
         res = spark_causal.attribute(store, "a", run, "sales.gross")
         assert res.significant and [a.node for a in res.attributions if a.contribution][:1] == [cause], res.summary()
     assert not spark_causal.attribute(store, "a", "same", "sales.gross").significant
