@@ -113,6 +113,7 @@ class Capture:
                                                         self.graph.graph["outputs"][used]["columns"])
                 self.graph.graph["outputs"][used]["group_shares"] = observed.group_shares(rows)
                 self.graph.graph["outputs"][used]["averaged_inputs"] = observed.averaged_inputs(self.builder.walks[used])
+                self.graph.graph["outputs"][used]["ratio_totals"] = observed.ratio_totals(self.builder.walks[used])
             except Exception as exc:  # noqa: BLE001
                 self._fail_soft(f"inline statistics of output {used!r} failed: {_one_line(exc)}", exc)
                 rows = None

@@ -288,6 +288,8 @@ def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None
     values, notes = None, []
     if stats is not None and where is None and summed:
         values, notes = _exact_pair(stats, target)
+        if values is None and not notes:  # a ratio's part, which no column holds
+            values = _ratio_part_totals(pair, target)
     elif where is not None and summed:
         values = _slice_values(store, runs, c.graph.nodes[target].get("output") or target.rsplit(".", 1)[0],
                                target, where)
@@ -307,14 +309,33 @@ def _exact_mean(pair: tuple[RunSamples, RunSamples], target: str) -> list[float]
     it); None when a run has none (an average of a UDF's result, an older run) or no non-NULL value."""
     means = []
     for r in pair:
-        output = next((d.get("output") for d in r.graph.graph.get("segments", []) if target in (d.get("aggregates") or {})),
-                      None)  # the output whose plan aggregates it (it may write only a column computed from it)
-        n, total = (((r.graph.graph.get("outputs") or {}).get(output) or {}).get("averaged_inputs") or {}).get(
-            target) or (0, 0.0)
+        n, total = _probed(r.graph, target, "averaged_inputs") or (0, 0.0)
         if not n or not math.isfinite(total):
             return None
         means.append(total / n)
     return means
+
+
+def _probed(graph: nx.DiGraph, node: str, kind: str) -> list[float] | None:
+    """The probe's figures (``averaged_inputs``, ``ratio_totals``) of aggregate ``node``, kept with the
+    output whose plan aggregates it (which may write only a column computed from it)."""
+    output = next((d.get("output") for d in graph.graph.get("segments", []) if node in (d.get("aggregates") or {})),
+                  None)
+    return (((graph.graph.get("outputs") or {}).get(output) or {}).get(kind) or {}).get(node)
+
+
+def _ratio_part_totals(pair: tuple[RunSamples, RunSamples], target: str) -> list[float] | None:
+    """Both runs' totals of ``target``, a part (numerator or denominator) of a ratio of two sums in one
+    expression, which no column holds: its probe's (``ratio_totals``); None without them."""
+    totals = []
+    for r in pair:
+        ratio, side = next(((n, d["ratio"].index(target)) for n, d in r.graph.nodes(data=True)
+                            if target in (d.get("ratio") or [])[:2]), (None, None))
+        found = _probed(r.graph, ratio, "ratio_totals") if ratio is not None else None
+        if not found or not math.isfinite(found[side]):
+            return None
+        totals.append(found[side])
+    return totals
 
 
 def _exact_pair(stats: tuple[Any, Any], target: str) -> tuple[list[float] | None, list[str]]:

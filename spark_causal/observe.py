@@ -75,6 +75,7 @@ class _Probe:
     rows_of: list[int]  # hashCodes of the original plan nodes whose row count this probe counts
     folded: bool = False  # measured by aggregates added to the job's Aggregate (``_Builder.fold``)
     averaged: list[int] = field(default_factory=list)  # ``_Builder.averages``: avg() exprIds, no columns
+    ratios: list[int] = field(default_factory=list)  # ``_Builder.averages``: exprIds of ratios of two sums
 
     def value(self, metrics: dict, i: int) -> Callable[[str], Any]:
         """The ``column_aggregates`` values of column ``i``; a folded probe's standard deviation from
@@ -139,6 +140,18 @@ class Observed:
                 n, total = m[f"a{i}_n"], m[f"a{i}_s"]
                 if (nid := walk.node(eid)) is not None and n is not None and (total is not None or not n):
                     found.setdefault(nid, [float(n), float(total or 0.0)])
+        return found
+
+    def ratio_totals(self, walk: WalkResult) -> dict[str, list[float]]:
+        """Per aggregate node that is a ratio of two sums in one expression (``SUM(a) / SUM(b)``),
+        [numerator total, denominator total] over the rows its Aggregate took in (``_Builder.averages``):
+        the parts no column holds, whose totals are the ratio's exact overall value."""
+        found: dict[str, list[float]] = {}
+        for probe, m in self.results():
+            for i, eid in enumerate(probe.ratios if m is not None else []):
+                num, den = m[f"r{i}_n"], m[f"r{i}_d"]
+                if (nid := walk.node(eid)) is not None and num is not None and den is not None:
+                    found.setdefault(nid, [float(num), float(den)])
         return found
 
     def reread(self, spark: Any, G: Any, walk: WalkResult,
@@ -303,24 +316,35 @@ class _Builder:
         from pyspark.sql import functions as F
 
         visible = {P.expr_id(a) for a in P.output(child)}
-        pairs = []
+
+        def computable(expr: JObject, numeric: bool = True) -> bool:
+            info = P.inspect_expr(expr)
+            return ((not numeric or is_numeric(P.dtype(expr))) and expr.deterministic() and not info.subqueries
+                    and not info.classes & P.UDF_CLASSES and {P.expr_id(a) for a in info.attrs} <= visible)
+
+        pairs, ratios = [], []
         for e in P.seq(p.aggregateExpressions()):
-            if P.cls(e) == "Alias" and P.aggregate_function(e.child()) == "avg":
+            fn = P.aggregate_function(e.child()) if P.cls(e) == "Alias" else None
+            if fn == "avg":
                 arg = P.aggregate_argument(e.child())
-                info = P.inspect_expr(arg) if arg is not None else None
-                if (info is not None and is_numeric(P.dtype(arg)) and arg.deterministic() and not info.subqueries
-                        and not info.classes & P.UDF_CLASSES and {P.expr_id(a) for a in info.attrs} <= visible):
+                if arg is not None and computable(arg):
                     pairs.append((P.expr_id(e), arg, P.outer_affine(e.child())))
-        if not pairs:
+            elif fn == "other" and (found := P.ratio_of_sums(e.child())) is not None \
+                    and all(computable(part, numeric=False) for part in found[1:]):
+                ratios.append((P.expr_id(e), found[1], found[2]))  # SUM(a) / SUM(b): each part's total
+        if not pairs and not ratios:
             return child
         utils = P.jclass("org.apache.spark.sql.classic.ExpressionUtils")
         metrics = []
         for i, (_, arg, (a, b)) in enumerate(pairs):  # 100 * AVG(x) - 1: the average of x * 100 - 1
             col = Column(utils.column(arg))
             metrics += [F.count(col).alias(f"a{i}_n"), F.sum(col.cast("double") * a + b).alias(f"a{i}_s")]
+        for i, (_, num, den) in enumerate(ratios):
+            metrics += [Column(utils.column(num)).cast("double").alias(f"r{i}_n"),
+                        Column(utils.column(den)).cast("double").alias(f"r{i}_d")]
         obs = Observation(f"spark_causal_{self.tag}_{next(_counter)}")
         observed = P.to_dataframe(self.spark, child).observe(obs, *metrics)
-        self.probes.append(_Probe(obs, [], [], averaged=[e for e, _, _ in pairs]))
+        self.probes.append(_Probe(obs, [], [], averaged=[e for e, _, _ in pairs], ratios=[e for e, _, _ in ratios]))
         return observed._jdf.queryExecution().analyzed()
 
     def few_groups(self, signature: str) -> bool:

@@ -106,7 +106,10 @@ def attribute_ratio(ratio: Ratio, target: str, part: Callable[[str], Attribution
     items.sort(key=lambda i: (-abs(i.contribution), i.p_value if i.p_value is not None else 1.0, i.node))
     # the move's error: the parts' errors combined as if independent (a numerator and denominator that
     # move together make the true error smaller, so this errs quiet)
-    se = [(p.details or {}).get("se_change") for p in (a, b)]
+    # (the spread of the whole runs' exact parts when both have one: the exact ratio is judged by it)
+    whole = [(p.details or {}).get("se_whole") for p in (a, b)]
+    exact = all((p.details or {}).get("z_whole") is not None for p in (a, b))
+    se = whole if exact and all(s is not None for s in whole) else [(p.details or {}).get("se_change") for p in (a, b)]
     se_ratio = k * math.hypot(se[0] or 0.0, rb * (se[1] or 0.0)) / b.current_value if all(
         s is not None for s in se) else None
     sig_metric = se_ratio is not None and abs(vc - vb) > z * se_ratio
@@ -189,7 +192,8 @@ def attribute_linear(lin: Linear, target: str, part: Callable[[str], Attribution
     vb = sum(k * a.baseline_value for k, a in parts) + lin.offset
     vc = sum(k * a.current_value for k, a in parts) + lin.offset
     se_change = combined([(a.details or {}).get("se_change") for _, a in parts])
-    se_whole = combined([(a.details or {}).get("se_whole") for _, a in parts])
+    exact = all((a.details or {}).get("z_whole") is not None for _, a in parts)  # judged by exact figures
+    se_whole = combined([(a.details or {}).get("se_whole") for _, a in parts]) if exact else None
     z_whole = (vc - vb) / se_whole if se_whole else None
     if len(parts) == 1:
         significant = parts[0][1].significant

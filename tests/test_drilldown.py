@@ -596,7 +596,9 @@ def test_a_ratio_in_one_sql_expression_is_attributed_through_its_parts(spark, tm
     """``ROUND(100 * SUM(amount - cost) / SUM(amount), 2) AS margin_pct``: one aggregate expression,
     whose numerator and denominator lineage makes aggregate nodes of their own (``__numerator``,
     ``__denominator``) and sampling gives per-unit contributions. Costs x1.3 name orders.cost for the
-    margin's fall (was: refused as a non-additive aggregate); a second draw stays quiet."""
+    margin's fall (was: refused as a non-additive aggregate); a second draw stays quiet. A quarter of
+    the orders sampled, the values are still the margins the job wrote: a probe below the aggregation
+    totals both parts (was: the samples' estimates)."""
     store = str(tmp_path / "store")
     margin = {}
     for name, seed in (("base", 231), (run, 232)):
@@ -608,7 +610,7 @@ def test_a_ratio_in_one_sql_expression_is_attributed_through_its_parts(spark, tm
         margin[name] = float(100 * (orders.amount - orders.cost).sum() / orders.amount.sum())
         (tmp_path / name).mkdir()
         orders.to_parquet(tmp_path / name / "orders.parquet")
-        with spark_causal.capture(spark, store=store, run=name):
+        with spark_causal.capture(spark, store=store, run=name, sample_size=1000):
             spark.read.parquet(str(tmp_path / name / "orders.parquet")).createOrReplaceTempView("orders")
             spark.sql("""SELECT country, SUM(amount) AS revenue,
                                 ROUND(100 * SUM(amount - cost) / SUM(amount), 2) AS margin_pct
@@ -618,6 +620,7 @@ def test_a_ratio_in_one_sql_expression_is_attributed_through_its_parts(spark, tm
                                                          "report.margin_pct__denominator", 100.0]
     res = spark_causal.attribute(store, "base", run, "report.margin_pct")
     assert res.baseline_value == pytest.approx(margin["base"]) and res.current_value == pytest.approx(margin[run])
+    assert all(part["details"]["z_whole"] is not None for part in res.details["parts"].values())
     if cause is None:
         assert not res.significant, res.summary()
         return
