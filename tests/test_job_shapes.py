@@ -2698,3 +2698,26 @@ def test_a_column_computed_from_aggregates_after_the_aggregation_is_their_combin
     rows = {run: spark.read.parquet(str(tmp_path / run / "daily")).where("day = 3").first()["revenue_k"]
             for run in ("a", "drift")}
     assert (day3.baseline_value, day3.current_value) == (pytest.approx(rows["a"]), pytest.approx(rows["drift"]))
+
+
+def test_rows_that_changed_beyond_chance_do_not_move_a_metric_whose_exact_figures_did_not(spark, tmp_path):
+    """Two days of the same traffic, the second with 2.5% more readings (Poisson z ~3.5): the revenue's
+    exact change is within the whole runs' spread, which holds the rows' variation too, so the volume
+    item alone makes no move (was: significant, all of it "volume"), in the whole and in a slice;
+    15% more readings still do."""
+    store = str(tmp_path / "store")
+    for run, seed, n in (("a", 1, 40_000), ("more", 2, 41_000), ("much_more", 3, 46_000)):
+        rng = np.random.default_rng(seed)
+        frame = pd.DataFrame({"region": rng.choice(["n", "s", "e", "w"], n),
+                              "amount": np.round(rng.lognormal(3, 1.3, n), 2)})
+        _as_views(spark, tmp_path / run, {"readings": frame})
+        with spark_causal.capture(spark, store=store, run=run, sample_size=2000):
+            spark.sql("SELECT region, SUM(amount) AS revenue FROM readings GROUP BY region") \
+                .write.parquet(str(tmp_path / run / "daily"))
+    for where in (None, "region = 'n'"):
+        res = spark_causal.attribute(store, "a", "more", "daily.revenue", where=where)
+        vol = next(a for a in res.attributions if a.kind == "volume")
+        assert vol.p_value < 0.05 and abs(res.details["z_whole"]) < 1.96, (where, vol, res.details["z_whole"])
+        assert not res.significant, res.summary()
+    res = spark_causal.attribute(store, "a", "much_more", "daily.revenue")
+    assert res.significant and res.attributions[0].node == "readings.__rows__", res.summary()
