@@ -181,22 +181,33 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
 
 def _named_at_sources(result: Attribution, graph: nx.DiGraph) -> Attribution:
     """Items of stage columns computed from one source column alone (``CAST(fee_rate AS DOUBLE)`` in a
-    ``selectExpr`` over a CSV read, a union branch's ``wh / 1000``) named as that source column, where
-    the data changed: the stage column is where the model met the values (a union's rows are its
-    units), the source is what a user looks for. A stage column whose own code changed keeps its name."""
+    ``selectExpr`` over a CSV read, a union branch's ``wh / 1000``, ``item.unit_price`` of
+    ``explode(items) AS item``, through each column between) named as that source column, where the
+    data changed: the stage column is where the model met the values (a union's rows, a dedup's rows
+    are its units), the source is what a user looks for. A column whose code changed on the way keeps
+    the item."""
     changed = {cc.get("node") for cc in result.code_changes}
+
+    def source_of(node: str) -> str | None:
+        for _ in range(len(graph)):
+            d = graph.nodes.get(node) or {}
+            if d.get("kind") == "source":
+                return node
+            inputs = [p for p in graph.predecessors(node) if graph.nodes[p].get("kind") != "selection"]
+            if d.get("kind") != "stage" or node in changed or len(inputs) != 1 or not (
+                    d.get("subtype") in ("transformation", "udf", "generate") or _COPY.match(str(d.get("expr") or ""))):
+                return None
+            node = inputs[0]
+        return None
+
     merged: dict[str, AttributionItem] = {}
     renamed = False
     for a in result.attributions:
-        d = graph.nodes.get(a.node) or {}
-        inputs = [p for p in graph.predecessors(a.node) if graph.nodes[p].get("kind") != "selection"] \
-            if a.node in graph else []
-        if d.get("kind") == "stage" and a.node not in changed and len(inputs) == 1 and \
-                graph.nodes[inputs[0]].get("kind") == "source" and (
-                    d.get("subtype") in ("transformation", "udf") or _COPY.match(str(d.get("expr") or ""))):
-            src = graph.nodes[inputs[0]]
-            a = dataclasses.replace(a, node=inputs[0], kind="source", table=src.get("table"), stage=None,
-                                    column=src.get("column") or inputs[0].rsplit(".", 1)[-1])
+        src_id = source_of(a.node) if (graph.nodes.get(a.node) or {}).get("kind") == "stage" else None
+        if src_id is not None:
+            src = graph.nodes[src_id]
+            a = dataclasses.replace(a, node=src_id, kind="source", table=src.get("table"), stage=None,
+                                    column=src.get("column") or src_id.rsplit(".", 1)[-1])
             renamed = True
         _merge(merged, a)
     return dataclasses.replace(result, attributions=_ranked(list(merged.values()))) if renamed else result

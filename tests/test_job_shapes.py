@@ -2721,3 +2721,30 @@ def test_rows_that_changed_beyond_chance_do_not_move_a_metric_whose_exact_figure
         assert not res.significant, res.summary()
     res = spark_causal.attribute(store, "a", "much_more", "daily.revenue")
     assert res.significant and res.attributions[0].node == "readings.__rows__", res.summary()
+
+
+def test_a_field_of_exploded_items_deduplicated_before_the_sum_is_named_at_its_source(spark, tmp_path):
+    """``explode(items) AS item``, ``item.price``, then ``dropDuplicates(order_id, sku)``: the units are
+    the dedup's rows, where ``price`` is a root of its own; prices x1.5 were named ``lines.price``
+    (the field read from the exploded item, code unchanged), now ``orders.items``, the source column
+    they are read from through the explode."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed, rise in (("a", 1, 1.0), ("b", 2, 1.5)):
+        rng = np.random.default_rng(seed)
+        n = 3000
+        rows = [(i, [{"sku": f"s{k}", "price": float(np.round(rng.lognormal(2, 0.5) * rise, 2))}
+                     for k in rng.choice(40, rng.integers(1, 4), replace=False)]) for i in range(n)]
+        (tmp_path / run).mkdir()
+        spark.createDataFrame(rows, "order_id long, items array<struct<sku: string, price: double>>") \
+            .write.parquet(str(tmp_path / run / "orders"))
+        with spark_causal.capture(spark, store=store, run=run) as cap:
+            lines = (spark.read.parquet(str(tmp_path / run / "orders")).select("order_id", F.explode("items").alias("item"))
+                     .select("order_id", F.col("item.sku").alias("sku"), F.col("item.price").alias("price"))
+                     .dropDuplicates(["order_id", "sku"]))
+            lines.groupBy("sku").agg(F.sum("price").alias("revenue")).write.parquet(str(tmp_path / run / "lines"))
+        assert not cap.errors
+    res = spark_causal.attribute(store, "a", "b", "lines.revenue")
+    top = [a for a in res.attributions if a.contribution]
+    assert res.significant and top[0].node == "orders.items", res.summary()
