@@ -580,8 +580,9 @@ def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baselin
 def _within_the_units(result: Attribution, stats: tuple[Any, Any], baseline: nx.DiGraph, graph: nx.DiGraph,
                       dominance: float = 3.0) -> Attribution:
     """The volume item of units that are a relation's result rows (a window over few partitions, a
-    DISTINCT), refined to what inside that relation changed them: a filter or join there whose code
-    changed (a bid floor raised, a LEFT join made INNER), else the source column under those
+    DISTINCT), refined to what inside that relation changed them: a DISTINCT above whose keys changed
+    in code, a filter or join there whose code changed (a bid floor raised, a LEFT join made INNER),
+    else the source column under those
     selections whose exact statistics moved ``dominance`` times more than anything else there and
     than the driving table's rows (NULL prices a filter drops). Those selections are no columns of
     the units, so the sample sees only fewer rows; the graphs and statistics tell which."""
@@ -590,7 +591,11 @@ def _within_the_units(result: Attribution, stats: tuple[Any, Any], baseline: nx.
     old = _segment(baseline, desc.get("id")) if desc else None
     inside = list(dict.fromkeys((desc or {}).get("inside") or [])) + [
         s for s in (old or {}).get("inside") or [] if s not in ((desc or {}).get("inside") or [])]
-    if not inside:
+    # the DISTINCT / dropDuplicates itself: keys changed in code decide other rows (a dedup by order
+    # only, not order and SKU, keeps one line an order)
+    dedups = [n for n in nx.ancestors(graph, result.target) if graph.nodes[n].get("subtype") == "dedup"] \
+        if result.target in graph and desc else []
+    if not inside and not dedups:
         return result
     rows = f"{desc.get('driving')}.__rows__"
 
@@ -601,7 +606,7 @@ def _within_the_units(result: Attribution, stats: tuple[Any, Any], baseline: nx.
     def cause(a: AttributionItem) -> str | None:
         if a.node != rows or a.kind != "volume" or not a.contribution:
             return None
-        changed = [s for s in inside if code_changed(s)]
+        changed = [s for s in sorted(dedups) + inside if code_changed(s)]
         if changed:
             return changed[0]
         roots = {r for s in inside if s in graph for r in nx.ancestors(graph, s)
@@ -699,27 +704,26 @@ def _other_tables(graph: nx.DiGraph, join: dict) -> set[str]:
 
 
 def _stats_change(sb: Any, sc: Any, node: str, noise: float = 2.0) -> float:
-    """How far a node's exact statistics moved between runs beyond ``noise`` times what two draws of
-    the same data move them by (clipped at 0): mean shift in standard deviations, change of the NULL
-    share, total variation of the top values (the largest of them).
+    """How far a node's exact statistics moved between runs: mean shift in standard deviations beyond
+    ``noise`` times what two draws of that many rows move it by, change of the NULL share, total
+    variation of the top values as shares of the valued rows, those beyond the listed top ones being
+    one more value (the largest of them; at least 0).
 
-    Why beyond the draws' own spread: a raw shift ranks noisy columns first. The SKUs of 5,000 returns
-    over 500 products differ between two days by a total variation of ~0.18 by chance alone, which beat
-    every other column 3 to 1 and took the volume of rows a dedup kept (A/A pairs included); a drift of
-    one region's readings, a mean shift of 0.013 sd among heavy-tailed glitches, did not beat the other
-    union branch's 0.007, though 0.008 of each is chance."""
+    Why: the top 10 of 2,000 SKUs in 5,000 returns, as shares of themselves, differ wholly between two
+    days (0.65), which beat every other column 3 to 1 and took the volume of rows a dedup kept (A/A
+    pairs included). A drift of one region's readings, a mean shift of 0.013 sd among heavy-tailed
+    glitches, did not beat the other union branch's 0.007, of which 0.008 is chance. A flag flipped in
+    a dimension of 5 rows is no draw: shares and NULLs are compared as they are."""
     if node not in sb.index or node not in sc.index:
         return 0.0
     b, c = sb.loc[node], sc.loc[node]
     out = []
     nb, nc = float(b["count"] or 0), float(c["count"] or 0)
     if nb and nc:
-        qb, qc = float(b["nulls"]) / nb, float(c["nulls"]) / nc
-        q = (float(b["nulls"]) + float(c["nulls"])) / (nb + nc)
-        chance = noise * math.sqrt(q * (1 - q) * (1 / nb + 1 / nc))
-        out.append(abs(qc - qb) - chance)
-        if 1 - qb > 0:  # a mostly-NULL column (amounts of purchases only): its valued share, relatively
-            out.append((abs(qc - qb) - chance) / (1 - qb))
+        out.append(abs(float(c["nulls"]) / nc - float(b["nulls"]) / nb))
+        vb, vc = 1 - float(b["nulls"]) / nb, 1 - float(c["nulls"]) / nc
+        if vb > 0:  # a mostly-NULL column (amounts of purchases only): its valued share, relatively
+            out.append(abs(vc / vb - 1))
     vb_n, vc_n = nb - float(b["nulls"] or 0), nc - float(c["nulls"] or 0)
     spread = max(float(b["std"] or 0) if b["std"] == b["std"] else 0.0, 1e-12)
     if b["mean"] == b["mean"] and c["mean"] == c["mean"] and b["mean"] is not None and c["mean"] is not None \
@@ -727,16 +731,10 @@ def _stats_change(sb: Any, sc: Any, node: str, noise: float = 2.0) -> float:
         out.append(abs(float(c["mean"]) - float(b["mean"])) / spread - noise * math.sqrt(1 / vb_n + 1 / vc_n))
     tops = [dict((str(v), n) for v, n in json.loads(t)) if isinstance(t, str) else None for t in (b["top"], c["top"])]
     if tops[0] and tops[1]:
-        # shares of the valued rows, the values beyond the listed top ones being one more value (the
-        # top 10 of 2,000 SKUs hold 1% of the rows: as shares of themselves, two days' lists differ wholly)
         tb, tc = max(vb_n, sum(tops[0].values()), 1.0), max(vc_n, sum(tops[1].values()), 1.0)
         rest = "\0rest"
         tops = [dict(t, **{rest: n - sum(t.values())}) for t, n in zip(tops, (tb, tc))]
-        keys = set(tops[0]) | set(tops[1])
-        # each share's difference is ~N(0, p (1/n_b + 1/n_c)) by chance: E|d| = sqrt(2/pi) of its sd
-        chance = 0.5 * math.sqrt(2 / math.pi) * math.sqrt(1 / tb + 1 / tc) * sum(
-            math.sqrt(max(tops[0].get(k, 0) + tops[1].get(k, 0), 0) / (tb + tc)) for k in keys)
-        out.append(0.5 * sum(abs(tops[1].get(k, 0) / tc - tops[0].get(k, 0) / tb) for k in keys) - noise * chance)
+        out.append(0.5 * sum(abs(tops[1].get(k, 0) / tc - tops[0].get(k, 0) / tb) for k in set(tops[0]) | set(tops[1])))
     return max(max(out, default=0.0), 0.0)
 
 

@@ -667,8 +667,8 @@ def test_statistics_moved_beyond_chance_only_are_a_change():
     """``compare._stats_change`` (which refines a union's or a dedup's items to the input that moved):
     the top 10 of 2,000 SKUs in two draws are different lists, which as shares of themselves differed
     wholly (score 0.65: a returns table's SKUs took every volume item of a dedup'd segment); as shares
-    of the rows, with chance taken off, they are no change. A mean shift of 0.013 sd over 130,000
-    rows is one, 0.007 over 88,000 is chance."""
+    of the rows they differ by little. A mean shift of 0.013 sd over 130,000 rows is beyond chance,
+    0.007 over 88,000 is not. A flag flipped in a dimension of 5 rows is a change as it is."""
     import json
 
     import pandas as pd
@@ -683,8 +683,10 @@ def test_statistics_moved_beyond_chance_only_are_a_change():
     draws = [np.bincount(rng.integers(0, 2000, n), minlength=2000) for n in (18_965, 22_117)]
     tops = [[[f"k{i}", int(c[i])] for i in np.argsort(-c)[:10]] for c in draws]
     assert {k for k, _ in tops[0]} != {k for k, _ in tops[1]}
-    assert _stats_change(stats(18_965, None, None, tops[0]), stats(22_117, None, None, tops[1]), "x") == 0.0
+    assert _stats_change(stats(18_965, None, None, tops[0]), stats(22_117, None, None, tops[1]), "x") < 0.02  # the floor
     shifted = [[k, n * 40] for k, n in tops[0]]  # the same values, now 40x as many rows of them
     assert _stats_change(stats(18_965, None, None, tops[0]), stats(22_117, None, None, shifted), "x") > 0.1
     assert _stats_change(stats(132_924, 3.0047, 18.21, None), stats(132_929, 3.2370, 20.11, None), "x") > 0.003
     assert _stats_change(stats(88_606, 3.0631, 18.93, None), stats(87_906, 2.9272, 17.37, None), "x") == 0.0
+    flag = [stats(5, None, None, [[True, 4], [False, 1]]), stats(5, None, None, [[True, 3], [False, 2]])]
+    assert _stats_change(*flag, "x") == pytest.approx(0.2)

@@ -2727,11 +2727,12 @@ def test_a_field_of_exploded_items_deduplicated_before_the_sum_is_named_at_its_s
     """``explode(items) AS item``, ``item.price``, then ``dropDuplicates(order_id, sku)``: the units are
     the dedup's rows, where ``price`` is a root of its own; prices x1.5 were named ``lines.price``
     (the field read from the exploded item, code unchanged), now ``orders.items``, the source column
-    they are read from through the explode."""
+    they are read from through the explode. Deduplicated by order alone (a code change of its keys),
+    the lines lost are the dedup's (was: ``orders.__rows__``, though no order was lost)."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
-    for run, seed, rise in (("a", 1, 1.0), ("b", 2, 1.5)):
+    for run, seed, rise in (("a", 1, 1.0), ("b", 2, 1.5), ("keys", 3, 1.0)):
         rng = np.random.default_rng(seed)
         n = 3000
         rows = [(i, [{"sku": f"s{k}", "price": float(np.round(rng.lognormal(2, 0.5) * rise, 2))}
@@ -2742,9 +2743,13 @@ def test_a_field_of_exploded_items_deduplicated_before_the_sum_is_named_at_its_s
         with spark_causal.capture(spark, store=store, run=run) as cap:
             lines = (spark.read.parquet(str(tmp_path / run / "orders")).select("order_id", F.explode("items").alias("item"))
                      .select("order_id", F.col("item.sku").alias("sku"), F.col("item.price").alias("price"))
-                     .dropDuplicates(["order_id", "sku"]))
+                     .dropDuplicates(["order_id"] if run == "keys" else ["order_id", "sku"]))
             lines.groupBy("sku").agg(F.sum("price").alias("revenue")).write.parquet(str(tmp_path / run / "lines"))
         assert not cap.errors
     res = spark_causal.attribute(store, "a", "b", "lines.revenue")
     top = [a for a in res.attributions if a.contribution]
     assert res.significant and top[0].node == "orders.items", res.summary()
+    res = spark_causal.attribute(store, "a", "keys", "lines.revenue")
+    top = [a for a in res.attributions if a.contribution]
+    assert res.significant and top[0].node == "lines.dedup1", res.summary()
+    assert top[0].contribution == pytest.approx(res.change, rel=0.1), res.summary()
