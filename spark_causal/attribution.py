@@ -3679,11 +3679,12 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     if agg != "mean":
         ci = interval("__volume__", volume)
         items.append(item(f"{driving}.__rows__", "volume", volume, vol_changed, vol_p, ci))
-        # (a metric judged by its exact figures: their spread already holds the rows' variation, so
-        # rows that changed beyond chance while the metric did not are no move of it: 1.8% more readings
-        # made a region's revenue "significant" at z_whole -0.3)
+        # (a slice's volume is the driving table's row change shared out by the slice's units, no count
+        # of its own rows: when the slice's exact figures did not move, it is no move of them. 1.8% more
+        # readings made a region's revenue "significant" at z_whole -0.3. A whole metric's rows are
+        # counted: a missing day's lost orders are a move however noisy their amounts)
         item_sig["__volume__"] = bool(vol_changed and volume != 0 and abs(volume) > z * ci[2]
-                                      and (z_whole is None or sig_metric))
+                                      and (z_whole is None or sig_metric or where is None))
     if fan is not None:
         extra = fan.extra_c - fan.extra_b
         items.append(item(fan.node, "volume", extra, True, fan.p, (extra - z * fan.se, extra + z * fan.se, fan.se)))
