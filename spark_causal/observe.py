@@ -311,7 +311,8 @@ class _Builder:
         column's own statistics are over the rows where it was measured, which a join or filter below
         the Aggregate may have thinned since, and an expression has none. An argument calling a UDF,
         a subquery or anything non-deterministic is left out (the probe would compute it again), and
-        so is one not a number (an interval)."""
+        so is one not a number (an interval). The same probe totals both parts of each ratio of two
+        sums in one expression (``SUM(a) / SUM(b)``, ``Observed.ratio_totals``), which no column holds."""
         from pyspark.sql import Column, Observation
         from pyspark.sql import functions as F
 
