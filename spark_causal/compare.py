@@ -188,14 +188,15 @@ def _named_at_sources(result: Attribution, graph: nx.DiGraph) -> Attribution:
     the item."""
     changed = {cc.get("node") for cc in result.code_changes}
 
-    def source_of(node: str) -> str | None:
+    def source_of(node: str, copies: bool) -> str | None:
         for _ in range(len(graph)):
             d = graph.nodes.get(node) or {}
             if d.get("kind") == "source":
                 return node
             inputs = [p for p in graph.predecessors(node) if graph.nodes[p].get("kind") != "selection"]
             if d.get("kind") != "stage" or node in changed or len(inputs) != 1 or not (
-                    d.get("subtype") in ("transformation", "udf", "generate") or _COPY.match(str(d.get("expr") or ""))):
+                    (not copies and d.get("subtype") in ("transformation", "udf", "generate"))
+                    or _COPY.match(str(d.get("expr") or ""))):
                 return None
             node = inputs[0]
         return None
@@ -203,7 +204,10 @@ def _named_at_sources(result: Attribution, graph: nx.DiGraph) -> Attribution:
     merged: dict[str, AttributionItem] = {}
     renamed = False
     for a in result.attributions:
-        src_id = source_of(a.node) if (graph.nodes.get(a.node) or {}).get("kind") == "stage" else None
+        # (an item with no share is a mechanism the model tested, listed under its own name unless it
+        # copies its source: a UDF of a temperature that did not change is the UDF's listing)
+        src_id = source_of(a.node, copies=not a.contribution) \
+            if (graph.nodes.get(a.node) or {}).get("kind") == "stage" else None
         if src_id is not None:
             src = graph.nodes[src_id]
             a = dataclasses.replace(a, node=src_id, kind="source", table=src.get("table"), stage=None,
