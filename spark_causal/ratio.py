@@ -85,25 +85,8 @@ def attribute_ratio(ratio: Ratio, target: str, part: Callable[[str], Attribution
     vb, vc = k * rb, k * a.current_value / b.current_value
     z = float(norm.ppf(1 - alpha / 2))
 
-    def combined(x: float, y: float) -> float:
-        return k * (x - rb * y) / b.current_value
-
-    def half(item: AttributionItem | None) -> float:
-        return 0.0 if item is None else (item.ci_high - item.ci_low) / 2
-
-    num = {i.node: i for i in a.attributions}
-    den = {i.node: i for i in b.attributions}
-    items = []
-    for node in list(num) + [n for n in den if n not in num]:
-        x, y = num.get(node), den.get(node)
-        value = combined(x.contribution if x else 0.0, y.contribution if y else 0.0)
-        width = k * math.hypot(half(x), rb * half(y)) / b.current_value
-        ps = [i.p_value for i in (x, y) if i is not None and i.p_value is not None]
-        items.append(dataclasses.replace(
-            x or y, contribution=value, ci_low=value - width, ci_high=value + width,
-            mechanism_changed=any(i.mechanism_changed for i in (x, y) if i is not None),
-            p_value=min(ps) if ps else None))
-    items.sort(key=lambda i: (-abs(i.contribution), i.p_value if i.p_value is not None else 1.0, i.node))
+    # each cause's share: k (x - R_b y) / B_c of its numerator and denominator shares
+    items, codes = _combined([(k / b.current_value, a), (-k * rb / b.current_value, b)])
     # the move's error: the parts' errors combined as if independent (a numerator and denominator that
     # move together make the true error smaller, so this errs quiet)
     # (the spread of the whole runs' exact parts when both have one: the exact ratio is judged by it)
@@ -119,7 +102,6 @@ def attribute_ratio(ratio: Ratio, target: str, part: Callable[[str], Attribution
                                          "scale": ratio.scale},
                                "parts": {ratio.numerator: a.to_dict(), ratio.denominator: b.to_dict()},
                                "se_change": se_ratio}
-    codes = list(a.code_changes) + [cc for cc in b.code_changes if cc not in a.code_changes]
     return Attribution(
         target=target, agg="mean", where=a.where, baseline_run=a.baseline_run, current_run=a.current_run,
         baseline_value=vb, current_value=vc, change=vc - vb, significant=bool(sig_metric and sig_item),
@@ -173,22 +155,7 @@ def attribute_linear(lin: Linear, target: str, part: Callable[[str], Attribution
         return None if any(v is None for v in values) else math.sqrt(sum(
             (k * v) ** 2 for (k, _), v in zip(parts, values)))
 
-    items: dict[str, AttributionItem] = {}
-    for k, a in parts:
-        for i in a.attributions:
-            lo, hi = sorted((k * i.ci_low, k * i.ci_high))
-            prev = items.get(i.node)
-            if prev is None:
-                items[i.node] = dataclasses.replace(i, contribution=k * i.contribution, ci_low=lo, ci_high=hi)
-                continue
-            value = prev.contribution + k * i.contribution
-            width = math.hypot((prev.ci_high - prev.ci_low) / 2, (hi - lo) / 2)
-            ps = [x for x in (prev.p_value, i.p_value) if x is not None]
-            items[i.node] = dataclasses.replace(
-                prev, contribution=value, ci_low=value - width, ci_high=value + width,
-                mechanism_changed=prev.mechanism_changed or i.mechanism_changed, p_value=min(ps) if ps else None)
-    ranked = sorted(items.values(), key=lambda i: (-abs(i.contribution), i.p_value if i.p_value is not None else 1.0,
-                                                   i.node))
+    ranked, codes = _combined(parts)
     vb = sum(k * a.baseline_value for k, a in parts) + lin.offset
     vc = sum(k * a.current_value for k, a in parts) + lin.offset
     se_change = combined([(a.details or {}).get("se_change") for _, a in parts])
@@ -204,15 +171,36 @@ def attribute_linear(lin: Linear, target: str, part: Callable[[str], Attribution
     formula = " ".join(f"{'-' if k < 0 else '+'} {'' if abs(k) == 1 else f'{abs(k):g} x '}{n}"
                        for n, k in lin.terms).lstrip("+ ") + (f" {'-' if lin.offset < 0 else '+'} {abs(lin.offset):g}"
                                                                if lin.offset else "")
-    codes = [cc for _, a in parts for cc in a.code_changes]
     return Attribution(
         target=target, agg="mean" if lin.mean else "sum", where=first.where, baseline_run=first.baseline_run,
         current_run=first.current_run, baseline_value=vb, current_value=vc, change=vc - vb,
         significant=significant, attributions=ranked,
-        code_changes=[cc for i, cc in enumerate(codes) if cc not in codes[:i]], seed=first.seed,
+        code_changes=codes, seed=first.seed,
         unexplained=(vc - vb) - sum(i.contribution for i in ranked),
         details={"linear": {"terms": dict(lin.terms), "offset": lin.offset}, "se_change": se_change,
                  "se_whole": se_whole, "z_whole": z_whole,
                  "parts": {n: a.to_dict() for (n, _), (_, a) in zip(lin.terms, parts)}},
         warnings=[f"{target} is {formula} per row: attributed as that combination of their "
                   f"{'overall averages' if lin.mean else 'sums'}"] + [w for _, a in parts for w in a.warnings])
+
+
+def _combined(parts: list[tuple[float, Attribution]]) -> tuple[list[AttributionItem], list[dict]]:
+    """The items of ``sum(k x part)`` (each node's contributions combined alike, their interval's
+    half-widths as if independent, changed if any part's is, the smallest p), largest first, and
+    the parts' code changes, each once."""
+    items: dict[str, AttributionItem] = {}
+    spread: dict[str, float] = {}
+    for k, part in parts:
+        for i in part.attributions:
+            prev = items.get(i.node)
+            value = (prev.contribution if prev else 0.0) + k * i.contribution
+            spread[i.node] = math.hypot(spread.get(i.node, 0.0), k * (i.ci_high - i.ci_low) / 2)
+            ps = [x.p_value for x in (prev, i) if x is not None and x.p_value is not None]
+            items[i.node] = dataclasses.replace(
+                prev or i, contribution=value, ci_low=value - spread[i.node], ci_high=value + spread[i.node],
+                mechanism_changed=any(x.mechanism_changed for x in (prev, i) if x is not None),
+                p_value=min(ps) if ps else None)
+    ranked = sorted(items.values(), key=lambda i: (-abs(i.contribution), i.p_value if i.p_value is not None else 1.0,
+                                                   i.node))
+    codes = [cc for _, part in parts for cc in part.code_changes]
+    return ranked, [cc for n, cc in enumerate(codes) if cc not in codes[:n]]
