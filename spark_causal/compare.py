@@ -174,7 +174,7 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
         result = _through_fanout(result, stats, c.graph)
         result = _through_filtered_joins(result, stats, b.graph, c.graph)
         result = _within_the_units(result, stats, b.graph, c.graph)
-        result = _through_changed_joins(result, stats, b.graph, c.graph)
+        result = _through_lookups(result, stats, b.graph, c.graph)
     result = _named_at_sources(result, c.graph)
     extra = graph_differences(b.graph, c.graph)
     return dataclasses.replace(result, warnings=list(result.warnings) + extra) if extra else result
@@ -643,23 +643,39 @@ def _within_the_units(result: Attribution, stats: tuple[Any, Any], baseline: nx.
                                           "DISTINCT's result rows), and it changed")
 
 
-def _through_changed_joins(result: Attribution, stats: tuple[Any, Any], baseline: nx.DiGraph,
-                           graph: nx.DiGraph) -> Attribution:
-    """Items naming a column a join brings, refined to the join when its code changed and the column's
-    own exact statistics did not move: the units look other rows up (a tariff band's end hour made
-    exclusive gave the readings of boundary hours the next band's price, the tariffs unchanged)."""
-    desc = _segment_of(result, graph)
+def _through_lookups(result: Attribution, stats: tuple[Any, Any], baseline: nx.DiGraph,
+                     graph: nx.DiGraph) -> Attribution:
+    """Items naming a column a join brings, whose own exact statistics did not move: the units looked
+    other rows up. That is the join's when its code changed (a tariff band's end hour made exclusive
+    gave the readings of boundary hours the next band's price, the tariffs unchanged); for a join
+    below the units' relation (a DISTINCT's rows), whose lookups the units' model cannot see, it is
+    the units' key whose exact statistics moved (more Polish orders moved the euro rates the orders
+    were converted at, the rates unchanged)."""
+    desc = _segment_of(result, graph) or {}
     sb, sc = stats
-    joins = [j for j in (desc or {}).get("joins") or [] if (s := j.get("selection")) in graph and s in baseline
-             and baseline.nodes[s].get("fingerprint") != graph.nodes[s].get("fingerprint")]
+    brought: dict[str, tuple[str, list[str]]] = {}  # column -> (join, the units' keys: below the units only)
+    for j in desc.get("joins") or []:
+        for col in j.get("columns") or []:
+            brought.setdefault(col, (j["selection"], []))
+    for sel in desc.get("inside") or []:
+        if (graph.nodes.get(sel) or {}).get("subtype") != "join":
+            continue
+        tables = {graph.nodes[p].get("table"): p for p in graph.predecessors(sel)}
+        for t in set(tables) - {desc.get("driving"), None}:
+            keys = [p for p in graph.predecessors(sel) if graph.nodes[p].get("table") != t]
+            for col in (n for n, d in graph.nodes(data=True) if d.get("kind") == "source" and d.get("table") == t):
+                brought.setdefault(col, (sel, keys))
 
     def cause(a: AttributionItem) -> str | None:
-        if not a.contribution or a.kind == "volume" or not _unmoved(sb, sc, a.node):
+        if not a.contribution or a.node not in brought or not _unmoved(sb, sc, a.node):
             return None
-        return next((j["selection"] for j in joins if a.node in (j.get("columns") or [])), None)
+        join, keys = brought[a.node]
+        if join in baseline and baseline.nodes[join].get("fingerprint") != graph.nodes[join].get("fingerprint"):
+            return join
+        return next((k for k in keys if k in sb.index and not _unmoved(sb, sc, k)), None)
 
-    return _refined(result, cause, graph, "the join that looks it up changed in code, and it did not") \
-        if joins else result
+    return _refined(result, cause, graph, "the units looked it up by what changed, and it did not") \
+        if brought else result
 
 
 def _unmoved(sb: Any, sc: Any, node: str) -> bool:
