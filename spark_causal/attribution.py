@@ -2817,9 +2817,12 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # metric's error counts the keys, not the units (rebates of a VIP tier: the error was 0.6x
             # the run-to-run spread, and A/A pairs raised alarms)
             clustering.add(tuple(keys))
-        if j.get("equi") is False:
+        equal = [k for k in keys if k not in (j.get("ranged") or [])]
+        if j.get("equi") is False or (len(equal) < len(keys) and not (equal and _many_keys(equal, b, c))):
             # amount BETWEEN lo AND hi: the tier a unit gets follows its amount, which is a cause in its
-            # own right, not a key naming an entity; the table is a fitted mechanism of the amount
+            # own right, not a key naming an entity; the table is a fitted mechanism of the amount (and
+            # of the few keys an equality matches beside it: a contract's tariff band by the hour of a
+            # reading, not a lookup keyed by each reading's time, whose keys no two runs share)
             ranged.update((col, keys) for col in cols)
             continue
         if _many_keys(keys, b, c):

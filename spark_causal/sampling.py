@@ -716,9 +716,15 @@ def _join_description(j: dict, env: dict[int, str], rw: _Rewriter) -> dict:
     keys = [env[P.expr_id(a)] for a in refs if P.expr_id(a) in d_ids and P.expr_id(a) in env]
     other_keys = [env[P.expr_id(a)] for a in refs if P.expr_id(a) in o_ids and P.expr_id(a) in env]
     columns = [env[P.expr_id(a)] for a in P.output(other) if P.expr_id(a) in env]
+    conjuncts = P.conjuncts(cond) if cond is not None else []
+    # the driving side's columns compared otherwise than by equality across the sides (``c.contract =
+    # t.contract AND hour(r.ts) BETWEEN t.start_hour AND t.end_hour``): what they take is no key value
+    ranged = [env[i] for e in conjuncts if not _side_equality(e, d_ids, o_ids)
+              for i in [P.expr_id(a) for a in P.inspect_expr(e).attrs]
+              if i in d_ids and i in env and {P.expr_id(a) for a in P.inspect_expr(e).attrs} & o_ids]
     return {"selection": j["selection"], "type": j["type"], "drops": j["drops"], "keys": list(dict.fromkeys(keys)),
             "other_keys": list(dict.fromkeys(other_keys)), "columns": list(dict.fromkeys(columns)),
-            "equi": cond is not None and any(_side_equality(e, d_ids, o_ids) for e in P.conjuncts(cond))}
+            "equi": any(_side_equality(e, d_ids, o_ids) for e in conjuncts), "ranged": list(dict.fromkeys(ranged))}
 
 
 def _side_equality(e: JObject, d_ids: set[int], o_ids: set[int]) -> bool:

@@ -143,6 +143,44 @@ def test_a_range_join_follows_the_column_it_compares(spark, tmp_path):
     assert not spark_causal.attribute(store, "a", "same", "report.fees").significant
 
 
+def test_a_range_join_beside_a_key_equality_is_fitted_to_both(spark, tmp_path):
+    """A tariff by contract and by the hour of a reading (``r.contract = t.contract AND hour(r.ts)
+    BETWEEN t.start_hour AND t.end_hour``): one contract's evening price x0.01 is that tariff's (was: a
+    lookup keyed by each reading's minute, of which the runs share some, the same price for most: the
+    changed ones sized a few % of the move); an A/A pair stays quiet."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 71), ("b", 72), ("aa", 73)):
+        rng = np.random.default_rng(seed)
+        n = 6000
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"contract": rng.choice(["std", "tou", "flat"], n),
+                      "ts": (pd.Timestamp("2026-11-01") + pd.to_timedelta(rng.integers(0, 3 * 1440, n), unit="min")
+                             ).astype("datetime64[us]"),
+                      "kwh": np.round(rng.gamma(2.0, 1.5, n), 3)}).to_parquet(tmp_path / run / "readings.parquet")
+        ends = {0: 7, 8: 17, 18: 20, 21: 23}
+        price = {(k, h): v for k, vs in (("std", (0.20, 0.30, 0.25, 0.22)), ("tou", (0.10, 0.40, 0.35, 0.15)),
+                                         ("flat", (0.28,) * 4)) for h, v in zip(ends, vs)}
+        if run == "b":
+            price[("tou", 18)] *= 0.01
+        pd.DataFrame([{"contract": k, "start_hour": h, "end_hour": ends[h], "price": v}
+                      for (k, h), v in price.items()]).to_parquet(tmp_path / run / "tariffs.parquet")
+        with spark_causal.capture(spark, store=store, run=run, sample_size=2000):
+            r = spark.read.parquet(str(tmp_path / run / "readings.parquet"))
+            t = spark.read.parquet(str(tmp_path / run / "tariffs.parquet"))
+            (r.join(t, (r.contract == t.contract) & F.hour(r.ts).between(t.start_hour, t.end_hour))
+             .withColumn("cost", F.col("kwh") * F.col("price")).groupBy(F.to_date("ts").alias("day"))
+             .agg(F.sum("cost").alias("revenue")).write.parquet(str(tmp_path / run / "bills")))
+    join = next(j for j in Store(store).graph("b").graph["segments"][0]["joins"])
+    assert join["ranged"] == ["readings.ts"]
+    res = spark_causal.attribute(store, "a", "b", "bills.revenue")
+    top = [a for a in res.attributions if a.contribution]
+    assert res.significant and top[0].node == "tariffs.price", res.summary()
+    assert top[0].contribution == pytest.approx(res.change, rel=0.25), res.summary()
+    assert not spark_causal.attribute(store, "a", "aa", "bills.revenue").significant
+
+
 def _versions(seed: int, nulls: float) -> pd.DataFrame:
     """Order rows with re-sent versions (a third of the orders twice or three times)."""
     rng = np.random.default_rng(seed)
