@@ -314,9 +314,37 @@ def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None
     # groups a HAVING or LIMIT keeps are no sum of the units: a group crossing it by chance moves the
     # exact values by its whole total, which is the selection's to tell (``_above_the_aggregation``)
     found = _find_segment(c, target, c.graph.nodes[target].get("output") if target in c.graph else None)
-    judged = values is not None and not _selected_above(c.graph, target, found[1].description if found else None)
+    desc = found[1].description if found else None
+    judged = values is not None and (not _selected_above(c.graph, target, desc) or (
+        stats is not None and desc is not None and _kept_whole(stats, desc, target)))
     exact = Exact(values[0], values[1], _exact_shifts(*stats) if stats is not None else {}) if judged else None
     return exact, values, notes
+
+
+def _kept_whole(stats: tuple[Any, Any], desc: dict, target: str) -> bool:
+    """Whether a HAVING (or LIMIT) above the aggregation kept every row of ``target``'s sum in both
+    runs: the output column's exact total is its input's over the rows below (``HAVING COUNT(*) >= 5``
+    of groups of a thousand sessions drops none). Equal totals of floating sums, or a count equal to
+    the rows of a column the segment measured, tell it; then the exact figures judge the change."""
+    meta = (desc.get("aggregates") or {}).get(target) or {}
+    fn, inp = str(meta.get("fn", "")).lower(), meta.get("input")
+    if fn not in ("sum", "count") or (fn == "sum" and inp is None) or meta.get("arg"):
+        return False
+    out, _ = _exact_pair(stats, target)
+    if out is None:
+        return False
+    for total, run_stats in zip(out, stats):
+        if inp is not None:
+            if inp not in run_stats.index:
+                return False
+            r = run_stats.loc[inp]
+            valued = float(r["count"]) - float(r["nulls"])
+            below = {valued} if fn == "count" else {float(r["mean"]) * valued if valued else 0.0}
+        else:  # COUNT(*): the rows of any column the segment measured where it aggregates
+            below = {float(run_stats.loc[n, "count"]) for n in desc.get("nodes") or [] if n in run_stats.index}
+        if not any(abs(x - total) <= 1e-9 * max(abs(total), 1.0) for x in below if x == x):
+            return False
+    return True
 
 
 def _exact_mean(pair: tuple[RunSamples, RunSamples], target: str) -> list[float] | None:

@@ -2508,12 +2508,14 @@ def test_a_day_left_whole_by_a_missing_day_is_no_change(spark, tmp_path):
     assert res.change == -int((base["ts"].dt.day == 4).sum()) and res.significant, res.summary()
 
 
-def test_a_drift_of_one_region_too_weak_for_the_sample_is_told_by_the_exact_figures(spark, tmp_path):
+@pytest.mark.parametrize("having", [False, True])
+def test_a_drift_of_one_region_too_weak_for_the_sample_is_told_by_the_exact_figures(spark, tmp_path, having):
     """60,000 readings of 400 fixed meters, 4,000 sampled: one region's kWh 12% higher moves the total
     3%, 0.8-1.5 errors of the samples' estimate of the change but 3.4-4 of the exact total's
     run-to-run spread (the sample's own noise is no part of the job's figures). Was "no significant
     change"; now the kWh drift is named, taken in by its exact statistics, and the pairs of days
-    without a change stay quiet."""
+    without a change stay quiet. So with a HAVING over the regions that keeps all of them (was: the
+    exact figures set aside for any HAVING, "no significant change")."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
@@ -2531,9 +2533,10 @@ def test_a_drift_of_one_region_too_weak_for_the_sample_is_told_by_the_exact_figu
         pd.DataFrame({"meter_id": mid, "kwh": kwh}).to_parquet(folder / "readings.parquet")
         meters[["meter_id", "region"]].to_parquet(folder / "meters.parquet")
         with spark_causal.capture(spark, store=store, run=run, sample_size=4000):
-            spark.read.parquet(str(folder / "readings.parquet")).join(spark.read.parquet(str(folder / "meters.parquet")),
-                                                                       "meter_id") \
-                .groupBy("region").agg(F.sum("kwh").alias("kwh")).write.parquet(str(folder / "usage"))
+            usage = spark.read.parquet(str(folder / "readings.parquet")) \
+                .join(spark.read.parquet(str(folder / "meters.parquet")), "meter_id") \
+                .groupBy("region").agg(F.sum("kwh").alias("kwh"), F.count("*").alias("readings"))
+            (usage.filter(F.col("readings") >= 5) if having else usage).write.parquet(str(folder / "usage"))
     for base in ("a", "b", "c"):
         res = spark_causal.attribute(store, base, "d", "usage.kwh")
         assert res.change == pytest.approx(totals["d"] - totals[base], rel=1e-6)
