@@ -1807,6 +1807,9 @@ class _Spec:
     # the windows' partitions are the bootstrap's clusters (sampled whole): a resample's copies of one
     # stay apart; otherwise units are resampled one by one within a few large partitions (per region)
     copies_apart: bool = False
+    # the roots a ``where`` slice by a key of many values computes it from (``_IN_SLICE``): a day's events
+    # stamped on the day before leave the day's slice by their time
+    slice_roots: list[str] = field(default_factory=list)
 
 
 class _Fitted:
@@ -1956,6 +1959,47 @@ def _contrib(spec: _Spec, env: dict[str, np.ndarray], n: int) -> tuple[np.ndarra
     d = reach * ok
     c = d.astype(float) if spec.fn == "count" or spec.agg == "count" else x0 * reach
     return c, d.astype(float)
+
+
+def _upstream_of(named: set[str], computed: dict[str, tuple[Any, set[str]]], parents: dict[str, list[str]],
+                 model_nodes: list[str]) -> list[str]:
+    """The columns of the units with no parent in the model that the ``where`` columns ``named`` are
+    computed from (through keys the slice derives, and the model's functions and lookups)."""
+    seen, stack, found = set(), list(named), set()
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        ups = list(computed[x][1]) if x in computed else parents.get(x) or []
+        if not ups and x in model_nodes:
+            found.add(x)
+        stack.extend(ups)
+    return sorted(found)
+
+
+def _moved_across(spec: _Spec, b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndarray,
+                  z: float) -> tuple[float, float] | None:
+    """(what the rows that moved between a ``where`` slice and the rest of the run add to the slice's
+    sum, its standard error) when the slice is by a key of many values (``_IN_SLICE``): the rows it
+    lost that the rest gained (or the other way round), both beyond their sampling error, at the
+    slice's mean row. None otherwise: a missing day's slice lost rows the others did not gain, which
+    is the volume's. Why: each unit's membership is a key the model holds fixed, so 20% of the last
+    day's shipments stamped on the day before were 97% of that day's change unexplained."""
+    if _IN_SLICE not in b.values or not spec.slice_roots:
+        return None
+    inside = [r.w * r.values[_IN_SLICE] for r in (b, c)]
+    # the rest's change is the runs' exact row change less the slice's, whose estimate has the error
+    ds = float(inside[1].sum() - inside[0].sum())
+    do = c.N - b.N - ds
+    se_s = math.sqrt(sum(float((r.w * x).sum()) for r, x in zip((b, c), inside)))
+    if ds * do >= 0 or min(abs(ds), abs(do)) <= z * se_s:
+        return None
+    means = [float((r.w * cx * r.values[_IN_SLICE]).sum()) / float(i.sum())
+             for r, cx, i in ((b, cb, inside[0]), (c, cc, inside[1])) if float(i.sum()) > 0]
+    per_row = sum(means) / len(means) if means else 0.0
+    moved = math.copysign(min(abs(ds), abs(do)), ds)
+    return moved * per_row, se_s * abs(per_row)
 
 
 def _metric_from(spec: _Spec, c: np.ndarray, d: np.ndarray, w: np.ndarray) -> float:
@@ -3172,6 +3216,7 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 r.values[_IN_SLICE] = (_bool(wfn(r.values, r.n), r.n) == 1).astype(float)
             derived_keys.add(_IN_SLICE)
             where_nodes = where_nodes | {_IN_SLICE}
+            spec.slice_roots = _upstream_of(named, computed, parents, model_nodes)
         if not any((_bool(wfn(r.values, r.n), r.n) == 1).any() for r in (b, c)):
             raise SparkCausalError(f"where {where!r} matches no unit of either run",
                                    hint="check the values and their types, e.g. country = 'DE', "
@@ -3698,6 +3743,17 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         # counted: a missing day's lost orders are a move however noisy their amounts)
         item_sig["__volume__"] = bool(vol_changed and volume != 0 and abs(volume) > z * ci[2]
                                       and (z_whole is None or sig_metric or where is None))
+    across = _moved_across(spec, b, c, cb_, cc_, z) if agg != "mean" else None
+    root = next((r for r in spec.slice_roots if r in players or tests.get(r, {}).get("changed")), None)
+    if across is not None and root is not None:
+        # units that left the slice for the rest of the run (or came from it) by the root its key is
+        # computed from: the slice's rows at its mean row (the model holds each unit's membership)
+        shown = model.stand_ins.get(root, root)
+        at = next(i for i, a in enumerate(items) if a.node == shown)
+        a = items[at]
+        items[at] = dataclasses.replace(a, contribution=a.contribution + across[0], ci_low=a.ci_low + across[0] - z * across[1],
+                                        ci_high=a.ci_high + across[0] + z * across[1])
+        item_sig[shown] = True
     if fan is not None:
         extra = fan.extra_c - fan.extra_b
         items.append(item(fan.node, "volume", extra, True, fan.p, (extra - z * fan.se, extra + z * fan.se, fan.se)))
