@@ -690,3 +690,34 @@ def test_statistics_moved_beyond_chance_only_are_a_change():
     assert _stats_change(stats(88_606, 3.0631, 18.93, None), stats(87_906, 2.9272, 17.37, None), "x") == 0.0
     flag = [stats(5, None, None, [[True, 4], [False, 1]]), stats(5, None, None, [[True, 3], [False, 2]])]
     assert _stats_change(*flag, "x") == pytest.approx(0.2)
+
+
+def test_a_ratio_of_a_read_back_outputs_sums_moved_by_changed_code_is_a_change(spark, tmp_path):
+    """Revenue per order by country from a daily output read back: the parts are sums over its rows,
+    whose spread between days and countries of very different sizes is no run-to-run variation, so
+    a formula x0.8 (revenue per order -20%) read "no significant change" though the formula's code
+    change made the move, with an interval far from 0. A certain change that a significant part names
+    and that makes most of the move is one; a second draw stays quiet."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 241), ("b", 242), ("aa", 243)):
+        rng = np.random.default_rng(seed)
+        n = 20000
+        size = np.array([1, 2, 4, 8, 16, 32], float)
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"day": rng.integers(1, 6, n), "country": rng.choice(list("ABCDEF"), n, p=size / size.sum()),
+                      "amount": np.round(rng.lognormal(3, 0.6, n), 2)}).to_parquet(tmp_path / run / "orders.parquet")
+        factor = 0.8 if run == "b" else 1.0
+        with spark_causal.capture(spark, store=store, run=run, sample_size=2000):
+            (spark.read.parquet(str(tmp_path / run / "orders.parquet"))
+             .withColumn("net", F.col("amount") * factor).groupBy("day", "country")
+             .agg(F.sum("net").alias("revenue"), F.count("*").alias("orders"))
+             .write.parquet(str(tmp_path / run / "daily")))
+            (spark.read.parquet(str(tmp_path / run / "daily")).groupBy("country")
+             .agg((F.sum("revenue") / F.sum("orders")).alias("per_order"))
+             .write.parquet(str(tmp_path / run / "summary")))
+    res = spark_causal.attribute(store, "a", "b", "summary.per_order")
+    assert res.significant and res.attributions[0].node == "daily.net", res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.15), res.summary()
+    assert not spark_causal.attribute(store, "a", "aa", "summary.per_order").significant
