@@ -2888,6 +2888,11 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                         fn, inp = "sum", sel  # the other side's key is set exactly where a row was found
                 elif sel in cols and (keeps_all(desc_b, sel) or keeps_all(desc, sel)):
                     retype(sel, cols)
+                elif sel in cols:
+                    # an inner join's match decides which units it drops: it comes before the values its
+                    # row brings (NULL where none was found), which would otherwise take its change (a
+                    # quarter of the user ids upper-cased in the dimension read as their country's)
+                    matched[sel] = [col for col in cols if col != sel]
                 continue
             # ... unless the runs looked up the same table (a customer dimension both runs joined): then
             # it is one, and the keys the runs share say exactly which of its rows changed
