@@ -3749,7 +3749,10 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         item_sig["__volume__"] = bool(vol_changed and volume != 0 and abs(volume) > z * ci[2]
                                       and (z_whole is None or sig_metric or where is None))
     across = _moved_across(spec, b, c, cb_, cc_, z) if agg != "mean" else None
-    root = next((r for r in spec.slice_roots if r in players or tests.get(r, {}).get("changed")), None)
+    # (the rows that moved are a test of that root's change themselves, when the slice moved beyond its
+    # noise and no mechanism explains it: 20% of a day's sessions stamped on the day before, p 0.11)
+    root = next((r for r in spec.slice_roots if r in players or tests.get(r, {}).get("changed")
+                 or (sig_metric and not players and r in tests)), None)
     if across is not None and root is not None:
         # units that left the slice for the rest of the run (or came from it) by the root its key is
         # computed from: the slice's rows at its mean row (the model holds each unit's membership)
