@@ -1981,22 +1981,25 @@ def _upstream_of(named: set[str], computed: dict[str, tuple[Any, set[str]]], par
 def _moved_across(spec: _Spec, b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndarray,
                   z: float) -> tuple[float, float] | None:
     """(what the rows that moved between a ``where`` slice and the rest of the run add to the slice's
-    sum, its standard error) when the slice is by a key of many values (``_IN_SLICE``): the rows it
-    lost that the rest gained (or the other way round), both beyond their sampling error, at the
-    slice's mean row. None otherwise: a missing day's slice lost rows the others did not gain, which
-    is the volume's. Why: each unit's membership is a key the model holds fixed, so 20% of the last
-    day's shipments stamped on the day before were 97% of that day's change unexplained."""
-    if _IN_SLICE not in b.values or not spec.slice_roots:
+    sum, its standard error) when the slice's keys are no roots of the model (a key of many values,
+    ``_IN_SLICE``; a looked-up or derived one): the rows it lost that the rest gained (or the other
+    way round), both beyond their sampling error, at the slice's mean row. None otherwise: a missing
+    day's slice lost rows the others did not gain, which is the volume's. Why: each unit's membership
+    is then a key the model holds fixed, so 20% of the last day's shipments stamped on the day before
+    were 97% of that day's change unexplained, and German users' sessions given to Brazilian users
+    all of the German slice's."""
+    if not spec.slice_roots or spec.where_fn is None:
         return None
-    inside = [r.w * r.values[_IN_SLICE] for r in (b, c)]
+    inside = [r.w * (r.values[_IN_SLICE] if _IN_SLICE in r.values else
+                     (_bool(spec.where_fn(r.values, r.n), r.n) == 1).astype(float)) for r in (b, c)]
     # the rest's change is the runs' exact row change less the slice's, whose estimate has the error
     ds = float(inside[1].sum() - inside[0].sum())
     do = c.N - b.N - ds
     se_s = math.sqrt(sum(float((r.w * x).sum()) for r, x in zip((b, c), inside)))
     if ds * do >= 0 or min(abs(ds), abs(do)) <= z * se_s:
         return None
-    means = [float((r.w * cx * r.values[_IN_SLICE]).sum()) / float(i.sum())
-             for r, cx, i in ((b, cb, inside[0]), (c, cc, inside[1])) if float(i.sum()) > 0]
+    means = [float((cx * i).sum()) / float(i.sum())
+             for cx, i in ((cb, inside[0]), (cc, inside[1])) if float(i.sum()) > 0]
     per_row = sum(means) / len(means) if means else 0.0
     moved = math.copysign(min(abs(ds), abs(do)), ds)
     return moved * per_row, se_s * abs(per_row)
@@ -3221,12 +3224,14 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
                 r.values[_IN_SLICE] = (_bool(wfn(r.values, r.n), r.n) == 1).astype(float)
             derived_keys.add(_IN_SLICE)
             where_nodes = where_nodes | {_IN_SLICE}
-            spec.slice_roots = _upstream_of(named, computed, parents, model_nodes)
         if not any((_bool(wfn(r.values, r.n), r.n) == 1).any() for r in (b, c)):
             raise SparkCausalError(f"where {where!r} matches no unit of either run",
                                    hint="check the values and their types, e.g. country = 'DE', "
                                         "day >= '2026-11-02'")
         spec.where_fn = wfn
+        # (a key the model draws as a root moves units across the slice itself: none then)
+        roots_of_keys = _upstream_of(named, computed, parents, model_nodes)
+        spec.slice_roots = [] if named & set(roots_of_keys) else roots_of_keys
 
     # ---------------------------------------------------------------- rows per unit
     fanout = None

@@ -2929,3 +2929,36 @@ def test_ids_of_a_many_keyed_dimension_that_stop_matching_are_the_joins(spark, t
     assert res.details["tests"]["users.country"]["changed"] is False
     assert top[0].contribution == pytest.approx(res.change, rel=0.15), res.summary()
     assert not spark_causal.attribute(store, "a", "aa", "daily.revenue").significant
+
+
+def test_sessions_given_to_other_countries_users_leave_a_country_slice_by_their_user(spark, tmp_path):
+    """30% of the sessions of users outside Brazil given to Brazilian users: the German slice lost
+    sessions the rest gained, and its country is looked up by the session's user (2,000 users, the
+    same table both runs), so each session's membership is held by the model and the loss was 99%
+    unexplained. The rows that moved across are the user's, the slice's key's root."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    countries = np.array(["DE", "BR", "US", "FR"])[np.arange(2000) % 4]
+    users = pd.DataFrame({"user_id": np.arange(2000), "country": countries})
+    for run, seed in (("a", 101), ("b", 102), ("aa", 103)):
+        rng = np.random.default_rng(seed)
+        n = 30000
+        uid = rng.integers(0, 2000, n)
+        if run == "b":
+            moved = (countries[uid] != "BR") & (rng.random(n) < 0.3)
+            uid = np.where(moved, rng.choice(np.flatnonzero(countries == "BR"), n), uid)
+        (tmp_path / run).mkdir()
+        pd.DataFrame({"user_id": uid, "amount": np.round(rng.gamma(2.0, 5.0, n), 2)}).to_parquet(
+            tmp_path / run / "sessions.parquet")
+        users.to_parquet(tmp_path / run / "users.parquet")
+        with spark_causal.capture(spark, store=store, run=run, sample_size=3000):
+            (spark.read.parquet(str(tmp_path / run / "sessions.parquet"))
+             .join(spark.read.parquet(str(tmp_path / run / "users.parquet")), "user_id")
+             .groupBy("country").agg(F.sum("amount").alias("revenue"))
+             .write.parquet(str(tmp_path / run / "daily")))
+    res = spark_causal.attribute(store, "a", "b", "daily.revenue", where="country = 'DE'")
+    top = [a for a in res.attributions if a.contribution]
+    assert res.significant and top[0].node == "sessions.user_id", res.summary()
+    assert top[0].contribution == pytest.approx(res.change, rel=0.3), res.summary()
+    assert not spark_causal.attribute(store, "a", "aa", "daily.revenue", where="country = 'DE'").significant
