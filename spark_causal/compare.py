@@ -316,18 +316,26 @@ def _exact_of(store: Store, runs: tuple[str, str], stats: tuple[Any, Any] | None
     found = _find_segment(c, target, c.graph.nodes[target].get("output") if target in c.graph else None)
     desc = found[1].description if found else None
     judged = values is not None and (not _selected_above(c.graph, target, desc) or (
-        stats is not None and desc is not None and _kept_whole(stats, desc, target)))
+        stats is not None and desc is not None and _kept_whole(stats, desc, target, pair)))
     exact = Exact(values[0], values[1], _exact_shifts(*stats) if stats is not None else {}) if judged else None
     return exact, values, notes
 
 
-def _kept_whole(stats: tuple[Any, Any], desc: dict, target: str) -> bool:
+def _kept_whole(stats: tuple[Any, Any], desc: dict, target: str,
+                pair: tuple[RunSamples, RunSamples] | None = None) -> bool:
     """Whether a HAVING (or LIMIT) above the aggregation kept every row of ``target``'s sum in both
     runs: the output column's exact total is its input's over the rows below (``HAVING COUNT(*) >= 5``
     of groups of a thousand sessions drops none). Equal totals of floating sums, or a count equal to
     the rows of a column the segment measured, tell it; then the exact figures judge the change."""
     meta = (desc.get("aggregates") or {}).get(target) or {}
     fn, inp = str(meta.get("fn", "")).lower(), meta.get("input")
+    if fn == "avg":  # an average over the rows a COUNT(*) beside it kept whole, or counts as many
+        counted = [t for t, m in (desc.get("aggregates") or {}).items() if str(m.get("fn", "")).lower() == "count"
+                   and m.get("input") is None and not m.get("arg")]
+        averaged = [_probed(r.graph, target, "averaged_inputs") for r in pair] if pair else [None, None]
+        return any(_kept_whole(stats, desc, t) or (
+            all(averaged) and (totals := _exact_pair(stats, t)[0]) is not None
+            and all(abs(n[0] - x) < 0.5 for n, x in zip(averaged, totals))) for t in counted)
     if fn not in ("sum", "count") or (fn == "sum" and inp is None) or meta.get("arg"):
         return False
     out, _ = _exact_pair(stats, target)
