@@ -1807,8 +1807,8 @@ class _Spec:
     # the windows' partitions are the bootstrap's clusters (sampled whole): a resample's copies of one
     # stay apart; otherwise units are resampled one by one within a few large partitions (per region)
     copies_apart: bool = False
-    # the roots a ``where`` slice by a key of many values computes it from (``_IN_SLICE``): a day's events
-    # stamped on the day before leave the day's slice by their time
+    # the roots a ``where`` slice's keys are computed or looked up from, when no key is a root itself
+    # (``_moved_across``): a day's events stamped on the day before leave the day's slice by their time
     slice_roots: list[str] = field(default_factory=list)
 
 

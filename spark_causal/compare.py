@@ -236,7 +236,7 @@ def _above_the_aggregation(result: Attribution, baseline: nx.DiGraph, graph: nx.
     dropped = result.change - float(est["change"])
     se = float((result.details or {}).get("se_change") or 0.0)
     z = float(norm.ppf(1 - cfg.alpha / 2))
-    changed = [s for s in above if s in baseline and baseline.nodes[s].get("fingerprint") != graph.nodes[s].get("fingerprint")]
+    changed = [s for s in above if _recoded(baseline, graph, s)]
     # rounding of two sums of the same rows is no dropped group (a threshold that drops none in either run)
     scale = max(abs(result.baseline_value), abs(result.current_value), abs(float(est["baseline"])), 1.0)
     if abs(dropped) <= 1e-9 * scale or (not changed and abs(dropped) <= z * se):
@@ -591,16 +591,12 @@ def _through_filtered_joins(result: Attribution, stats: tuple[Any, Any], baselin
     if not inputs:
         return result
 
-    def code_changed(node: str) -> bool:
-        return node in baseline and node in graph \
-            and baseline.nodes[node].get("fingerprint") != graph.nodes[node].get("fingerprint")
-
     def cause(a: AttributionItem) -> str | None:
         side = inputs.get(a.node)
-        if side is None or not a.contribution or code_changed(a.node):
+        if side is None or not a.contribution or _recoded(baseline, graph, a.node):
             return None
         filters, per_unit, tables, keys = side
-        changed = [f for f in filters if code_changed(f)]
+        changed = [f for f in filters if _recoded(baseline, graph, f)]
         if changed:
             return changed[0]
         # a join's candidates are its other side's (the units' own keys, read from their tables, are the
@@ -642,9 +638,8 @@ def _within_the_units(result: Attribution, stats: tuple[Any, Any], baseline: nx.
         return result
     rows = f"{desc.get('driving')}.__rows__"
 
-    def code_changed(node: str) -> bool:
-        return (node in baseline) != (node in graph) or \
-            baseline.nodes[node].get("fingerprint") != graph.nodes[node].get("fingerprint")
+    def code_changed(node: str) -> bool:  # (a selection one run lacks is changed code too)
+        return (node in baseline) != (node in graph) or _recoded(baseline, graph, node)
 
     # columns of the units that moved among them, not where they were measured, before those selections
     among = {x.node for x in result.attributions if x.kind != "volume" and x.mechanism_changed and _unmoved(sb, sc, x.node)}
@@ -696,8 +691,8 @@ def _through_lookups(result: Attribution, stats: tuple[Any, Any], baseline: nx.D
     for sel in desc.get("inside") or []:
         if (graph.nodes.get(sel) or {}).get("subtype") != "join":
             continue
-        tables = {graph.nodes[p].get("table"): p for p in graph.predecessors(sel)}
-        for t in set(tables) - {desc.get("driving"), None}:
+        tables = {graph.nodes[p].get("table") for p in graph.predecessors(sel)}
+        for t in tables - {desc.get("driving"), None}:
             keys = [p for p in graph.predecessors(sel) if graph.nodes[p].get("table") != t]
             for col in (n for n, d in graph.nodes(data=True) if d.get("kind") == "source" and d.get("table") == t):
                 brought.setdefault(col, (sel, keys))
@@ -706,12 +701,18 @@ def _through_lookups(result: Attribution, stats: tuple[Any, Any], baseline: nx.D
         if not a.contribution or a.node not in brought or not _unmoved(sb, sc, a.node):
             return None
         join, keys = brought[a.node]
-        if join in baseline and baseline.nodes[join].get("fingerprint") != graph.nodes[join].get("fingerprint"):
+        if _recoded(baseline, graph, join):
             return join
         return next((k for k in keys if k in sb.index and not _unmoved(sb, sc, k)), None)
 
     return _refined(result, cause, graph, "the units looked it up by what changed, and it did not") \
         if brought else result
+
+
+def _recoded(baseline: nx.DiGraph, graph: nx.DiGraph, node: str) -> bool:
+    """Whether both runs' graphs hold ``node`` and its code (fingerprint) differs between them."""
+    return node in baseline and node in graph and \
+        baseline.nodes[node].get("fingerprint") != graph.nodes[node].get("fingerprint")
 
 
 def _unmoved(sb: Any, sc: Any, node: str) -> bool:

@@ -719,9 +719,11 @@ def _join_description(j: dict, env: dict[int, str], rw: _Rewriter) -> dict:
     conjuncts = P.conjuncts(cond) if cond is not None else []
     # the driving side's columns compared otherwise than by equality across the sides (``c.contract =
     # t.contract AND hour(r.ts) BETWEEN t.start_hour AND t.end_hour``): what they take is no key value
-    ranged = [env[i] for e in conjuncts if not _side_equality(e, d_ids, o_ids)
-              for i in [P.expr_id(a) for a in P.inspect_expr(e).attrs]
-              if i in d_ids and i in env and {P.expr_id(a) for a in P.inspect_expr(e).attrs} & o_ids]
+    ranged = []
+    for e in conjuncts:
+        ids = [P.expr_id(a) for a in P.inspect_expr(e).attrs]
+        if set(ids) & o_ids and not _side_equality(e, d_ids, o_ids):
+            ranged += [env[i] for i in ids if i in d_ids and i in env]
     return {"selection": j["selection"], "type": j["type"], "drops": j["drops"], "keys": list(dict.fromkeys(keys)),
             "other_keys": list(dict.fromkeys(other_keys)), "columns": list(dict.fromkeys(columns)),
             "equi": any(_side_equality(e, d_ids, o_ids) for e in conjuncts), "ranged": list(dict.fromkeys(ranged))}
