@@ -1988,21 +1988,55 @@ def _moved_across(spec: _Spec, b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndar
     is then a key the model holds fixed, so 20% of the last day's shipments stamped on the day before
     were 97% of that day's change unexplained, and German users' sessions given to Brazilian users
     all of the German slice's."""
+    found = _slice_rows(spec, b, c, cb, cc)
+    if found is None:
+        return None
+    ds, do, se_s, per_row = found
+    if ds * do >= 0 or min(abs(ds), abs(do)) <= z * se_s:
+        return None
+    moved = math.copysign(min(abs(ds), abs(do)), ds)
+    return moved * per_row, se_s * abs(per_row)
+
+
+def _own_rows(spec: _Spec, b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndarray, z: float) -> float | None:
+    """The volume of a ``where`` slice whose keys are no roots of the model, when its rows changed
+    unlike its share of the table's and the rest did not take them up (``_moved_across`` then): the
+    slice's own row change at its mean row. None otherwise. Why: the volume term is the table's row
+    change shared out by the units, the model holding each unit's membership; a missing day's own
+    slice lost all its rows, of which that share gave it a sixth (91% of its loss unexplained)."""
+    found = _slice_rows(spec, b, c, cb, cc)
+    if found is None:
+        return None
+    ds, do, se_s, per_row = found
+    if ds * do < 0 and min(abs(ds), abs(do)) > z * se_s:
+        return None
+    inside = sum(float((r.w * _slice_mask(spec, r)).sum()) for r in (b, c))
+    if abs(ds - (c.N - b.N) * inside / (b.N + c.N)) <= z * se_s:
+        return None
+    return ds * per_row
+
+
+def _slice_mask(spec: _Spec, r: "_Run") -> np.ndarray:
+    """Which units are in the ``where`` slice (1.0) or not (0.0), as the model holds them."""
+    if _IN_SLICE in r.values:
+        return np.asarray(r.values[_IN_SLICE], dtype=float)
+    return (_bool(spec.where_fn(r.values, r.n), r.n) == 1).astype(float)
+
+
+def _slice_rows(spec: _Spec, b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndarray
+                ) -> tuple[float, float, float, float] | None:
+    """(the ``where`` slice's row change, the rest's, the slice count's standard error, the slice's
+    mean row), for a slice whose keys are no roots of the model; None otherwise."""
     if not spec.slice_roots or spec.where_fn is None:
         return None
-    inside = [r.w * (r.values[_IN_SLICE] if _IN_SLICE in r.values else
-                     (_bool(spec.where_fn(r.values, r.n), r.n) == 1).astype(float)) for r in (b, c)]
+    inside = [r.w * _slice_mask(spec, r) for r in (b, c)]
     # the rest's change is the runs' exact row change less the slice's, whose estimate has the error
     ds = float(inside[1].sum() - inside[0].sum())
     do = c.N - b.N - ds
     se_s = math.sqrt(sum(float((r.w * x).sum()) for r, x in zip((b, c), inside)))
-    if ds * do >= 0 or min(abs(ds), abs(do)) <= z * se_s:
-        return None
     means = [float((cx * i).sum()) / float(i.sum())
              for cx, i in ((cb, inside[0]), (cc, inside[1])) if float(i.sum()) > 0]
-    per_row = sum(means) / len(means) if means else 0.0
-    moved = math.copysign(min(abs(ds), abs(do)), ds)
-    return moved * per_row, se_s * abs(per_row)
+    return ds, do, se_s, sum(means) / len(means) if means else 0.0
 
 
 def _metric_from(spec: _Spec, c: np.ndarray, d: np.ndarray, w: np.ndarray) -> float:
@@ -2045,7 +2079,6 @@ def evaluate(model: FittedModel, switched: set[str] | frozenset[str] | list[str]
     spec, fit, base = model.spec, model.fit, model.reference
     env = dict(base.values)
     changed: dict[str, np.ndarray] = {}
-    n = base.n
     for r in spec.roots:
         if r.name not in switched and not any(cn in changed for cn in r.cond):
             continue
@@ -2054,6 +2087,18 @@ def evaluate(model: FittedModel, switched: set[str] | frozenset[str] | list[str]
         if diff.any():
             env[r.name] = new
             changed[r.name] = diff
+    env = _propagate(model, env, changed, switched)
+    c, d = _contrib(spec, env, base.n)
+    return _metric_from(spec, c, d, base.w)
+
+
+def _propagate(model: FittedModel, env: dict[str, np.ndarray], changed: dict[str, np.ndarray],
+               switched: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """``env`` (the reference units' columns, the ``changed`` ones replaced: unit masks) with every
+    deterministic node and lookup below them computed again, those in ``switched`` in the other
+    run's version."""
+    spec, fit, base = model.spec, model.fit, model.reference
+    n = base.n
     for node in spec.order:
         d = spec.det.get(node)
         if d is not None and d.follows and switched & set(d.follows):
@@ -2084,9 +2129,29 @@ def evaluate(model: FittedModel, switched: set[str] | frozenset[str] | list[str]
         if diff.any():
             env[node] = new
             changed[node] = diff
-    c, d = _contrib(spec, env, n)
-    return _metric_from(spec, c, d, base.w)
+    return env
 
+
+def metric_at(model: FittedModel, columns: dict[str, np.ndarray]) -> tuple[float, np.ndarray, np.ndarray]:
+    """The sum over the reference run's units with the root ``columns`` given and every node
+    computed from them again (windows over their partitions, expressions, lookups) in the reference
+    run's version; each unit's part of it; and whether the unit has a value to sum at all (not: a
+    share of a day whose cost is 0). Why: the chain rule from an output computed over aggregates
+    down to the units of those aggregates (``chain``) needs the output as a function of them, and
+    this model is that function."""
+    base = model.reference
+    env = dict(base.values)
+    env.update(columns)
+    env = _propagate(model, env, {k: np.ones(base.n, dtype=bool) for k in columns})
+    c, _ = _contrib(model.spec, env, base.n)
+    x = _num(env[model.spec.input], base.n) if model.spec.input is not None else np.ones(base.n)
+    return float((base.w * c).sum()), base.w * c, np.isfinite(x)
+
+
+def unit_contributions(model: FittedModel, run: str) -> np.ndarray:
+    """Each unit's part of the sum in ``run`` (``"baseline"`` or ``"current"``), as observed."""
+    r = model.baseline if run == "baseline" else model.current
+    return r.w * _observed_contrib(model.spec, r)[0]
 
 def refit(model: FittedModel, *, baseline: np.ndarray | None = None, current: np.ndarray | None = None,
           reverse: bool = False, rng: np.random.Generator | None = None) -> FittedModel:
@@ -3648,6 +3713,9 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         return (c.N - b.N) * (b.n * m_b + c.n * m_c) / (b.n + c.n)
 
     volume = priced(mb, mc)
+    own = _own_rows(spec, b, c, cb_, cc_, z) if agg != "mean" else None
+    own_shift = 0.0 if own is None else own - volume  # (the slice's own rows: its draws move with it)
+    volume += own_shift
     t_shap = time.perf_counter()
 
     # ---------------------------------------------------------------- bootstrap
@@ -3659,7 +3727,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         ib, ic = _resample(b.n, c.n, clusters, rng)
         mb2 = _metric_from(spec, cb_[ib], db_[ib], b.w[ib])
         mc2 = _metric_from(spec, cc_[ic], dc_[ic], c.w[ic])
-        boots["__volume__"].append(priced(mb2, mc2))
+        boots["__volume__"].append(priced(mb2, mc2) + own_shift)
         if players:
             try:
                 ph2, _, _ = _forward_shapley(refit(split, baseline=ib, current=ic, rng=rng), players, rng)

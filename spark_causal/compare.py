@@ -29,8 +29,10 @@ from .attribution import (
     _to_array,
     attribute_samples,
     compile_expression,
+    fit_model,
 )
 from .errors import SparkCausalError, UnknownOutputError
+from .chain import parts as chain_parts
 from .lineage import gating_selections
 from .ratio import attribute_linear, attribute_ratio, linear_of, ratio_of
 from .result import Attribution, AttributionItem, _fmt
@@ -1277,6 +1279,133 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
         code_changes=_code_changes(result, inner), details=details, warnings=list(result.warnings) + notes)
 
 
+def _through_rows(result: Attribution, desc: dict, others: dict[str, dict], b: RunSamples, c: RunSamples,
+                  config: AttributionConfig | None, cache: dict) -> Attribution | None:
+    """A sum of a column computed per row from aggregates of the segment below (a share of the day's
+    total over a window, a ratio, any expression of them), over outer rows all sampled: its move split
+    by the chain rule into parts of groups below (``chain.parts``), each explained by the attribution
+    of the aggregate's sum over those groups, scaled to the part. Significant when a part's
+    attribution is and the move exceeds the parts' spread, each part's error scaled by what a unit
+    of it is worth. None when the target is an aggregate of its own segment, the outer rows are a
+    sample or not told apart by the keys of the groups below, or the parts do not add up."""
+    rows, units = (result.details or {}).get("rows") or {}, (result.details or {}).get("units") or {}
+    if result.agg != "sum" or result.target in (desc.get("aggregates") or {}) or not rows or \
+            any(float(rows.get(k) or 0) != float(units.get(k) or -1) for k in ("baseline", "current")):
+        return None
+    try:
+        model = fit_model(c.graph, b, c, result.target, agg="sum", where=result.where, config=config)
+    except SparkCausalError:
+        return None
+    aggregates = [r.name for r in model.spec.roots if r.name in others
+                  and str(others[r.name].get("fn", "")).lower() in ("sum", "count")]
+    inner = next((d for d in c.graph.graph.get("segments", []) if aggregates and aggregates[0] in
+                  (d.get("aggregates") or {})), None)
+    tables = [_segment_table(r, desc.get("id")) for r in (b, c)]
+    if inner is None or any(t is None for t in tables) or any(r.n != len(t) for r, t in zip(
+            (model.baseline, model.current), tables)):
+        return None
+    names = [_column_name(c.graph, k) for k in inner.get("group_keys") or []]
+    cols = [{_column_name(c.graph, x): x for x in t.columns if not x.startswith("__")} for t in tables]
+    if not names or not all(nm in cs for nm in names for cs in cols):
+        return None
+    keys = [list(zip(*(t[cs[nm]].astype(object).tolist() for nm in names))) for t, cs in zip(tables, cols)]
+    if any(v is None or v != v for ks in keys for k in ks for v in k):
+        return None
+    found = chain_parts(model, aggregates, keys[0], keys[1])
+    if found is None:
+        return None
+    cfg = config or AttributionConfig()
+    z = float(norm.ppf(1 - cfg.alpha / 2))
+    merged: dict[str, AttributionItem] = {}
+    notes, spread, named = [], 0.0, False
+    explained: list[Attribution] = []
+    left = found[1]
+    for part in found[0]:
+        where = _rows_where(names, part.rows)
+        summed = _summed_below(c.graph, part.aggregate, names, b, c)
+        if (summed, "sum", where) not in cache:
+            try:
+                below = attribute_samples(c.graph, b, c, summed, agg="sum", where=where, config=config)
+                below = drill_down(below, b, c, config=config, _depth=1, _cache=cache)
+            except SparkCausalError as exc:
+                below = exc
+            cache[(summed, "sum", where)] = below
+        below = cache[(summed, "sum", where)]
+        if isinstance(below, Exception):
+            return None
+        d = below.details or {}
+        # (the runs' spread of the aggregates, which the job wrote exactly, not the samples' error)
+        se = d.get("se_whole")
+        spread += (part.weight * float(se or 0.0)) ** 2
+        total = sum(a.contribution for a in below.attributions)
+        if not below.significant or not total:
+            left += part.value  # chance variation below stays unexplained here
+            continue
+        named = named or any(a.mechanism_changed and a.contribution for a in below.attributions)
+        explained.append(below)
+        base = below.change if below.change * total > 0 and abs(below.change) >= 0.5 * abs(total) else total
+        scaled = _scaled([a for a in below.attributions if abs(a.contribution) > 1e-9 * abs(total)],
+                         part.value / base)
+        for a in scaled:
+            _merge(merged, a)
+        left += part.value - sum(a.contribution for a in scaled)
+        notes.append({"node": part.aggregate, "aggregate": part.aggregate, "explained": True,
+                      "contribution": part.value, "groups": len(part.rows), "weight": part.weight,
+                      "parts": {a.node: a.contribution for a in scaled}})
+    if not notes:
+        return None
+    se_t = math.sqrt(spread)
+    details = dict(result.details or {})
+    details["drilldown"] = notes
+    details["chain"] = {"se": se_t, "z": result.change / se_t if se_t else None}
+    return dataclasses.replace(
+        result, attributions=_ranked(list(merged.values())), unexplained=left,
+        significant=bool(named and abs(result.change) > z * se_t),
+        code_changes=_code_changes(result, *explained),
+        details=details, warnings=list(result.warnings) + [
+            f"{result.target} is computed per row from {', '.join(aggregates)} of far more units below: its "
+            f"move is split by the rows' derivatives into {len(found[0])} part(s) of their groups, each "
+            "attributed there"])
+
+
+def _summed_below(graph: nx.DiGraph, aggregate: str, names: list[str], b: RunSamples, c: RunSamples) -> str:
+    """The sum at the bottom of plain re-aggregations of ``aggregate`` (a carrier's day from its
+    zones' days from the shipments) whose segments keep every unit and group by the key columns
+    ``names`` too: its units are the most there are, and its spread the runs' own."""
+    segments = graph.graph.get("segments", [])
+    node = aggregate
+    for _ in range(MAX_DRILL_DEPTH):
+        seg = next((d for d in segments if node in (d.get("aggregates") or {})), None)
+        entry = ((seg or {}).get("aggregates") or {}).get(node) or {}
+        if seg is None or str(entry.get("fn", "")).lower() != "sum" or _drops_rows(seg, b, c):
+            break
+        others = {a: m for d in segments if d is not seg for a, m in (d.get("aggregates") or {}).items()}
+        below = _copied_aggregate(graph, entry.get("input"), others) if entry.get("input") else None
+        lower = next((d for d in segments if below in (d.get("aggregates") or {})), None)
+        if below is None or lower is None or not set(names) <= {
+                _column_name(graph, k) for k in lower.get("group_keys") or []}:
+            break
+        node = below
+    return node
+
+def _rows_where(names: list[str], rows: tuple[tuple, ...]) -> str:
+    """A predicate that holds for the groups ``rows`` (values of the key columns ``names``)."""
+    if len(names) == 1:
+        return f"`{names[0]}` IN ({', '.join(sorted({_key_literal(r[0]) for r in rows}))})"
+    by: dict[Any, list[tuple]] = {}
+    for r in rows:
+        by.setdefault(r[0], []).append(r[1:])
+    return " OR ".join(f"(`{names[0]}` = {_key_literal(v)} AND {_rows_where(names[1:], tuple(rest))})"
+                       for v, rest in sorted(by.items(), key=lambda kv: str(kv[0])))
+
+
+def _key_literal(v: Any) -> str:
+    """A group key's literal: a date or midnight timestamp as its day, anything else as a sample value."""
+    if isinstance(v, pd.Timestamp) or hasattr(v, "isoformat"):
+        t = pd.Timestamp(v)
+        return f"'{t.date().isoformat()}'" if t == t.normalize() else f"'{t}'"
+    return _literal(v)
+
 def _mean_of_sum(result: Attribution, desc: dict, inner: Attribution, b: RunSamples, c: RunSamples,
                  config: AttributionConfig | None, cache: dict
                  ) -> tuple[list[AttributionItem], list[str], Attribution | None] | None:
@@ -1593,7 +1722,8 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     if (not result.significant or poor) and _depth == 0:
         relayed = _relay(result, desc, others, row_level, b, c, config, cache) or \
             _relay_count(result, desc, b, c, config, cache) or \
-            (_rows_per_group(result, desc, b, c, config, cache) if poor else None)
+            (_rows_per_group(result, desc, b, c, config, cache) if poor else None) or \
+            _through_rows(result, desc, others, b, c, config, cache)
         if relayed is not None and (not result.significant or abs(relayed.unexplained) < abs(result.unexplained)):
             return relayed
     merged: dict[str, AttributionItem] = {}

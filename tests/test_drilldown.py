@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 import spark_causal
@@ -721,3 +722,54 @@ def test_a_ratio_of_a_read_back_outputs_sums_moved_by_changed_code_is_a_change(s
     assert res.significant and res.attributions[0].node == "daily.net", res.summary()
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.15), res.summary()
     assert not spark_causal.attribute(store, "a", "aa", "summary.per_order").significant
+
+
+@pytest.mark.parametrize("run, cause", [("rate", {"rates.rate"}), ("missing", {"ships.__rows__", "ships.day"}),
+                                        ("aa", None)])
+def test_a_share_of_the_days_total_over_a_window_is_attributed_where_its_costs_are(spark, tmp_path, run, cause):
+    """``carrier_cost / SUM(carrier_cost) OVER (PARTITION BY day)`` over the carriers' days, summed for
+    one carrier: 24 rows, whose spread between carriers dwarfs a run's noise (a rate x3 was "no
+    significant change", z 1.4, and a missing day too). Split by the chain rule into the carrier's
+    rows and the others', each attributed over the shipments: the rate, the missing day's rows; a
+    second draw stays quiet."""
+    store = str(tmp_path / "store")
+    days = [f"2026-11-0{d}" for d in range(2, 8)]
+    shares = {}
+    for name, seed in (("base", 331), (run, 332)):
+        rng = np.random.default_rng(seed)
+        n = 6000
+        ships = pd.DataFrame({"day": rng.choice(days, n), "carrier": rng.choice(list("ABCD"), n),
+                              "zone": rng.integers(1, 4, n), "kg": np.round(rng.lognormal(1.5, 0.4, n), 2)})
+        if name == "missing":
+            ships = ships[ships.day != days[3]]
+        rates = pd.DataFrame([(c, z, 2.0 + i + z) for i, c in enumerate("ABCD") for z in (1, 2, 3)],
+                             columns=["carrier", "zone", "rate"])
+        if name == "rate":
+            rates.loc[(rates.carrier == "A") & (rates.zone == 2), "rate"] *= 3
+        cost = ships.merge(rates).assign(cost=lambda t: t.kg * t.rate).groupby(["day", "carrier"]).cost.sum()
+        shares[name] = (cost / cost.groupby("day").transform("sum")).xs("A", level="carrier")
+        (tmp_path / name).mkdir()
+        ships.to_parquet(tmp_path / name / "ships.parquet")
+        rates.to_parquet(tmp_path / name / "rates.parquet")
+        with spark_causal.capture(spark, store=store, run=name):
+            s = spark.read.parquet(str(tmp_path / name / "ships.parquet")) \
+                .withColumn("day", F.to_date("day"))
+            r = spark.read.parquet(str(tmp_path / name / "rates.parquet"))
+            daily = s.join(r, ["carrier", "zone"]).withColumn("cost", F.col("kg") * F.col("rate")) \
+                .groupBy("day", "carrier", "zone").agg(F.sum("cost").alias("total_cost"))
+            daily.write.parquet(str(tmp_path / name / "daily"))
+            daily.groupBy("day", "carrier").agg(F.sum("total_cost").alias("carrier_cost")) \
+                .withColumn("day_total", F.sum("carrier_cost").over(Window.partitionBy("day"))) \
+                .withColumn("cost_share", F.col("carrier_cost") / F.col("day_total")) \
+                .write.parquet(str(tmp_path / name / "share"))
+    res = spark_causal.attribute(store, "base", run, "share.cost_share", where="carrier = 'A'")
+    if cause is None:
+        assert not res.significant, res.summary()
+        return
+    # (a missing day's rows are the table's, or its days' mix: the day is a root of the shipments)
+    top = [a for a in res.attributions if a.node in cause]
+    assert res.change == pytest.approx(shares[run].sum() - shares["base"].sum())
+    assert res.significant and res.attributions[0].node in cause, res.summary()
+    # the rate's whole move; the missing day's share (the other days' draws move the rest)
+    lost = res.change if run == "rate" else -shares["base"][days[3]]
+    assert sum(a.contribution for a in top) == pytest.approx(lost, rel=0.2), res.summary()
