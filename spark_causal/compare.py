@@ -166,6 +166,11 @@ def attribute(store: str | Store, baseline: str, current: str, target: str, agg:
     # whose 168 rows cannot show what the daily rows' own statistics do)
     below = {"exact": lambda node, how: _exact_of(s, (baseline, current), stats, (b, c), node, how, None)[0]}
     result = drill_down(result, b, c, config=config, _cache=below)
+    if below.get(("se_below", target)) is not None:
+        # (a ratio of such sums is judged by it: a read-back output's rows differ ~25x more between
+        # days and countries than a day's sum does between runs)
+        result = dataclasses.replace(result, details={**(result.details or {}),
+                                                      "se_below": below[("se_below", target)]})
     if values:
         result = _with_values(result, values)
     if notes:
@@ -1245,6 +1250,8 @@ def _relay(result: Attribution, desc: dict, others: dict[str, dict], row_level: 
         inner = drill_down(inner, b, c, config=config, _depth=1, _cache=cache)
     except SparkCausalError:
         return None
+    if not averaged:  # the runs' spread of the sum over the units below, moved or not (``attribute``)
+        cache[("se_below", result.target)] = (inner.details or {}).get("se_whole")
     if not inner.significant or (read_back and not any(a.contribution and a.mechanism_changed for a in inner.attributions)):
         return None  # a read-back column's segment must name a change: a metric that moved by chance is no cause
     attributions = list(inner.attributions)

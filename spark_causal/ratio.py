@@ -90,12 +90,18 @@ def attribute_ratio(ratio: Ratio, target: str, part: Callable[[str], Attribution
     # the move's error: the parts' errors combined as if independent (a numerator and denominator that
     # move together make the true error smaller, so this errs quiet)
     # (the spread of the whole runs' exact parts when both have one: the exact ratio is judged by it)
-    whole = [(p.details or {}).get("se_whole") for p in (a, b)]
+    # (a part relayed to the units below, a sum over a read-back output's rows, by the runs' spread
+    # there: its rows' spread between days and countries is ~25x that)
+    whole = [(p.details or {}).get("se_below") or (p.details or {}).get("se_whole") for p in (a, b)]
     exact = all((p.details or {}).get("z_whole") is not None for p in (a, b))
     se = whole if exact and all(s is not None for s in whole) else [(p.details or {}).get("se_change") for p in (a, b)]
     se_ratio = k * math.hypot(se[0] or 0.0, rb * (se[1] or 0.0)) / b.current_value if all(
         s is not None for s in se) else None
     sig_metric = se_ratio is not None and abs(vc - vb) > z * se_ratio
+    # (a part whose own move is significant, by its exact figures or the units below, with the ratio
+    # beyond the runs' spread: a US drift x1.2 moved revenue per session 9 sds, its item tested at p 0.015)
+    parts_moved = exact and any(p.significant for p in (a, b)) and any(
+        (p.details or {}).get("se_below") is not None for p in (a, b))
     sig_item = any(i.mechanism_changed and i.contribution and (i.p_value == 0.0 or i.ci_low > 0 or i.ci_high < 0)
                    for i in items)
     # a certain change (changed code, a dimension row seen changed) that a significant part names and
@@ -111,7 +117,7 @@ def attribute_ratio(ratio: Ratio, target: str, part: Callable[[str], Attribution
                                "se_change": se_ratio}
     return Attribution(
         target=target, agg="mean", where=a.where, baseline_run=a.baseline_run, current_run=a.current_run,
-        baseline_value=vb, current_value=vc, change=vc - vb, significant=bool(sig_metric and sig_item or certain),
+        baseline_value=vb, current_value=vc, change=vc - vb, significant=bool(sig_metric and (sig_item or parts_moved) or certain),
         attributions=items, code_changes=codes, seed=a.seed,
         unexplained=(vc - vb) - sum(i.contribution for i in items), details=details,
         warnings=[f"{target} is {ratio.numerator} / {ratio.denominator} per row: attributed as the ratio of "

@@ -2864,7 +2864,8 @@ def test_rows_stamped_on_the_day_before_leave_the_days_slice_by_their_time(spark
     """A fifth of the last day's shipments stamped on the day before: that day's slice lost them, the
     rest of the run gained them, and each unit's membership of the slice is a key the model holds, so
     the loss was 97% unexplained beside a volume of -2,574. It is the time's (``shipments.ts``), at
-    the slice's mean row. A missing day's slice lost rows no other day gained: no time moved them."""
+    the slice's mean row. A missing day's slice lost rows no other day gained: no time moved them;
+    they are the volume's, its own rows (was: the table's row change shared out, a fifth of it)."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
@@ -2890,6 +2891,8 @@ def test_rows_stamped_on_the_day_before_leave_the_days_slice_by_their_time(spark
         assert top[0].contribution == pytest.approx(res.change, rel=0.25), res.summary()
     else:
         assert "shipments.ts" not in [a.node for a in top], res.summary()
+        assert top[0].node == "shipments.__rows__", res.summary()
+        assert top[0].contribution == pytest.approx(res.change, rel=0.1), res.summary()
     assert not spark_causal.attribute(store, "a", "aa", "daily.cost", where="day = '2026-11-05'").significant
 
 
