@@ -693,12 +693,15 @@ def test_statistics_moved_beyond_chance_only_are_a_change():
     assert _stats_change(*flag, "x") == pytest.approx(0.2)
 
 
-def test_a_ratio_of_a_read_back_outputs_sums_moved_by_changed_code_is_a_change(spark, tmp_path):
+@pytest.mark.parametrize("fault, cause", [("code", "daily.net"), ("drift", "orders.amount")])
+def test_a_ratio_of_a_read_back_outputs_sums_is_judged_by_the_runs_spread_below(spark, tmp_path, fault, cause):
     """Revenue per order by country from a daily output read back: the parts are sums over its rows,
     whose spread between days and countries of very different sizes is no run-to-run variation, so
     a formula x0.8 (revenue per order -20%) read "no significant change" though the formula's code
-    change made the move, with an interval far from 0. A certain change that a significant part names
-    and that makes most of the move is one; a second draw stays quiet."""
+    change made the move, with an interval far from 0, and so did the largest country's amounts
+    x1.2 (+10%). The parts are judged by the runs' spread of their sums over the orders below
+    (``se_below``), and a certain change that a significant part names and that makes most of the
+    move is one; a second draw stays quiet."""
     from pyspark.sql import functions as F
 
     store = str(tmp_path / "store")
@@ -706,10 +709,13 @@ def test_a_ratio_of_a_read_back_outputs_sums_moved_by_changed_code_is_a_change(s
         rng = np.random.default_rng(seed)
         n = 20000
         size = np.array([1, 2, 4, 8, 16, 32], float)
+        orders = pd.DataFrame({"day": rng.integers(1, 6, n), "country": rng.choice(list("ABCDEF"), n, p=size / size.sum()),
+                               "amount": np.round(rng.lognormal(3, 0.6, n), 2)})
+        if run == "b" and fault == "drift":
+            orders["amount"] = np.where(orders.country == "F", orders.amount * 1.2, orders.amount).round(2)
         (tmp_path / run).mkdir()
-        pd.DataFrame({"day": rng.integers(1, 6, n), "country": rng.choice(list("ABCDEF"), n, p=size / size.sum()),
-                      "amount": np.round(rng.lognormal(3, 0.6, n), 2)}).to_parquet(tmp_path / run / "orders.parquet")
-        factor = 0.8 if run == "b" else 1.0
+        orders.to_parquet(tmp_path / run / "orders.parquet")
+        factor = 0.8 if run == "b" and fault == "code" else 1.0
         with spark_causal.capture(spark, store=store, run=run, sample_size=2000):
             (spark.read.parquet(str(tmp_path / run / "orders.parquet"))
              .withColumn("net", F.col("amount") * factor).groupBy("day", "country")
@@ -719,7 +725,7 @@ def test_a_ratio_of_a_read_back_outputs_sums_moved_by_changed_code_is_a_change(s
              .agg((F.sum("revenue") / F.sum("orders")).alias("per_order"))
              .write.parquet(str(tmp_path / run / "summary")))
     res = spark_causal.attribute(store, "a", "b", "summary.per_order")
-    assert res.significant and res.attributions[0].node == "daily.net", res.summary()
+    assert res.significant and res.attributions[0].node == cause, res.summary()
     assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.15), res.summary()
     assert not spark_causal.attribute(store, "a", "aa", "summary.per_order").significant
 
