@@ -98,17 +98,18 @@ def attribute_ratio(ratio: Ratio, target: str, part: Callable[[str], Attribution
     se_ratio = k * math.hypot(se[0] or 0.0, rb * (se[1] or 0.0)) / b.current_value if all(
         s is not None for s in se) else None
     sig_metric = se_ratio is not None and abs(vc - vb) > z * se_ratio
-    # (a part whose own move is significant, by its exact figures or the units below, with the ratio
-    # beyond the runs' spread: a US drift x1.2 moved revenue per session 9 sds, its item tested at p 0.015)
-    parts_moved = exact and any(p.significant for p in (a, b)) and any(
-        (p.details or {}).get("se_below") is not None for p in (a, b))
+    # judged by the runs' spread below, the ratio moved when it is beyond it and a part's own move is
+    # significant (a US drift x1.2 moved revenue per session 9 sds, its item tested at p 0.015)
+    below = exact and all((p.details or {}).get("se_below") is not None for p in (a, b))
     sig_item = any(i.mechanism_changed and i.contribution and (i.p_value == 0.0 or i.ci_low > 0 or i.ci_high < 0)
                    for i in items)
     # a certain change (changed code, a dimension row seen changed) that a significant part names and
     # that makes most of the ratio's move is one, whatever the parts' spread: the parts of a ratio of
     # an output read back are sums over its rows, whose spread between groups (days, countries) is no
-    # run-to-run variation (a formula x0.7 cut revenue per session 31% at z 1.4)
-    certain = any(p.significant for p in (a, b)) and any(
+    # run-to-run variation (a formula x0.7 cut revenue per session 31% at z 1.4). Not when that spread
+    # is known: a bot filter's threshold moved revenue and sessions alike, and the difference of its two
+    # shares, each with its sampling error, made "most" of a move of 1 sd
+    certain = not below and any(p.significant for p in (a, b)) and any(
         i.kind != "volume" and i.mechanism_changed and i.p_value == 0.0 and (i.ci_low > 0 or i.ci_high < 0)
         and abs(i.contribution) >= 0.5 * abs(vc - vb) for i in items)
     details: dict[str, Any] = {"ratio": {"numerator": ratio.numerator, "denominator": ratio.denominator,
@@ -117,7 +118,7 @@ def attribute_ratio(ratio: Ratio, target: str, part: Callable[[str], Attribution
                                "se_change": se_ratio}
     return Attribution(
         target=target, agg="mean", where=a.where, baseline_run=a.baseline_run, current_run=a.current_run,
-        baseline_value=vb, current_value=vc, change=vc - vb, significant=bool(sig_metric and (sig_item or parts_moved) or certain),
+        baseline_value=vb, current_value=vc, change=vc - vb, significant=bool(sig_metric and (sig_item or below and any(p.significant for p in (a, b))) or certain),
         attributions=items, code_changes=codes, seed=a.seed,
         unexplained=(vc - vb) - sum(i.contribution for i in items), details=details,
         warnings=[f"{target} is {ratio.numerator} / {ratio.denominator} per row: attributed as the ratio of "
