@@ -1432,6 +1432,18 @@ class _Table:
                 cols.append(_codes(x, cats) * 1e3)
         return np.column_stack(cols) if cols else np.zeros((len(next(iter(X.values()))), 1))
 
+    def discrete_columns(self) -> list[int]:
+        """The feature columns of the discrete parents (codes), whose nearest neighbours are alike only
+        where they are equal."""
+        out, at = [], 0
+        for p in self.parents:
+            if p in self._num:
+                at += 2
+            else:
+                out.append(at)
+                at += 1
+        return out
+
     def lookup(self, X: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         codes = [_codes(X[p], c) for p, c in zip(self.parents, self.cats)]
         unseen = np.zeros(len(codes[0]), dtype=bool)
@@ -2600,9 +2612,14 @@ def _det_test(d: _DetSpec, b: _Run, c: _Run, coded: dict, gates: set[str] = froz
         own = tb.tree.data
         d2, j2 = tb.tree.query(own, k=2)
         # only units inside the baseline's support are evidence: far from every baseline unit, a
-        # nearest-neighbour prediction extrapolates and its error says nothing about a change
-        inside = dist <= np.quantile(d2[:, 1], 0.9)
-        if inside.sum() < 20:
+        # nearest-neighbour prediction extrapolates and its error says nothing about a change. So is a
+        # neighbour of another value of a discrete parent: policy ids a neighbour apart are no alike
+        # policies (an EXISTS on the policy read "changed", p 1e-33, between two draws of one job)
+        dc = tb.discrete_columns()
+        alike = (feats[:, dc] == own[j][:, dc]).all(axis=1)
+        alike_b = (own[:, dc] == own[j2[:, 1]][:, dc]).all(axis=1)
+        inside = (dist <= np.quantile(d2[:, 1], 0.9)) & alike
+        if inside.sum() < 20 or alike_b.sum() < 20:
             return float(min(1.0, 2 * p1))
         j = j[inside]
         miss = np.flatnonzero(miss)[inside]
@@ -2611,10 +2628,10 @@ def _det_test(d: _DetSpec, b: _Run, c: _Run, coded: dict, gates: set[str] = froz
                 x, y = x.astype(float), y.astype(float)
                 return np.where(np.isnan(x) & np.isnan(y), 0.0, np.abs(x - y))
             res_c = gap(tb.tree_vals[j], yc[miss])
-            res_b = gap(tb.tree_vals[j2[:, 1]], tb.tree_vals)
+            res_b = gap(tb.tree_vals[j2[:, 1]], tb.tree_vals)[alike_b]
         else:
             res_c = _neq(tb.tree_vals[j].astype(object), yc[miss].astype(object)).astype(float)
-            res_b = _neq(tb.tree_vals[j2[:, 1]].astype(object), tb.tree_vals.astype(object)).astype(float)
+            res_b = _neq(tb.tree_vals[j2[:, 1]].astype(object), tb.tree_vals.astype(object)).astype(float)[alike_b]
         res_c, res_b = np.nan_to_num(res_c, nan=1e300), np.nan_to_num(res_b, nan=1e300)
         if np.ptp(np.concatenate([res_b, res_c])) > 0:
             p2 = float(stats.mannwhitneyu(res_c, res_b, alternative="greater").pvalue)
