@@ -2852,7 +2852,12 @@ def fit_model(graph: nx.DiGraph, baseline: RunSamples, current: RunSamples, targ
             # metric and from the volume term, which then compares true row counts. A count the
             # sample contradicts (a stale catalog statistic) is not trusted.
             q = min(1.0, n_units / w_units)
-            if abs(w_units - rows) <= 6 * math.sqrt(rows * (1 - q) / q) + 1:
+            # (units sampled by whole window partitions, one driver's 1,500 trips in or out, vary the
+            # count by their partitions' sizes: 14% between two draws of one job, no contradiction)
+            keys = [k for k in seg.description.get("clusters") or [] if k in t.columns]
+            sizes = pd.Series(w[first]).groupby([t[k].to_numpy()[first] for k in keys], dropna=False).sum() \
+                if keys else pd.Series(w[first])
+            if abs(w_units - rows) <= 6 * math.sqrt(float((sizes ** 2).sum()) * (1 - q)) + 1:
                 w = w * (float(rows) / w_units)
             else:
                 warnings.append(f"{seg.description.get('id')}: the sample implies {w_units:,.0f} driving "

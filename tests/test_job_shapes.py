@@ -3026,3 +3026,4 @@ def test_an_exists_on_many_keys_between_two_draws_is_no_changed_filter(spark, tm
         assert not res.significant, res.summary()
         changed = [k for k, t in res.details["tests"].items() if t["changed"]]
         assert not changed, (changed, res.summary())
+
