@@ -1371,6 +1371,9 @@ def _attribute_of_shared_keys(xb: np.ndarray, xc: np.ndarray, gb: np.ndarray, gc
 
 
 # ============================================================================ fitted mechanisms
+_FEW_CODES = 100  # a discrete parent of more values is an identifier: its codes' order means nothing
+
+
 class _Table:
     """Exact map from parent-value tuples to a value, with an optional nearest-neighbour fallback."""
 
@@ -1428,8 +1431,8 @@ class _Table:
                 z = (x - m) / s
                 cols.append(np.where(np.isnan(z), 0.0, z))
                 cols.append(np.isnan(x) * 1e3)
-            else:
-                cols.append(_codes(x, cats) * 1e3)
+            else:  # far apart; an identifier's codes (a policy's) nearer than a category's (a status's)
+                cols.append(_codes(x, cats) * (1e3 if len(cats) <= _FEW_CODES else 1e-3))
         return np.column_stack(cols) if cols else np.zeros((len(next(iter(X.values()))), 1))
 
     def discrete_columns(self) -> list[int]:

@@ -28,6 +28,7 @@ from .result import Attribution, AttributionItem
 _CAST = re.compile(r"CAST\(([^()]*)\s+AS\s+\w+(?:\(\d+(?:,\s*\d+)?\))?\)", re.IGNORECASE)
 _WRAP = re.compile(r"(?:nullif|round|bround)\(((?:[^(),]|\([^()]*\))+),\s*[\d.]+\)", re.IGNORECASE)
 _NAME = r"`?([A-Za-z_][\w]*)`?"
+_QUALIFIED = re.compile(r"`?[A-Za-z_]\w*`?\.(`?[A-Za-z_]\w*`?)")
 _DIVIDE = re.compile(rf"^(?:([\d.]+)\s*\*\s*)?{_NAME}\s*/\s*{_NAME}(?:\s*\*\s*([\d.]+))?$")
 
 
@@ -58,7 +59,7 @@ def ratio_of(graph: nx.DiGraph, target: str, aggregates: dict[str, dict]) -> Rat
     for pattern in (_CAST, _WRAP):
         while (new := pattern.sub(r"\1", text)) != text:
             text = new
-    text = text.strip()
+    text = _QUALIFIED.sub(r"\1", text).strip()  # ``rt.paid / prem.earned_premium``: the columns
     while text.startswith("(") and text.endswith(")") and text.count("(") == 1:
         text = text[1:-1].strip()
     text = text.replace("(", "").replace(")", "")

@@ -779,3 +779,44 @@ def test_a_share_of_the_days_total_over_a_window_is_attributed_where_its_costs_a
     # the rate's whole move; the missing day's share (the other days' draws move the rest)
     lost = res.change if run == "rate" else -shares["base"][days[3]]
     assert sum(a.contribution for a in top) == pytest.approx(lost, rel=0.2), res.summary()
+
+
+@pytest.mark.parametrize("run, cause", [("drift", "claims.amount"), ("aa", None)])
+def test_a_ratio_of_two_joined_aggregations_by_qualified_names_is_the_ratio_of_totals(spark, tmp_path, run, cause):
+    """``rt.paid / prem.earned AS loss_ratio`` of two sub-aggregations joined by region: the names are
+    qualified, which the ratio's reading did not take, so the column was summed row by row (14,245
+    for a ratio of totals of 407) and judged by its 35 rows' spread: never significant. It is the
+    ratio of the parts' totals, each attributed where it is summed: the claims' drift is named."""
+    store = str(tmp_path / "store")
+    rng = np.random.default_rng(51)
+    pd.DataFrame({"policy_id": np.arange(3000), "region": rng.choice(list("NSEW"), 3000),
+                  "premium": np.round(rng.uniform(300, 900, 3000), 2)}).to_parquet(tmp_path / "policies.parquet")
+    pols = pd.read_parquet(tmp_path / "policies.parquet")
+    truth = {}
+    for name, seed in (("base", 52), (run, 53)):
+        rng = np.random.default_rng(seed)
+        n = 20000
+        claims = pd.DataFrame({"policy_id": rng.integers(0, 3000, n), "day": rng.integers(1, 8, n),
+                               "amount": np.round(rng.lognormal(5, 0.7, n), 2)})
+        if name == "drift":
+            north = claims.policy_id.map(pols.set_index("policy_id").region) == "N"
+            claims["amount"] = np.where(north, claims.amount * 1.3, claims.amount).round(2)
+        truth[name] = claims.amount.sum() / (7 * pols.premium.sum() / 365)
+        (tmp_path / name).mkdir()
+        claims.to_parquet(tmp_path / name / "claims.parquet")
+        with spark_causal.capture(spark, store=store, run=name):
+            spark.read.parquet(str(tmp_path / name / "claims.parquet")).createOrReplaceTempView("claims")
+            spark.read.parquet(str(tmp_path / "policies.parquet")).createOrReplaceTempView("policies")
+            spark.sql("""WITH rt AS (SELECT c.day, p.region, SUM(c.amount) AS paid FROM claims c
+                                     JOIN policies p ON c.policy_id = p.policy_id GROUP BY c.day, p.region),
+                              prem AS (SELECT region, SUM(premium) / 365 AS earned FROM policies GROUP BY region)
+                         SELECT rt.day, rt.region, rt.paid, prem.earned, rt.paid / prem.earned AS loss_ratio
+                         FROM rt JOIN prem ON rt.region = prem.region""") \
+                .write.parquet(str(tmp_path / name / "region_day"))
+    res = spark_causal.attribute(store, "base", run, "region_day.loss_ratio", agg="mean")
+    assert res.baseline_value == pytest.approx(truth["base"], rel=1e-6)
+    assert res.current_value == pytest.approx(truth[run], rel=1e-6)
+    if cause is None:
+        assert not res.significant, res.summary()
+        return
+    assert res.significant and res.attributions[0].node == cause, res.summary()

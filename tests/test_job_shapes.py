@@ -3026,4 +3026,16 @@ def test_an_exists_on_many_keys_between_two_draws_is_no_changed_filter(spark, tm
         assert not res.significant, res.summary()
         changed = [k for k, t in res.details["tests"].items() if t["changed"]]
         assert not changed, (changed, res.summary())
+    # the filter's code admitting closed claims too: more rows pass, its item is a rise (a unit of
+    # another status took its nearest neighbour's verdict across statuses, and the item was a fall)
+    with spark_causal.capture(spark, store=store, run="c"):
+        spark.read.parquet(str(tmp_path / "b" / "claims.parquet")).createOrReplaceTempView("claims")
+        spark.sql("""SELECT 'PAID' AS status_n, amount FROM claims c
+                     WHERE upper(trim(c.status)) IN ('PAID', 'OPEN') AND EXISTS (SELECT 1 FROM policies q
+                           WHERE q.policy_id = c.policy_id AND q.premium > 250)""") \
+            .groupBy("status_n").sum("amount").withColumnRenamed("sum(amount)", "paid") \
+            .write.parquet(str(tmp_path / "c" / "paid"))
+    res = spark_causal.attribute(store, "b", "c", "paid.paid")
+    assert res.significant and res.attributions[0].node == "paid.filter2", res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.25), res.summary()
 
