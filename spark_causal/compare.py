@@ -1318,7 +1318,10 @@ def _through_rows(result: Attribution, desc: dict, others: dict[str, dict], b: R
     keys = [list(zip(*(t[cs[nm]].astype(object).tolist() for nm in names))) for t, cs in zip(tables, cols)]
     if any(v is None or v != v for ks in keys for k in ks for v in k):
         return None
-    found = chain_parts(model, aggregates, keys[0], keys[1])
+    try:
+        found = chain_parts(model, aggregates, keys[0], keys[1])
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError):  # noqa: PERF203
+        return None  # a row function the outer model cannot evaluate so: the outer answer stands
     if found is None:
         return None
     cfg = config or AttributionConfig()
