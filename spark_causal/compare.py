@@ -1729,12 +1729,18 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
     poor = abs(result.unexplained) > 0.5 * abs(result.change)
     if _depth == 0:
         result = _regrouped(result, desc, b, c, config) or result
-    if (not result.significant or poor) and _depth == 0:
+    # ... or when what it names is mostly its units' number, the rows of an output read back whose rows
+    # are groups below (a missing day's groups: the claims it lost are the cause, not the groups)
+    top = result.attributions[0] if result.attributions else None
+    rows_only = top is not None and top.node == f"{desc.get('driving')}.__rows__" and \
+        abs(top.contribution) >= 0.8 * abs(result.change) > 0
+    if (not result.significant or poor or rows_only) and _depth == 0:
         relayed = _relay(result, desc, others, row_level, b, c, config, cache) or \
             _relay_count(result, desc, b, c, config, cache) or \
             (_rows_per_group(result, desc, b, c, config, cache) if poor else None) or \
             _through_rows(result, desc, others, b, c, config, cache)
-        if relayed is not None and (not result.significant or abs(relayed.unexplained) < abs(result.unexplained)):
+        if relayed is not None and (not result.significant or rows_only or
+                                    abs(relayed.unexplained) < abs(result.unexplained)):
             return relayed
     merged: dict[str, AttributionItem] = {}
     order: list[AttributionItem] = []

@@ -820,3 +820,29 @@ def test_a_ratio_of_two_joined_aggregations_by_qualified_names_is_the_ratio_of_t
         assert not res.significant, res.summary()
         return
     assert res.significant and res.attributions[0].node == cause, res.summary()
+
+
+def test_a_re_aggregation_of_read_back_groups_a_missing_day_took_is_the_days_rows_below(spark, tmp_path):
+    """Region totals summed from a daily output read back: a missing day takes its groups out of the
+    read-back table, whose row count alone explained the move (``daily.__rows__``, 99%), which says
+    nothing a user can act on. The groups are the orders' below: attributed there, the orders' rows."""
+    from pyspark.sql import functions as F
+
+    store = str(tmp_path / "store")
+    for run, seed in (("a", 61), ("b", 62)):
+        rng = np.random.default_rng(seed)
+        n = 20000
+        orders = pd.DataFrame({"day": rng.integers(1, 8, n), "region": rng.choice(list("NSEW"), n),
+                               "product": rng.integers(0, 50, n), "amount": np.round(rng.lognormal(3, 0.5, n), 2)})
+        if run == "b":
+            orders = orders[orders.day != 4]
+        (tmp_path / run).mkdir()
+        orders.to_parquet(tmp_path / run / "orders.parquet")
+        with spark_causal.capture(spark, store=store, run=run, sample_size=5000):
+            (spark.read.parquet(str(tmp_path / run / "orders.parquet")).groupBy("day", "region", "product")
+             .agg(F.sum("amount").alias("revenue")).write.parquet(str(tmp_path / run / "daily")))
+            (spark.read.parquet(str(tmp_path / run / "daily")).groupBy("region")
+             .agg(F.sum("revenue").alias("revenue")).write.parquet(str(tmp_path / run / "regions")))
+    res = spark_causal.attribute(store, "a", "b", "regions.revenue")
+    assert res.significant and res.attributions[0].node == "orders.__rows__", res.summary()
+    assert res.attributions[0].contribution == pytest.approx(res.change, rel=0.2), res.summary()
