@@ -3849,9 +3849,11 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
     across = _moved_across(spec, b, c, cb_, cc_, z) if agg != "mean" else None
     # (the rows that moved are a test of that root's change themselves, when the slice moved beyond its
     # noise: 20% of a day's sessions stamped on the day before, p 0.11; so with other mechanisms changed
-    # too, a time tested given a promo code that moved by chance, p_adj 0.19: 99% unexplained)
+    # that leave most of the move, a time tested given a promo code that moved by chance, p_adj 0.19: 99%
+    # unexplained; not when they explain it, a campaign's channel remapped moving sessions across)
+    left = abs(change - sum(a.contribution for a in items)) > 0.5 * abs(change)  # (what the others leave)
     root = next((r for r in spec.slice_roots if r in players or tests.get(r, {}).get("changed")
-                 or (sig_metric and r in tests)), None)
+                 or (sig_metric and r in tests and (not players or left))), None)
     if across is not None and root is not None:
         # units that left the slice for the rest of the run (or came from it) by the root its key is
         # computed from: the slice's rows at its mean row (the model holds each unit's membership)

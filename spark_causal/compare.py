@@ -1731,9 +1731,10 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         result = _regrouped(result, desc, b, c, config) or result
     # ... or when what it names is mostly its units' number, the rows of an output read back whose rows
     # are groups below (a missing day's groups: the claims it lost are the cause, not the groups)
+    # (not a row-level output's: its rows are the units below, whose own attribution it already reads)
     top = result.attributions[0] if result.attributions else None
     rows_only = top is not None and top.node == f"{desc.get('driving')}.__rows__" and \
-        abs(top.contribution) >= 0.8 * abs(result.change) > 0
+        desc.get("driving") not in row_level and abs(top.contribution) >= 0.8 * abs(result.change) > 0
     if (not result.significant or poor or rows_only) and _depth == 0:
         relayed = _relay(result, desc, others, row_level, b, c, config, cache) or \
             _relay_count(result, desc, b, c, config, cache) or \
