@@ -1993,8 +1993,7 @@ def _upstream_of(named: set[str], computed: dict[str, tuple[Any, set[str]]], par
     return sorted(found)
 
 
-def _moved_across(spec: _Spec, b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndarray,
-                  z: float) -> tuple[float, float] | None:
+def _moved_across(rows: tuple[float, float, float, float, float] | None, z: float) -> tuple[float, float] | None:
     """(what the rows that moved between a ``where`` slice and the rest of the run add to the slice's
     sum, its standard error) when the slice's keys are no roots of the model (a key of many values,
     ``_IN_SLICE``; a looked-up or derived one): the rows it lost that the rest gained (or the other
@@ -2002,30 +2001,28 @@ def _moved_across(spec: _Spec, b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndar
     day's slice lost rows the others did not gain, which is the volume's. Why: each unit's membership
     is then a key the model holds fixed, so 20% of the last day's shipments stamped on the day before
     were 97% of that day's change unexplained, and German users' sessions given to Brazilian users
-    all of the German slice's."""
-    found = _slice_rows(spec, b, c, cb, cc)
-    if found is None:
+    all of the German slice's. ``rows``: ``_slice_rows``."""
+    if rows is None:
         return None
-    ds, do, se_s, per_row = found
+    ds, do, se_s, per_row, _ = rows
     if ds * do >= 0 or min(abs(ds), abs(do)) <= z * se_s:
         return None
     moved = math.copysign(min(abs(ds), abs(do)), ds)
     return moved * per_row, se_s * abs(per_row)
 
 
-def _own_rows(spec: _Spec, b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndarray, z: float) -> float | None:
+def _own_rows(rows: tuple[float, float, float, float, float] | None, b: "_Run", c: "_Run", z: float) -> float | None:
     """The volume of a ``where`` slice whose keys are no roots of the model, when its rows changed
     unlike its share of the table's and the rest did not take them up (``_moved_across`` then): the
     slice's own row change at its mean row. None otherwise. Why: the volume term is the table's row
     change shared out by the units, the model holding each unit's membership; a missing day's own
-    slice lost all its rows, of which that share gave it a sixth (91% of its loss unexplained)."""
-    found = _slice_rows(spec, b, c, cb, cc)
-    if found is None:
+    slice lost all its rows, of which that share gave it a sixth (91% of its loss unexplained).
+    ``rows``: ``_slice_rows``."""
+    if rows is None:
         return None
-    ds, do, se_s, per_row = found
+    ds, do, se_s, per_row, inside = rows
     if ds * do < 0 and min(abs(ds), abs(do)) > z * se_s:
         return None
-    inside = sum(float((r.w * _slice_mask(spec, r)).sum()) for r in (b, c))
     if abs(ds - (c.N - b.N) * inside / (b.N + c.N)) <= z * se_s:
         return None
     return ds * per_row
@@ -2039,9 +2036,10 @@ def _slice_mask(spec: _Spec, r: "_Run") -> np.ndarray:
 
 
 def _slice_rows(spec: _Spec, b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndarray
-                ) -> tuple[float, float, float, float] | None:
+                ) -> tuple[float, float, float, float, float] | None:
     """(the ``where`` slice's row change, the rest's, the slice count's standard error, the slice's
-    mean row), for a slice whose keys are no roots of the model; None otherwise."""
+    mean row, its rows in both runs together), for a slice whose keys are no roots of the model;
+    None otherwise."""
     if not spec.slice_roots or spec.where_fn is None:
         return None
     inside = [r.w * _slice_mask(spec, r) for r in (b, c)]
@@ -2051,7 +2049,7 @@ def _slice_rows(spec: _Spec, b: "_Run", c: "_Run", cb: np.ndarray, cc: np.ndarra
     se_s = math.sqrt(sum(float((r.w * x).sum()) for r, x in zip((b, c), inside)))
     means = [float((cx * i).sum()) / float(i.sum())
              for cx, i in ((cb, inside[0]), (cc, inside[1])) if float(i.sum()) > 0]
-    return ds, do, se_s, sum(means) / len(means) if means else 0.0
+    return ds, do, se_s, sum(means) / len(means) if means else 0.0, float(inside[0].sum() + inside[1].sum())
 
 
 def _metric_from(spec: _Spec, c: np.ndarray, d: np.ndarray, w: np.ndarray) -> float:
@@ -3738,7 +3736,8 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         return (c.N - b.N) * (b.n * m_b + c.n * m_c) / (b.n + c.n)
 
     volume = priced(mb, mc)
-    own = _own_rows(spec, b, c, cb_, cc_, z) if agg != "mean" else None
+    slice_rows = _slice_rows(spec, b, c, cb_, cc_) if agg != "mean" else None
+    own = _own_rows(slice_rows, b, c, z)
     own_shift = 0.0 if own is None else own - volume  # (the slice's own rows: its draws move with it)
     volume += own_shift
     t_shap = time.perf_counter()
@@ -3846,7 +3845,7 @@ def attribute_samples(graph: nx.DiGraph, baseline: RunSamples, current: RunSampl
         # counted: a missing day's lost orders are a move however noisy their amounts)
         item_sig["__volume__"] = bool(vol_changed and volume != 0 and abs(volume) > z * ci[2]
                                       and (z_whole is None or sig_metric or where is None))
-    across = _moved_across(spec, b, c, cb_, cc_, z) if agg != "mean" else None
+    across = _moved_across(slice_rows, z)
     # (the rows that moved are a test of that root's change themselves, when the slice moved beyond its
     # noise: 20% of a day's sessions stamped on the day before, p 0.11; so with other mechanisms changed
     # that leave most of the move, a time tested given a promo code that moved by chance, p_adj 0.19: 99%

@@ -78,11 +78,12 @@ def parts(model: FittedModel, aggregates: list[str], keys_b: list[tuple], keys_c
     lost = -float(c_b[jump].sum())
     linear = sum(float((grad[a] * moved[a]).sum()) for a in aggregates)
     along = (t_end - t_b) - float((c_end - c_b)[jump].sum())  # the path's own move, the vanished rows apart
-    change = float(unit_contributions(model, "current").sum() - unit_contributions(model, "baseline").sum())
+    now = unit_contributions(model, "current")
+    change = float(now.sum() - unit_contributions(model, "baseline").sum())
     if not np.isfinite(linear) or abs(linear - along) > 0.05 * abs(change) + 1e-9 * (abs(t_b) + abs(t_end)):
         return None
     new = np.flatnonzero(at < 0)
-    gained = float(unit_contributions(model, "current")[new].sum())
+    gained = float(now[new].sum())
     found: list[Part] = []
     for a in aggregates:
         g, m = grad[a], moved[a]

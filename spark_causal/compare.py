@@ -31,8 +31,8 @@ from .attribution import (
     compile_expression,
     fit_model,
 )
-from .errors import SparkCausalError, UnknownOutputError
 from .chain import parts as chain_parts
+from .errors import SparkCausalError, UnknownOutputError
 from .lineage import gating_selections
 from .ratio import attribute_linear, attribute_ratio, linear_of, ratio_of
 from .result import Attribution, AttributionItem, _fmt
@@ -1167,6 +1167,19 @@ def _exact_below(cache: dict, target: str, agg: str, where: str | None) -> Exact
     return of(target, agg) if of is not None and where is None else None
 
 
+def _cached_below(cache: dict, node: str, agg: str, where: str | None, b: RunSamples, c: RunSamples,
+                  config: AttributionConfig | None, depth: int) -> Attribution | Exception:
+    """``agg(node)`` over ``where`` in its own segment, drilled down from ``depth``: once per
+    drill-down (the error, when it cannot be attributed, kept in its place)."""
+    if (node, agg, where) not in cache:
+        try:
+            inner = attribute_samples(c.graph, b, c, node, agg=agg, where=where, config=config,
+                                      exact=_exact_below(cache, node, agg, where))
+            cache[(node, agg, where)] = drill_down(inner, b, c, config=config, _depth=depth, _cache=cache)
+        except SparkCausalError as exc:
+            cache[(node, agg, where)] = exc
+    return cache[(node, agg, where)]
+
 def _attributed_below(result: Attribution, target: str, agg: str, where: str | None, b: RunSamples,
                       c: RunSamples, config: AttributionConfig | None, translate: bool = True,
                       exact: Exact | None = None) -> Attribution:
@@ -1320,7 +1333,7 @@ def _through_rows(result: Attribution, desc: dict, others: dict[str, dict], b: R
         return None
     try:
         found = chain_parts(model, aggregates, keys[0], keys[1])
-    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError):  # noqa: PERF203
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError):
         return None  # a row function the outer model cannot evaluate so: the outer answer stands
     if found is None:
         return None
@@ -1332,15 +1345,8 @@ def _through_rows(result: Attribution, desc: dict, others: dict[str, dict], b: R
     left = found[1]
     for part in found[0]:
         where = _rows_where(names, part.rows)
-        summed = _summed_below(c.graph, part.aggregate, names, b, c)
-        if (summed, "sum", where) not in cache:
-            try:
-                below = attribute_samples(c.graph, b, c, summed, agg="sum", where=where, config=config)
-                below = drill_down(below, b, c, config=config, _depth=1, _cache=cache)
-            except SparkCausalError as exc:
-                below = exc
-            cache[(summed, "sum", where)] = below
-        below = cache[(summed, "sum", where)]
+        below = _cached_below(cache, _summed_below(c.graph, part.aggregate, names, b, c), "sum", where, b, c,
+                              config, 1)
         if isinstance(below, Exception):
             return None
         d = below.details or {}
@@ -1398,6 +1404,7 @@ def _summed_below(graph: nx.DiGraph, aggregate: str, names: list[str], b: RunSam
         node = below
     return node
 
+
 def _rows_where(names: list[str], rows: tuple[tuple, ...]) -> str:
     """A predicate that holds for the groups ``rows`` (values of the key columns ``names``)."""
     if len(names) == 1:
@@ -1411,10 +1418,11 @@ def _rows_where(names: list[str], rows: tuple[tuple, ...]) -> str:
 
 def _key_literal(v: Any) -> str:
     """A group key's literal: a date or midnight timestamp as its day, anything else as a sample value."""
-    if isinstance(v, pd.Timestamp) or hasattr(v, "isoformat"):
+    if hasattr(v, "isoformat"):  # a date, a datetime, a Timestamp
         t = pd.Timestamp(v)
         return f"'{t.date().isoformat()}'" if t == t.normalize() else f"'{t}'"
     return _literal(v)
+
 
 def _mean_of_sum(result: Attribution, desc: dict, inner: Attribution, b: RunSamples, c: RunSamples,
                  config: AttributionConfig | None, cache: dict
@@ -1785,15 +1793,7 @@ def drill_down(result: Attribution, b: RunSamples, c: RunSamples, *,
         if result.where and where is None:
             warnings.append(f"the slice {result.where!r} is not a set of {agg_node}'s group keys: its "
                             f"drill-down shares out the whole of {agg_node}'s change")
-        if (agg_node, inner_agg, where) not in cache:
-            try:
-                inner = attribute_samples(c.graph, b, c, agg_node, agg=inner_agg, where=where, config=config,
-                                          exact=_exact_below(cache, agg_node, inner_agg, where))
-                inner = drill_down(inner, b, c, config=config, _depth=_depth + 1, _cache=cache)
-            except SparkCausalError as exc:
-                inner = exc
-            cache[(agg_node, inner_agg, where)] = inner
-        inner = cache[(agg_node, inner_agg, where)]
+        inner = _cached_below(cache, agg_node, inner_agg, where, b, c, config, _depth + 1)
         if isinstance(inner, Exception):
             warnings.append(f"could not drill down from {item.node} into {agg_node}: {inner}")
             order.append(item)
